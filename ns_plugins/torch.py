@@ -1,0 +1,104 @@
+"""Chainer's negative-sampling API on torch tensors.
+
+``negative_sampling(x, t, W, sampler, sample_size, reduce='sum', *, return_samples=False)`` keeps
+Chainer's signature and semantics (see DESIGN.md), and checks its inputs before any kernel runs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from ns_plugins.core.alias import AliasSampler
+from ns_plugins.core.ops import ns_loss
+
+__all__ = ["negative_sampling", "NegativeSampling", "check_reduce"]
+
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_reduce(reduce) -> None:
+    if reduce not in ("sum", "no"):
+        raise ValueError(f"only 'sum' and 'no' are valid for 'reduce', but '{reduce}' is given")
+
+
+def _check_inputs(x, t, W, sample_size) -> None:
+    if not isinstance(x, torch.Tensor) or not isinstance(W, torch.Tensor):
+        raise TypeError("x and W must be torch tensors")
+    if not isinstance(t, torch.Tensor):
+        raise TypeError("t must be a torch tensor")
+    if x.dim() != 2:
+        raise ValueError(f"x must be 2-D (batch, features), got shape {tuple(x.shape)}")
+    if W.dim() != 2:
+        raise ValueError(f"W must be 2-D (vocabulary, features), got shape {tuple(W.shape)}")
+    if x.dtype not in _FLOATS or W.dtype not in _FLOATS:
+        raise TypeError(f"x and W must be floating point, got {x.dtype} and {W.dtype}")
+    if x.dtype != W.dtype:
+        raise TypeError(f"x and W must have the same dtype, got {x.dtype} and {W.dtype}")
+    if t.dim() != 1:
+        raise ValueError(f"t must be 1-D, got shape {tuple(t.shape)}")
+    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+        raise TypeError(f"t must be an integer tensor, got {t.dtype}")
+    if t.shape[0] != x.shape[0]:
+        raise ValueError(f"batch sizes differ: x has {x.shape[0]} rows, t has {t.shape[0]}")
+    if x.shape[1] != W.shape[1]:
+        raise ValueError(f"x has {x.shape[1]} features but W has {W.shape[1]} columns")
+    if isinstance(sample_size, bool) or not isinstance(sample_size, (int, np.integer)):
+        raise TypeError(f"sample_size must be an int, got {type(sample_size).__name__}")
+    if sample_size < 0:
+        raise ValueError(f"sample_size must be non-negative, got {sample_size}")
+    if t.numel():
+        lo, hi = int(t.min()), int(t.max())
+        if lo < -1 or hi >= W.shape[0]:
+            bad = lo if lo < -1 else hi
+            raise ValueError(f"label {bad} is out of range [-1, {W.shape[0]}) (-1 means ignore)")
+
+
+def _draw(sampler, shape, V, device) -> torch.Tensor:
+    samples = sampler(shape)
+    if not isinstance(samples, torch.Tensor):
+        samples = torch.as_tensor(np.asarray(samples))
+    if tuple(samples.shape) != shape:
+        raise ValueError(f"sampler returned shape {tuple(samples.shape)}, expected {shape}")
+    if samples.dtype.is_floating_point or samples.dtype.is_complex or samples.dtype == torch.bool:
+        raise TypeError(f"sampler must return integer ids, got {samples.dtype}")
+    samples = samples.to(device=device, dtype=torch.int64)
+    if samples.numel() and (int(samples.min()) < 0 or int(samples.max()) >= V):
+        raise ValueError(
+            f"sampler returned ids outside [0, {V}): min {int(samples.min())}, "
+            f"max {int(samples.max())}"
+        )
+    return samples.clone()
+
+
+def negative_sampling(x, t, W, sampler, sample_size, reduce="sum", *, return_samples=False):
+    """Negative-sampling loss; ``sum`` gives a 0-d sum over rows, ``no`` the (B,) row losses."""
+    check_reduce(reduce)
+    _check_inputs(x, t, W, sample_size)
+    B = x.shape[0]
+    samples = _draw(sampler, (B, sample_size + 1), W.shape[0], x.device)
+    samples[:, 0] = t.to(device=x.device, dtype=torch.int64)
+    rows = ns_loss(x, W, samples)
+    loss = rows.sum() if reduce == "sum" else rows
+    return (loss, samples) if return_samples else loss
+
+
+class NegativeSampling(nn.Module):
+    """``chainer.links.NegativeSampling`` on torch: owns W (zero-initialised, like Chainer's) and an
+    exact alias sampler over ``counts ** power`` that draws on W's device."""
+
+    def __init__(self, in_size: int, counts, sample_size: int, power: float = 0.75):
+        super().__init__()
+        self.sample_size = sample_size
+        self.alias = AliasSampler.from_counts(counts, power)
+        self.W = nn.Parameter(torch.zeros(len(self.alias), in_size))
+        self.generator: torch.Generator | None = None
+
+    def sampler(self, shape):
+        return self.alias.sample_torch(shape, generator=self.generator, device=self.W.device)
+
+    def forward(self, x, t, reduce="sum", *, return_samples=False):
+        return negative_sampling(
+            x, t, self.W, self.sampler, self.sample_size, reduce, return_samples=return_samples
+        )
