@@ -1,0 +1,180 @@
+"""``chainer.functions.negative_sampling`` computed by the shared torch kernels.
+
+Three nodes, each the derivative of the previous one, so Chainer's double backprop works:
+the loss, its gradient (x, W, gy) -> (gx, gW), and that gradient's vector-Jacobian product.
+Type checks, errors, outputs and returned samples are those of Chainer 7.8.1.
+"""
+
+from __future__ import annotations
+
+import numpy
+import torch
+
+from chainer import backend, function_node
+from chainer.backends import cuda
+from chainer.utils import argument, type_check
+
+from ns_plugins.core.ops import ns_loss_bwd, ns_loss_fwd
+
+
+def _as_torch(a):
+    """numpy -> CPU tensor and cupy -> CUDA tensor, sharing memory; float16 widened to float32
+    (Chainer keeps reductions out of float16)."""
+    t = torch.from_dlpack(a) if isinstance(a, cuda.ndarray) else torch.from_numpy(numpy.asarray(a))
+    return t.float() if t.dtype == torch.float16 else t
+
+
+def _samples_torch(samples):
+    return _as_torch(samples).long()
+
+
+def _from_torch(t, like):
+    """Back to ``like``'s array module and dtype."""
+    if isinstance(like, cuda.ndarray):
+        out = cuda.cupy.from_dlpack(t.detach().contiguous())
+    else:
+        out = t.detach().cpu().numpy()
+    return out.astype(like.dtype, copy=False)
+
+
+def _rows_grad(gy, batch_size):
+    """Upstream gradient per row: ``reduce='sum'`` sends a scalar to every row."""
+    return gy.expand(batch_size) if gy.ndim == 0 else gy
+
+
+class NegativeSamplingFunction(function_node.FunctionNode):
+    ignore_label = -1
+    samples = None
+
+    def __init__(self, sampler, sample_size, reduce="sum"):
+        if reduce not in ("sum", "no"):
+            raise ValueError(
+                "only 'sum' and 'no' are valid for 'reduce', but '%s' is given" % reduce
+            )
+        self.sampler = sampler
+        self.sample_size = sample_size
+        self.reduce = reduce
+
+    def _make_samples(self, t):
+        size = int(t.shape[0])
+        # first one is the positive, and others are sampled negatives (Chainer's exact call)
+        samples = self.sampler((size, self.sample_size + 1))
+        samples = backend.from_chx(samples)
+        samples[:, 0] = t
+        return samples
+
+    def check_type_forward(self, in_types):
+        type_check._argname(in_types, ("x", "t", "W"))
+        x_type, t_type, w_type = in_types
+
+        type_check.expect(
+            x_type.dtype.kind == "f",
+            x_type.ndim == 2,
+            t_type.dtype == numpy.int32,
+            t_type.ndim == 1,
+            x_type.shape[0] == t_type.shape[0],
+            w_type.dtype == x_type.dtype,
+            w_type.ndim == 2,
+        )
+
+    def forward(self, inputs):
+        self.retain_inputs((0, 1, 2))
+        x, t, W = inputs
+        self.ignore_mask = t != self.ignore_label
+        samples = self._make_samples(t)
+        with torch.no_grad():
+            loss = ns_loss_fwd(_as_torch(x), _as_torch(W), _samples_torch(samples))
+            if self.reduce == "sum":
+                loss = loss.sum()
+        self.samples = samples
+        return (_from_torch(loss, x),)
+
+    def backward(self, indexes, grad_outputs):
+        x, t, W = self.get_retained_inputs()
+        (gy,) = grad_outputs
+        gx, gW = NegativeSamplingFunctionGrad(self.reduce, self.samples).apply((x, W, gy))
+        return gx, None, gW
+
+
+class NegativeSamplingFunctionGrad(function_node.FunctionNode):
+    """(x, W, gy) -> (gx, gW): the gradient of sum_b gy_b * loss_b, with dense gW."""
+
+    def __init__(self, reduce, samples):
+        self.reduce = reduce
+        self.samples = samples
+
+    def forward(self, inputs):
+        self.retain_inputs((0, 1, 2))
+        x, W, gy = inputs
+        with torch.no_grad():
+            xt = _as_torch(x)
+            gyt = _rows_grad(_as_torch(gy).to(xt.dtype), x.shape[0])
+            gx, gW = ns_loss_bwd(gyt, xt, _as_torch(W), _samples_torch(self.samples))
+        return _from_torch(gx, x), _from_torch(gW, W)
+
+    def backward(self, indexes, grad_outputs):
+        x, W, gy = self.get_retained_inputs()
+        ggx, ggW = grad_outputs
+        node = NegativeSamplingFunctionGradGrad(self.reduce, self.samples, ggx is None, ggW is None)
+        inputs = [x, W, gy] + [g for g in (ggx, ggW) if g is not None]
+        grads = node.apply(inputs)
+        return tuple(grads[i] for i in indexes)
+
+
+class NegativeSamplingFunctionGradGrad(function_node.FunctionNode):
+    """(x, W, gy, ggx, ggW) -> (d/dx, d/dW, d/dgy) of <ggx, gx> + <ggW, gW>."""
+
+    def __init__(self, reduce, samples, no_ggx, no_ggW):
+        self.reduce = reduce
+        self.samples = samples
+        self.no_ggx = no_ggx
+        self.no_ggW = no_ggW
+
+    def forward(self, inputs):
+        x, W, gy, *rest = inputs
+        ggx = None if self.no_ggx else rest.pop(0)
+        ggW = None if self.no_ggW else rest.pop(0)
+        with torch.enable_grad():
+            xt = _as_torch(x).detach().requires_grad_()
+            Wt = _as_torch(W).detach().requires_grad_()
+            gyt = _as_torch(gy).to(xt.dtype).detach().requires_grad_()
+            gx, gW = ns_loss_bwd(
+                _rows_grad(gyt, x.shape[0]), xt, Wt, _samples_torch(self.samples)
+            )
+            outs, cots = [], []
+            for out, cot in ((gx, ggx), (gW, ggW)):
+                if cot is not None:
+                    outs.append(out)
+                    cots.append(_as_torch(cot).to(out.dtype))
+            grads = torch.autograd.grad(outs, (xt, Wt, gyt), cots, allow_unused=True)
+        grads = [torch.zeros_like(v) if g is None else g for g, v in zip(grads, (xt, Wt, gyt))]
+        return tuple(_from_torch(g, a) for g, a in zip(grads, (x, W, gy)))
+
+    def backward(self, indexes, grad_outputs):
+        raise NotImplementedError(
+            "negative_sampling supports gradients up to second order; a third-order gradient "
+            "was requested"
+        )
+
+
+def negative_sampling(x, t, W, sampler, sample_size, reduce="sum", **kwargs):
+    """negative_sampling(x, t, W, sampler, sample_size, reduce='sum', *, return_samples=False)
+
+    Negative sampling loss, a drop-in for :func:`chainer.functions.negative_sampling`.
+
+    Per row: ``softplus(-x.W[t]) + sum_k softplus(x.W[n_k])`` with ``n`` drawn by
+    ``sampler((batch_size, sample_size + 1))`` (column 0 is then overwritten with ``t``).
+    Rows with ``t == -1`` give 0. ``reduce='sum'`` returns the 0-d sum, ``'no'`` the per-row
+    losses; ``return_samples=True`` also returns the sample array (the sampler's dtype).
+    float16 inputs are computed in float32 and cast back.
+    """
+    return_samples = False
+    if kwargs:
+        (return_samples,) = argument.parse_kwargs(kwargs, ("return_samples", return_samples))
+
+    func = NegativeSamplingFunction(sampler, sample_size, reduce)
+    out = func.apply((x, t, W))[0]
+
+    if return_samples:
+        return out, func.samples
+    return out
