@@ -1,8 +1,9 @@
 """Exact alias sampler (Walker/Vose) shared by every backend.
 
-The table is built in float64 with cumulative sums instead of a Python loop, so V = 1,000,000 builds
-in tens of milliseconds. Sampling draws the bucket as an integer and the coin as an independent
-float64 uniform: unlike splitting one float32 draw into bucket and coin, no probability is quantised.
+The table is built in float64 with cumulative sums instead of a Python loop, so V = 1,000,000
+builds in tens of milliseconds. Sampling draws the bucket as an integer and the coin as an
+independent float64 uniform: unlike splitting one float32 draw into bucket and coin, no probability
+is quantised.
 """
 
 from __future__ import annotations
@@ -43,9 +44,10 @@ def build_alias_table(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     Sweep formulation of Walker's method: smalls (q < 1) are served in order by the current large;
     a large whose residual drops below 1 becomes a bucket aliased to the next large. With D the
-    cumulative deficits of the smalls and C the cumulative surpluses of the larges, small i is served
-    by the first large j with C[j] >= D[i-1], and large j ends with threshold 1 + C[j] - D[k] (k the
-    first small with D[k] > C[j]) aliased to large j+1. Both lookups are searchsorted calls.
+    cumulative deficits of the smalls and C the cumulative surpluses of the larges, small i is
+    served by the first large j with C[j] >= D[i-1], and large j ends with threshold
+    1 + C[j] - D[k] (k the first small with D[k] > C[j]) aliased to large j+1.
+    Both lookups are searchsorted calls.
     """
     n = probs.size
     q = probs * n
@@ -96,7 +98,7 @@ class AliasSampler:
         return self._probs.copy()
 
     def table_probabilities(self) -> np.ndarray:
-        """The distribution the table actually implements; equals ``probabilities()`` up to rounding."""
+        """The distribution the table implements; ``probabilities()`` up to rounding."""
         n = self.prob.size
         p = self.prob.copy()
         np.add.at(p, self.alias, 1.0 - self.prob)
@@ -128,7 +130,7 @@ class AliasSampler:
         return self._device_tables[key]
 
     def sample_torch(self, shape, generator=None, device=None):
-        """Draw on ``device`` (default: the generator's device, else CPU) without a host round trip."""
+        """Draw on ``device`` (default: the generator's, else CPU) without a host round trip."""
         import torch
 
         if device is None and generator is not None:
@@ -146,7 +148,7 @@ class AliasSampler:
     def sample_cupy(self, shape, seed=None):
         import cupy
 
-        key = "cupy:%d" % cupy.cuda.runtime.getDevice()
+        key = f"cupy:{cupy.cuda.runtime.getDevice()}"
         if key not in self._device_tables:
             self._device_tables[key] = (cupy.asarray(self.prob), cupy.asarray(self.alias))
         prob, alias = self._device_tables[key]

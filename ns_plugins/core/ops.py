@@ -120,7 +120,7 @@ def _sparse_backward(gy, x, W, samples):
 
 
 def ns_loss(x: Tensor, W: Tensor, samples: Tensor, *, sparse_grad: bool = False) -> Tensor:
-    """Per-row loss (B,) with autograd for x and W. ``sparse_grad=True`` gives W a sparse gradient."""
+    """Per-row loss (B,) with autograd for x and W; ``sparse_grad=True``: W's grad is sparse."""
     if sparse_grad:
         return _SparseGradLoss.apply(x, W, samples)
     return ns_loss_fwd(x, W, samples)

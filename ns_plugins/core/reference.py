@@ -41,7 +41,7 @@ def ns_loss_rows(x, W, samples) -> np.ndarray:
 
 
 def negative_sampling(x, t, W, samples, reduce: str = "sum"):
-    """The Chainer-signature loss with explicit samples; column 0 of ``samples`` is replaced by t."""
+    """Chainer-signature loss with explicit samples; column 0 of ``samples`` is replaced by t."""
     samples = np.array(samples, dtype=np.int64, copy=True)
     samples[:, 0] = np.asarray(t)
     rows = ns_loss_rows(x, W, samples)

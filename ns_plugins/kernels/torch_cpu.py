@@ -73,7 +73,7 @@ def sparse_backward(gy, x, W, samples):
 
 
 def forward_backward_sparse(x, W, samples, gy=None):
-    """Training step in one gather: (loss_rows, gx, rows, gW_rows) for upstream ``gy`` (default 1)."""
+    """One gather for a training step: (loss_rows, gx, rows, gW_rows) for upstream ``gy``."""
     xc, w, ids, valid, z = _gather_scores(x, W, samples)
     loss = _loss_rows(z, valid)
     if gy is None:
