@@ -21,8 +21,8 @@ __all__ = ["save_word2vec", "load_word2vec"]
 _F32 = np.dtype("<f4")
 
 
-def _open(path: Path, mode: str):
-    if path.suffix == ".gz":
+def _open(path: Path, mode: str, gz: bool | None = None):
+    if path.suffix == ".gz" if gz is None else gz:
         return gzip.open(path, mode)
     return open(path, mode)
 
@@ -59,7 +59,7 @@ def save_word2vec(path, words: Sequence[str], vectors, binary: bool = False) -> 
     words = _check_words(words, vectors.shape[0])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
-    with _open(tmp, "wb") as f:
+    with _open(tmp, "wb", gz=path.suffix == ".gz") as f:
         f.write(f"{vectors.shape[0]} {vectors.shape[1]}\n".encode())
         if binary:
             for word, row in zip(words, vectors):
