@@ -26,9 +26,9 @@ _LAZY = {
     "NegativeSamplingFunction": "functions",
     "NegativeSampling": "links",
     "WalkerAlias": "walker_alias",
-    "install": "install",
-    "uninstall": "install",
-    "installed": "install",
+    "install": "installer",
+    "uninstall": "installer",
+    "installed": "installer",
 }
 
 

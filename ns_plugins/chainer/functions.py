@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy
 import torch
-
 from chainer import backend, function_node
 from chainer.backends import cuda
 from chainer.utils import argument, type_check
@@ -48,9 +47,7 @@ class NegativeSamplingFunction(function_node.FunctionNode):
 
     def __init__(self, sampler, sample_size, reduce="sum"):
         if reduce not in ("sum", "no"):
-            raise ValueError(
-                "only 'sum' and 'no' are valid for 'reduce', but '%s' is given" % reduce
-            )
+            raise ValueError(f"only 'sum' and 'no' are valid for 'reduce', but '{reduce}' is given")
         self.sampler = sampler
         self.sample_size = sample_size
         self.reduce = reduce
@@ -138,9 +135,7 @@ class NegativeSamplingFunctionGradGrad(function_node.FunctionNode):
             xt = _as_torch(x).detach().requires_grad_()
             Wt = _as_torch(W).detach().requires_grad_()
             gyt = _as_torch(gy).to(xt.dtype).detach().requires_grad_()
-            gx, gW = ns_loss_bwd(
-                _rows_grad(gyt, x.shape[0]), xt, Wt, _samples_torch(self.samples)
-            )
+            gx, gW = ns_loss_bwd(_rows_grad(gyt, x.shape[0]), xt, Wt, _samples_torch(self.samples))
             outs, cots = [], []
             for out, cot in ((gx, ggx), (gW, ggW)):
                 if cot is not None:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import numpy
-
 import chainer
+import numpy
 from chainer import device_resident
 from chainer.backends import cuda
 
