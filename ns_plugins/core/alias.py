@@ -55,7 +55,7 @@ def build_alias_table(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     large = np.flatnonzero(q >= 1.0)
     threshold = np.ones(n, dtype=np.float64)
     alias = np.arange(n, dtype=np.int64)
-    if small.size == 0:
+    if small.size == 0 or large.size == 0:  # uniform, up to rounding
         return threshold, alias
     deficit = np.cumsum(1.0 - q[small])  # D[i]: deficit served up to and including small i
     surplus = np.cumsum(q[large] - 1.0)  # C[j]

@@ -1,0 +1,37 @@
+import importlib.util
+import os
+
+# Chainer 7.8.1 imports numpy.distutils, which needs the stdlib distutils on setuptools >= 74.
+os.environ.setdefault("SETUPTOOLS_USE_DISTUTILS", "stdlib")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+HAS_CUDA = torch.cuda.is_available()
+if not HAS_CUDA:
+    # Triton kernels run in its interpreter on CPU tensors; must be set before triton is imported.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+def _has_chainer() -> bool:
+    if importlib.util.find_spec("chainer") is None:
+        return False
+    try:
+        import chainer  # noqa: F401
+    except Exception:  # noqa: BLE001 - a broken install counts as missing
+        return False
+    return True
+
+
+def pytest_collection_modifyitems(config, items):
+    chainer_ok = None
+    for item in items:
+        if "gpu" in item.keywords and not HAS_CUDA:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA device"))
+        if "chainer" in item.keywords:
+            if chainer_ok is None:
+                chainer_ok = _has_chainer()
+            if not chainer_ok:
+                item.add_marker(
+                    pytest.mark.skip(reason="needs Chainer: pip install 'ns_plugins[chainer]'")
+                )

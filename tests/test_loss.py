@@ -1,0 +1,209 @@
+"""The registered op and the torch front end against the float64 reference."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ns_plugins.core import ops, reference
+from ns_plugins.torch import NegativeSampling, negative_sampling
+
+TOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 3e-3, torch.bfloat16: 2e-2}
+
+
+def _rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30)
+
+
+def _inputs(seed, B, d, V, K, dtype, ignore_frac=0.2, dup=True):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, d, generator=g).to(dtype)
+    W = torch.randn(V, d, generator=g).to(dtype)
+    samples = torch.randint(0, V, (B, K), generator=g)
+    if B and dup:
+        samples[0, :] = samples[0, 0]  # negatives equal to the positive, repeated ids
+    if B:
+        samples[torch.rand(B, generator=g) < ignore_frac, 0] = -1
+    return x, W, samples
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    B=st.integers(0, 40),
+    d=st.integers(1, 24),
+    V=st.integers(1, 30),
+    K=st.integers(1, 8),
+    dtype=st.sampled_from(list(TOL)),
+)
+def test_forward_backward_match_reference(seed, B, d, V, K, dtype):
+    x, W, samples = _inputs(seed, B, d, V, K, dtype)
+    x.requires_grad_()
+    W.requires_grad_()
+    rows = ops.ns_loss(x, W, samples)
+    assert rows.dtype == dtype and rows.shape == (B,)
+    xr, Wr, s = x.detach().double().numpy(), W.detach().double().numpy(), samples.numpy()
+    ref = reference.ns_loss_rows(xr, Wr, s)
+    gy = torch.rand(B, dtype=torch.float64) + 0.5
+    rows.backward(gy.to(dtype))
+    gx_ref, gW_ref = reference.ns_loss_grad(gy.numpy(), xr, Wr, s)
+    if B == 0:
+        return
+    assert _rel(rows.detach().double(), ref) < TOL[dtype]
+    assert x.grad.dtype == dtype and W.grad.dtype == dtype
+    assert _rel(x.grad.double(), gx_ref) < TOL[dtype]
+    assert _rel(W.grad.double(), gW_ref) < TOL[dtype]
+    ignored = s[:, 0] == -1
+    assert np.all(rows.detach().double().numpy()[ignored] == 0)
+    assert torch.all(x.grad[torch.from_numpy(ignored)] == 0)
+
+
+def test_double_backward_matches_reference():
+    x, W, samples = _inputs(1, 12, 6, 9, 5, torch.float64)
+    x.requires_grad_()
+    W.requires_grad_()
+    gy = torch.rand(12, dtype=torch.float64, requires_grad=True)
+    gx, gW = torch.autograd.grad(ops.ns_loss(x, W, samples), (x, W), gy, create_graph=True)
+    ggx, ggW = torch.randn_like(gx), torch.randn_like(gW)
+    got = torch.autograd.grad((gx * ggx).sum() + (gW * ggW).sum(), (gy, x, W))
+    want = reference.ns_loss_double_grad(
+        gy.detach().numpy(),
+        x.detach().numpy(),
+        W.detach().numpy(),
+        samples.numpy(),
+        ggx.numpy(),
+        ggW.numpy(),
+    )
+    for a, b in zip(got, want):
+        assert _rel(a.detach(), b) < 1e-12
+
+
+def test_gradcheck_gradgradcheck_opcheck():
+    x, W, samples = _inputs(2, 7, 4, 6, 4, torch.float64)
+    x.requires_grad_()
+    W.requires_grad_()
+    fn = lambda x, W: ops.ns_loss(x, W, samples)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, W))
+    assert torch.autograd.gradgradcheck(fn, (x, W))
+    gy = torch.rand(7, dtype=torch.float64, requires_grad=True)
+    for op, args in [(ops.ns_loss_fwd, (x, W, samples)), (ops.ns_loss_bwd, (gy, x, W, samples))]:
+        result = torch.library.opcheck(op, args)
+        assert all(v == "SUCCESS" for v in result.values()), result
+
+
+def test_torch_compile_fullgraph_forward_and_backward():
+    x, W, samples = _inputs(3, 16, 8, 20, 6, torch.float32)
+    ref = reference.ns_loss_rows(x.numpy(), W.numpy(), samples.numpy())
+    x.requires_grad_()
+    W.requires_grad_()
+    compiled = torch.compile(lambda x, W, s: ops.ns_loss(x, W, s).sum(), fullgraph=True)
+    loss = compiled(x, W, samples)
+    loss.backward()
+    _, gW_ref = reference.ns_loss_grad(
+        np.ones(16), x.detach().numpy(), W.detach().numpy(), samples.numpy()
+    )
+    assert _rel(loss.item(), ref.sum()) < 1e-5
+    assert _rel(W.grad, gW_ref) < 1e-5
+
+
+def test_sparse_paths_match_dense():
+    x, W, samples = _inputs(4, 30, 5, 50, 6, torch.float32)
+    gy = torch.rand(30)
+    Wd = W.clone().requires_grad_()
+    ops.ns_loss(x, Wd, samples).backward(gy)
+    Ws = W.clone().requires_grad_()
+    ops.ns_loss(x, Ws, samples, sparse_grad=True).backward(gy)
+    assert Ws.grad.is_sparse
+    torch.testing.assert_close(Ws.grad.to_dense(), Wd.grad)
+    loss, gx, rows, gW_rows = ops.ns_loss_sparse(x, W, samples, gy)
+    torch.testing.assert_close(loss, ops.ns_loss(x, W, samples))
+    dense = torch.zeros_like(W).index_add_(0, rows, gW_rows)
+    torch.testing.assert_close(dense, Wd.grad)
+    assert rows.numel() == torch.unique(samples.clamp_min(0)).numel()  # only touched rows
+
+
+def test_front_end_contract():
+    V, d = 12, 4
+    torch.manual_seed(0)
+    x, W = torch.randn(8, d, requires_grad=True), torch.randn(V, d, requires_grad=True)
+    t = torch.tensor([0, 3, -1, 11, 5, 5, -1, 2])
+    calls = []
+
+    def sampler(shape):
+        calls.append(shape)
+        return torch.randint(0, V, shape)
+
+    loss, samples = negative_sampling(x, t, W, sampler, 4, return_samples=True)
+    assert calls == [(8, 5)] and samples.shape == (8, 5)
+    assert torch.equal(samples[:, 0], t)  # column 0 is t, -1 kept
+    ref = reference.negative_sampling(
+        x.detach().numpy(), t.numpy(), W.detach().numpy(), samples.numpy(), "no"
+    )
+    assert loss.dim() == 0 and _rel(loss.item(), ref.sum()) < 1e-5
+    fixed = samples.clamp_min(0)  # the sampler's draws are ids; column 0 is overwritten by t
+    rows = negative_sampling(x, t, W, lambda s: fixed.clone(), 4, reduce="no")
+    assert rows.shape == (8,) and _rel(rows.detach(), ref) < 1e-5
+    # a numpy sampler works as well
+    rng = np.random.default_rng(0)
+    negative_sampling(x, t, W, lambda s: rng.integers(0, V, s), 2)
+
+
+def test_module_like_chainer_link():
+    counts = np.array([50, 20, 10, 5, 1])
+    m = NegativeSampling(3, counts, sample_size=4)
+    assert m.W.shape == (5, 3) and torch.all(m.W == 0)
+    assert len(m.alias) == 5
+    m.generator = torch.Generator().manual_seed(0)
+    x, t = torch.randn(6, 3), torch.tensor([0, 1, 2, 3, 4, -1])
+    loss, samples = m(x, t, return_samples=True)
+    # with W = 0 every valid row costs (k + 1) * log 2
+    assert abs(loss.item() - 5 * 5 * np.log(2)) < 1e-5
+    assert samples.shape == (6, 5) and samples[5, 0] == -1
+    loss.backward()
+    assert m.W.grad.shape == m.W.shape
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, message",
+    [
+        (dict(x=torch.randn(4)), ValueError, "x must be 2-D"),
+        (dict(t=torch.zeros(4, 1, dtype=torch.long)), ValueError, "t must be 1-D"),
+        (dict(t=torch.zeros(4)), TypeError, "integer"),
+        (dict(t=torch.zeros(3, dtype=torch.long)), ValueError, "batch sizes differ"),
+        (dict(W=torch.randn(10, 5)), ValueError, "features"),
+        (dict(W=torch.randn(10, 3, dtype=torch.float64)), TypeError, "same dtype"),
+        (dict(t=torch.tensor([0, 1, 10, 2])), ValueError, "label 10 is out of range"),
+        (dict(t=torch.tensor([0, -2, 1, 2])), ValueError, "label -2 is out of range"),
+        (dict(sample_size=-1), ValueError, "sample_size"),
+        (dict(sampler=lambda s: torch.zeros(s[0], 2, dtype=torch.long)), ValueError, "shape"),
+        (dict(sampler=lambda s: torch.zeros(s)), TypeError, "integer ids"),
+        (dict(sampler=lambda s: torch.full(s, 10)), ValueError, "outside"),
+        (dict(reduce="mean"), ValueError, "only 'sum' and 'no' are valid for 'reduce'"),
+    ],
+)
+def test_bad_input(kwargs, exc, message):
+    args = dict(
+        x=torch.randn(4, 3),
+        t=torch.tensor([0, 1, -1, 9]),
+        W=torch.randn(10, 3),
+        sampler=lambda s: torch.randint(0, 10, s),
+        sample_size=3,
+        reduce="sum",
+    )
+    args.update(kwargs)
+    with pytest.raises(exc, match=message):
+        negative_sampling(**args)
+
+
+@pytest.mark.gpu
+def test_cuda_matches_reference():
+    x, W, samples = _inputs(5, 64, 32, 100, 6, torch.float32)
+    xc, Wc = x.cuda().requires_grad_(), W.cuda().requires_grad_()
+    rows = ops.ns_loss(xc, Wc, samples.cuda())
+    rows.sum().backward()
+    ref = reference.ns_loss_rows(x.numpy(), W.numpy(), samples.numpy())
+    _, gW = reference.ns_loss_grad(np.ones(64), x.numpy(), W.numpy(), samples.numpy())
+    assert _rel(rows.detach().cpu(), ref) < 1e-5
+    assert _rel(Wc.grad.cpu(), gW) < 1e-5
