@@ -1,0 +1,213 @@
+"""The report's figures as PNG bytes (matplotlib, Agg backend, nothing fetched)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+__all__ = ["training_figure", "embedding_map", "project_2d", "pick_curve", "eval_curves"]
+
+# Keys logged under eval/ that are counts rather than scores.
+_COUNT_SUFFIXES = ("_pairs", "_oov", "_correct", "_answered", "_skipped", "_total")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    _pyplot().close(fig)
+    return buf.getvalue()
+
+
+def pick_curve(curves: dict, *names: str, contains: str | None = None):
+    """The first of ``names`` present in ``curves``, else the first key containing ``contains``."""
+    for name in names:
+        if name in curves:
+            return name
+    if contains is not None:
+        return next((k for k in sorted(curves) if contains in k), None)
+    return None
+
+
+def eval_curves(curves: dict) -> list[str]:
+    return sorted(k for k in curves if k.startswith("eval/") and not k.endswith(_COUNT_SUFFIXES))
+
+
+def _smooth(y: np.ndarray) -> np.ndarray:
+    """Centred moving average over about 2% of the points (loss per batch is noisy)."""
+    w = max(1, len(y) // 50)
+    if w == 1:
+        return y
+    kernel = np.ones(w) / w
+    padded = np.pad(y, (w // 2, w - 1 - w // 2), mode="edge")
+    return np.convolve(padded, kernel, mode="valid")
+
+
+def _empty(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", color="0.5", transform=ax.transAxes)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def training_figure(curves: dict) -> bytes:
+    """Loss, words/s, learning rate and evaluation scores against the training step."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7), layout="constrained")
+    (ax_loss, ax_speed), (ax_lr, ax_eval) = axes
+
+    loss = pick_curve(curves, "train/loss", "train/loss_step", "loss", contains="loss")
+    if loss:
+        x, y = curves[loss]
+        ax_loss.plot(x, y, color="tab:blue", alpha=0.25, lw=0.8, label="per step")
+        ax_loss.plot(x, _smooth(y), color="tab:blue", lw=2, label="smoothed")
+        ax_loss.set_ylabel(loss)
+        ax_loss.legend(loc="upper right", frameon=False)
+    else:
+        _empty(ax_loss, "no loss logged")
+    ax_loss.set_title("Training loss (mean per positive pair)")
+
+    speed = pick_curve(curves, "train/words_per_sec", contains="words_per_sec")
+    if speed:
+        x, y = curves[speed]
+        ax_speed.plot(x, y, color="tab:green", lw=1)
+        med = float(np.median(y))
+        ax_speed.axhline(med, color="0.3", ls="--", lw=1, label=f"median {med:,.0f}")
+        ax_speed.set_ylim(bottom=0)
+        ax_speed.legend(loc="lower right", frameon=False)
+        ax_speed.set_ylabel("words / s")
+    else:
+        _empty(ax_speed, "no throughput logged")
+    ax_speed.set_title("Throughput")
+
+    lr = pick_curve(curves, "train/lr", contains="lr")
+    if lr:
+        x, y = curves[lr]
+        ax_lr.plot(x, y, color="tab:purple", lw=1.5)
+        ax_lr.set_ylim(bottom=0)
+        ax_lr.set_ylabel("learning rate")
+    else:
+        _empty(ax_lr, "no learning rate logged")
+    ax_lr.set_title("Learning rate")
+
+    scores = eval_curves(curves)
+    if scores:
+        for key in scores:
+            x, y = curves[key]
+            ax_eval.plot(x, y, marker="o", ms=4, lw=1.5, label=key.removeprefix("eval/"))
+        ax_eval.legend(loc="best", frameon=False, fontsize=8)
+        ax_eval.set_ylabel("score")
+    else:
+        _empty(ax_eval, "no evaluation logged")
+    ax_eval.set_title("Evaluation scores")
+
+    for ax in axes.flat:
+        if ax.has_data():
+            ax.set_xlabel("step")
+            ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def project_2d(vectors: np.ndarray, method: str = "pca", seed: int = 0):
+    """2-D coordinates of the unit-normalised vectors and a caption for the axes.
+
+    ``pca`` (numpy SVD) always works; ``tsne`` needs scikit-learn and ``umap`` needs umap-learn.
+    """
+    x = np.asarray(vectors, dtype=np.float64)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    x = x / np.where(norms > 0, norms, 1.0)  # cosine geometry, as the evaluations use
+    if method == "pca" or len(x) < 5:
+        centred = x - x.mean(axis=0)
+        u, s, _ = np.linalg.svd(centred, full_matrices=False)
+        share = s**2 / max(float((s**2).sum()), 1e-300)
+        coords = u[:, :2] * s[:2]
+        if coords.shape[1] < 2:
+            coords = np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
+        labels = [
+            f"PC{i + 1} ({100 * share[i]:.1f}% of variance)" if i < len(s) else "" for i in (0, 1)
+        ]
+        return coords, labels
+    if method == "tsne":
+        from sklearn.manifold import TSNE
+
+        perplexity = min(30.0, (len(x) - 1) / 3)
+        coords = TSNE(2, perplexity=perplexity, init="pca", metric="cosine", random_state=seed)
+        return coords.fit_transform(x), ["t-SNE 1", "t-SNE 2"]
+    if method == "umap":
+        import umap
+
+        coords = umap.UMAP(n_components=2, metric="cosine", random_state=seed).fit_transform(x)
+        return coords, ["UMAP 1", "UMAP 2"]
+    raise ValueError(f"unknown projection {method!r}; use 'pca', 'tsne' or 'umap'")
+
+
+def _palette(n: int) -> list:
+    """Distinct colours without the greys of matplotlib's tab palettes."""
+    plt = _pyplot()
+    tab10 = [c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 7]
+    if n <= len(tab10):
+        return tab10
+    return [c for i, c in enumerate(plt.get_cmap("tab20").colors) if i not in (14, 15)]
+
+
+def embedding_map(
+    words: list[str],
+    vectors: np.ndarray,
+    clusters: dict | None = None,
+    n_labels: int = 80,
+    method: str = "pca",
+) -> bytes:
+    """Scatter of the given (most frequent) words; labels on the first ``n_labels``.
+
+    With ``clusters`` ({word: id}) points are coloured by planted cluster and unclustered words
+    are grey, so learned structure shows as same-coloured groups.
+    """
+    plt = _pyplot()
+    coords, axis_labels = project_2d(vectors, method)
+    fig, ax = plt.subplots(figsize=(11, 9), layout="constrained")
+    if clusters:
+        ids = sorted({clusters[w] for w in words if w in clusters})
+        palette = _palette(len(ids))
+        colour = {c: palette[i % len(palette)] for i, c in enumerate(ids)}
+        grey = (0.7, 0.7, 0.7, 0.6)  # no palette colour is grey, so unclustered words stand apart
+        point_colours = [colour[clusters[w]] if w in clusters else grey for w in words]
+        sizes = [26 if w in clusters else 12 for w in words]
+        ax.scatter(coords[:, 0], coords[:, 1], c=point_colours, s=sizes, linewidths=0)
+        shown = ids[:20]
+        handles = [
+            plt.Line2D([], [], ls="", marker="o", color=colour[c], label=f"cluster {c}")
+            for c in shown
+        ]
+        if len(ids) > len(shown):
+            handles.append(plt.Line2D([], [], ls="", label=f"... {len(ids) - len(shown)} more"))
+        if any(w not in clusters for w in words):
+            handles.append(plt.Line2D([], [], ls="", marker="o", color=grey, label="no cluster"))
+        ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    else:
+        ax.scatter(coords[:, 0], coords[:, 1], s=14, color="tab:blue", alpha=0.5, linewidths=0)
+    for i in range(min(n_labels, len(words))):
+        ax.annotate(
+            words[i],
+            coords[i],
+            xytext=(3, 2),
+            textcoords="offset points",
+            fontsize=8,
+            color="0.15",
+        )
+    ax.set_xlabel(axis_labels[0])
+    ax.set_ylabel(axis_labels[1])
+    what = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}.get(method, method)
+    ax.set_title(
+        f"{what} of the {len(words)} most frequent words (unit vectors); "
+        f"the first {min(n_labels, len(words))} labelled"
+    )
+    ax.grid(alpha=0.2)
+    return _png(fig)

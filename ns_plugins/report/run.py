@@ -1,0 +1,219 @@
+"""Gather what a training run left behind: vectors, vocabulary, metrics, ground truth, config.
+
+Any piece may be missing; :func:`load_run` records what it could not find in ``Run.missing`` so
+the report can say so instead of failing.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ns_plugins.export import load_word2vec
+
+__all__ = ["Run", "load_run", "read_metrics_csv", "embedding_from_checkpoint"]
+
+_VECTOR_FILES = ("vectors.txt", "vectors.bin", "vectors.txt.gz", "vectors.bin.gz")
+_CHECKPOINT_SUFFIX = ".ckpt"
+
+
+@dataclass
+class Run:
+    """One run's artefacts; ``None`` where a piece was not found."""
+
+    source: Path  # what the report was asked to describe
+    run_dir: Path  # the directory the artefacts were looked up in
+    words: list[str] | None = None
+    vectors: np.ndarray | None = None
+    vectors_from: Path | None = None
+    counts: np.ndarray | None = None  # aligned with ``words`` when the vocabulary matches
+    metrics: dict | None = None
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    ground_truth: dict | None = None
+    config_text: str | None = None
+    config: dict | None = None
+    missing: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def read_metrics_csv(path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Lightning CSVLogger output as ``{column: (steps, values)}``, empty and NaN cells dropped.
+
+    Rows are sparse (each logging call fills a few columns); ``step`` is the x axis, or the row
+    number when the file has no ``step`` column.
+    """
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    curves: dict[str, tuple[list, list]] = {}
+    for n, row in enumerate(rows):
+        step = _number(row.get("step"))
+        x = step if step is not None else float(n)
+        for key, cell in row.items():
+            if key in (None, "step"):
+                continue
+            value = _number(cell)
+            if value is not None:
+                xs, ys = curves.setdefault(key, ([], []))
+                xs.append(x)
+                ys.append(value)
+    return {k: (np.array(xs), np.array(ys)) for k, (xs, ys) in curves.items()}
+
+
+def _number(cell) -> float | None:
+    try:
+        value = float(cell)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _find_metrics_csv(run_dir: Path) -> Path | None:
+    direct = run_dir / "csv" / "metrics.csv"
+    if direct.is_file():
+        return direct
+    found = sorted(run_dir.glob("csv/**/metrics.csv"), key=lambda p: p.stat().st_mtime)
+    found = found or sorted(run_dir.glob("**/metrics.csv"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+def _find_checkpoint(run_dir: Path) -> Path | None:
+    ckpts = sorted(
+        (run_dir / "checkpoints").glob(f"*{_CHECKPOINT_SUFFIX}"), key=lambda p: p.stat().st_mtime
+    )
+    return ckpts[-1] if ckpts else None
+
+
+def embedding_from_checkpoint(path) -> np.ndarray:
+    """The input embedding (a 2-D float tensor named like ``*in*embed*weight``) of a checkpoint."""
+    import torch
+
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        # Lightning checkpoints may pickle hyper-parameter objects; this is the user's own file.
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: no state_dict in this checkpoint")
+    tables = {
+        k: v
+        for k, v in state.items()
+        if isinstance(v, torch.Tensor) and v.ndim == 2 and v.is_floating_point()
+    }
+    named = [k for k in tables if re.search(r"in\w*embed\w*\.weight$", k, re.IGNORECASE)]
+    if not named:
+        raise ValueError(
+            f"{path}: no input embedding (a 2-D float tensor named like '*in*embed*weight') among "
+            f"{sorted(tables) or 'no 2-D float tensors'}"
+        )
+    named.sort(key=lambda k: (not k.endswith("in_embed.weight"), len(k)))
+    return tables[named[0]].detach().float().numpy()
+
+
+def _read_vocab(path: Path) -> tuple[list[str], np.ndarray]:
+    from ns_plugins.data.vocab import Vocab
+
+    vocab = Vocab.load(path)
+    return list(vocab.words), np.asarray(vocab.counts)
+
+
+def _find_upwards(start: Path, name: str, levels: int = 3) -> Path | None:
+    for d in [start, *start.parents][: levels + 1]:
+        if (d / name).is_file():
+            return d / name
+    return None
+
+
+def _load_config(run: Run) -> None:
+    path = run.run_dir / ".hydra" / "config.yaml"
+    if not path.is_file():
+        run.missing.append(".hydra/config.yaml (run configuration)")
+        return
+    run.config_text = path.read_text(encoding="utf-8")
+    try:
+        import yaml
+
+        loaded = yaml.safe_load(run.config_text)
+        run.config = loaded if isinstance(loaded, dict) else None
+    except Exception as exc:  # PyYAML missing or a non-plain config: the text is still shown
+        run.notes.append(f"config not parsed ({type(exc).__name__}); shown as text")
+
+
+def load_run(path) -> Run:
+    """Read a run directory, a vectors file (.txt/.bin) or a checkpoint (.ckpt)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"nothing at {path}: give a run directory, vectors file or .ckpt")
+    if path.is_dir():
+        run = Run(source=path, run_dir=path)
+        vec_file = next((path / n for n in _VECTOR_FILES if (path / n).is_file()), None)
+        ckpt = None if vec_file else _find_checkpoint(path)
+    else:
+        run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        run = Run(source=path, run_dir=run_dir)
+        is_ckpt = path.suffix == _CHECKPOINT_SUFFIX
+        vec_file, ckpt = (None, path) if is_ckpt else (path, None)
+
+    vocab_file = _find_upwards(ckpt.parent if ckpt else run.run_dir, "vocab.tsv")
+    if vocab_file is not None:
+        vocab_words, counts = _read_vocab(vocab_file)
+    else:
+        vocab_words = counts = None
+        run.missing.append("vocab.tsv (word counts)")
+
+    if vec_file is not None:
+        run.words, run.vectors = load_word2vec(vec_file)
+        run.vectors_from = vec_file
+    elif ckpt is not None:
+        run.vectors = embedding_from_checkpoint(ckpt)
+        run.vectors_from = ckpt
+        run.notes.append(
+            f"Vectors read from the checkpoint {ckpt.name}: no exported vectors file, so this "
+            "shows the state when that checkpoint was saved (e.g. an interrupted run)."
+        )
+        if vocab_words is not None and len(vocab_words) == len(run.vectors):
+            run.words = vocab_words
+        else:
+            why = (
+                "no vocab.tsv next to or above it"
+                if vocab_words is None
+                else f"vocab.tsv has {len(vocab_words)} words for {len(run.vectors)} rows"
+            )
+            run.words = [f"#{i}" for i in range(len(run.vectors))]
+            run.notes.append(f"words unknown for {ckpt.name} ({why}); rows are shown as #id")
+    else:
+        run.missing.append("vectors.txt / vectors.bin / checkpoints/*.ckpt (embeddings)")
+
+    if run.words is not None and vocab_words is not None:
+        if run.words == vocab_words:
+            run.counts = counts
+        elif vec_file is not None:
+            run.notes.append("vocab.tsv does not match the vectors file; counts not shown")
+
+    metrics_json = run.run_dir / "metrics.json"
+    if metrics_json.is_file():
+        try:
+            run.metrics = json.loads(metrics_json.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            run.notes.append(f"metrics.json is not valid JSON ({exc.msg})")
+    else:
+        run.missing.append("metrics.json (final scores)")
+
+    csv_path = _find_metrics_csv(run.run_dir)
+    if csv_path is not None:
+        run.curves = read_metrics_csv(csv_path)
+    else:
+        run.missing.append("csv/metrics.csv (training curves)")
+
+    truth = run.run_dir / "ground_truth.json"
+    if truth.is_file():
+        run.ground_truth = json.loads(truth.read_text(encoding="utf-8"))
+    _load_config(run)
+    return run
