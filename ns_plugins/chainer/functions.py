@@ -7,6 +7,8 @@ Type checks, errors, outputs and returned samples are those of Chainer 7.8.1.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy
 import torch
 from chainer import backend, function_node
@@ -19,7 +21,16 @@ from ns_plugins.core.ops import ns_loss_bwd, ns_loss_fwd
 def _as_torch(a):
     """numpy -> CPU tensor and cupy -> CUDA tensor, sharing memory; float16 widened to float32
     (Chainer keeps reductions out of float16)."""
-    t = torch.from_dlpack(a) if isinstance(a, cuda.ndarray) else torch.from_numpy(numpy.asarray(a))
+    if isinstance(a, cuda.ndarray):
+        t = torch.from_dlpack(a)
+    else:
+        a = numpy.asarray(a)
+        if any(s < 0 for s in a.strides):  # torch cannot view negative strides
+            a = a.copy()
+        with warnings.catch_warnings():
+            # read-only inputs (broadcast gradients) are only read here
+            warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+            t = torch.from_numpy(a)
     return t.float() if t.dtype == torch.float16 else t
 
 

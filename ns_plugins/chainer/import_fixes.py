@@ -150,8 +150,6 @@ def _numpy_sctypes() -> dict:
 def _fix_numpy() -> None:
     import numpy
 
-    if int(numpy.__version__.split(".")[0]) < 2:
-        return
     if "sctypes" not in vars(numpy):
         numpy.sctypes = _numpy_sctypes()
 
