@@ -154,7 +154,7 @@ def token_blocks(
     tokenizer: Tokenizer | None = None,
     lowercase: bool = True,
     stats: CorpusStats | None = None,
-    block_bytes: int = BLOCK_BYTES,
+    block_bytes: int | None = None,
 ) -> Iterator[list[str]]:
     """Yield flat token lists; ``NEWLINE`` closes every line, including the last line of each file.
 
@@ -163,6 +163,7 @@ def token_blocks(
     if tokenizer is not None and not callable(tokenizer):
         raise TypeError(f"tokenizer must be a callable str -> list of str, got {tokenizer!r}")
     stats = stats if stats is not None else CorpusStats()
+    block_bytes = BLOCK_BYTES if block_bytes is None else int(block_bytes)
     for file in corpus_files(path):
         stats.files += 1
         with open_binary(file) as f:

@@ -1,0 +1,105 @@
+import bz2
+import gzip
+import lzma
+import struct
+import zlib
+
+import pytest
+
+from ns_plugins.data import read_sentences, simple_tokenize
+from ns_plugins.data import reader as reader_mod
+
+TEXT = "The cat sat.\nOn the MAT, the cat's hat!\n\n  dogs   don't bark\n"
+EXPECTED = [
+    ["the", "cat", "sat"],
+    ["on", "the", "mat", "the", "cat's", "hat"],
+    ["dogs", "don't", "bark"],
+]
+
+
+def _dictzip(data: bytes) -> bytes:
+    """A dictzip file: gzip with an FEXTRA 'RA' random-access field, as dictzip writes it."""
+    raw = zlib.compressobj(9, zlib.DEFLATED, -15)
+    body = raw.compress(data) + raw.flush()
+    ra = b"RA" + struct.pack("<H", 10) + struct.pack("<HHHH", 1, 58315, 1, len(body))
+    header = b"\x1f\x8b\x08\x04" + b"\0\0\0\0" + b"\x02\x03" + struct.pack("<H", len(ra)) + ra
+    trailer = struct.pack("<II", zlib.crc32(data), len(data) & 0xFFFFFFFF)
+    return header + body + trailer
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".gz", ".bz2", ".dz", ".xz"])
+def test_formats(tmp_path, suffix):
+    data = TEXT.encode()
+    p = tmp_path / f"corpus{suffix}"
+    writers = {
+        ".txt": lambda b: b,
+        ".gz": gzip.compress,
+        ".bz2": bz2.compress,
+        ".dz": _dictzip,
+        ".xz": lzma.compress,
+    }
+    p.write_bytes(writers[suffix](data))
+    assert list(read_sentences(p)) == EXPECTED
+
+
+def test_reiterable_and_next(tmp_path):
+    p = tmp_path / "c.txt"
+    p.write_text(TEXT)
+    s = read_sentences(p)
+    assert list(s) == list(s) == EXPECTED
+    assert s.stats.lines == 4 and s.stats.words == 12
+    assert next(s) == EXPECTED[0] and next(s) == EXPECTED[1]
+
+
+def test_directory_sorted_and_hidden_skipped(tmp_path):
+    (tmp_path / "b.txt").write_text("b1 b2\n")
+    (tmp_path / "a.txt").write_text("a1")  # no final newline: still a line of its own
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.txt.gz").write_bytes(gzip.compress(b"c1\n"))
+    (tmp_path / ".hidden").write_text("nope\n")
+    assert list(read_sentences(tmp_path)) == [["a1"], ["b1", "b2"], ["c1"]]
+
+
+def test_long_line_chunked_across_blocks(tmp_path, monkeypatch):
+    words = [f"w{i}" for i in range(2500)]
+    p = tmp_path / "text8"
+    p.write_text(" " + " ".join(words))  # text8 style: one line, no newline
+    monkeypatch.setattr(reader_mod, "BLOCK_BYTES", 100)  # many blocks, cut at spaces
+    got = list(read_sentences(p, max_sentence_length=1000))
+    assert [len(s) for s in got] == [1000, 1000, 500]
+    assert sum(got, []) == words
+
+
+def test_lowercase_and_custom_tokenizer(tmp_path):
+    p = tmp_path / "c.txt"
+    p.write_text("Hello, World!\nA-B c\n")
+    assert list(read_sentences(p, lowercase=False)) == [["Hello", "World"], ["A", "B", "c"]]
+    assert list(read_sentences(p, tokenizer=str.split)) == [["hello,", "world!"], ["a-b", "c"]]
+    assert simple_tokenize("it's 2 o'clock_now") == ["it's", "2", "o'clock", "now"]
+    with pytest.raises(TypeError, match="tokenizer"):
+        list(read_sentences(p, tokenizer="split"))
+
+
+def test_undecodable_bytes_replaced_and_counted(tmp_path):
+    p = tmp_path / "bad.txt"
+    p.write_bytes(b"caf\xc3\xa9 ok\nbad\xff\xfe word\n")
+    s = read_sentences(p)
+    got = list(s)
+    assert got[0] == ["café", "ok"]
+    assert got[1][-1] == "word" and len(got) == 2
+    assert s.stats.replaced_bytes == 2
+
+
+def test_bad_paths(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.txt"):
+        read_sentences(tmp_path / "missing.txt")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="contains no files"):
+        read_sentences(tmp_path / "empty")
+    with pytest.raises(ValueError, match="max_sentence_length"):
+        read_sentences(tmp_path, max_sentence_length=0)
+    broken = tmp_path / "broken.gz"
+    full = gzip.compress(" ".join(f"w{i}" for i in range(5000)).encode())
+    broken.write_bytes(full[: len(full) // 2])
+    with pytest.raises(ValueError, match="broken.gz"):
+        list(read_sentences(broken))
