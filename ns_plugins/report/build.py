@@ -271,6 +271,8 @@ def build_report(
     next to the given file). The two figures are also saved beside it as
     ``report_training.png`` and ``report_embeddings.png``.
     """
+    if projection not in plots.PROJECTIONS:
+        raise ValueError(f"unknown projection {projection!r}; use one of {plots.PROJECTIONS}")
     run = load_run(run_dir)
     out = Path(out) if out is not None else _default_out(run)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,16 @@ import io
 
 import numpy as np
 
-__all__ = ["training_figure", "embedding_map", "project_2d", "pick_curve", "eval_curves"]
+__all__ = [
+    "PROJECTIONS",
+    "training_figure",
+    "embedding_map",
+    "project_2d",
+    "pick_curve",
+    "eval_curves",
+]
+
+PROJECTIONS = ("pca", "tsne", "umap")
 
 # Keys logged under eval/ that are counts rather than scores.
 _COUNT_SUFFIXES = ("_pairs", "_oov", "_correct", "_answered", "_skipped", "_total")

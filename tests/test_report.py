@@ -1,0 +1,212 @@
+import base64
+import io
+import json
+import re
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("matplotlib")
+
+from ns_plugins.export import save_word2vec  # noqa: E402
+from ns_plugins.report import build_report, load_run  # noqa: E402
+from ns_plugins.report.__main__ import main  # noqa: E402
+from ns_plugins.report.run import embedding_from_checkpoint, read_metrics_csv  # noqa: E402
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _clustered(seed=0, n_clusters=5, per=12, n_noise=15, dim=16):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n_clusters, dim)) * 2
+    words, vecs, clusters = [], [], {}
+    for i in range(n_clusters * per):
+        c = i % n_clusters
+        w = f"c{c}w{i // n_clusters}"
+        words.append(w)
+        clusters[w] = c
+        vecs.append(centres[c] + 0.5 * rng.standard_normal(dim))
+    for i in range(n_noise):
+        words.append(f"other{i}")
+        vecs.append(rng.standard_normal(dim))
+    return words, np.array(vecs, dtype=np.float32), clusters
+
+
+def _write_vocab(path, words):
+    path.write_text("".join(f"{w}\t{1000 - i}\n" for i, w in enumerate(words)))
+
+
+def _write_csv(path, n_steps=120):
+    rng = np.random.default_rng(1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "epoch,eval/planted_purity,eval/wordsim353_pairs,step,train/loss,train/lr,"
+        "train/words_per_sec"
+    ]
+    for s in range(n_steps):
+        loss = 4.0 * np.exp(-s / 40) + 1 + 0.1 * rng.random()
+        lines.append(f"0,,,{s},{loss},{0.025 * (1 - s / n_steps)},{20000 + 1000 * rng.random()}")
+        if s % 40 == 39:
+            lines.append(f"0,{0.2 + s / 200},17,{s},,,")
+    lines.append("0,nan,,120,,,")  # logged NaN is dropped, not plotted
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    words, vecs, clusters = _clustered()
+    run = tmp_path / "run"
+    run.mkdir()
+    save_word2vec(run / "vectors.txt", words, vecs)
+    _write_vocab(run / "vocab.tsv", words)
+    _write_csv(run / "csv" / "metrics.csv")
+    (run / "metrics.json").write_text(
+        json.dumps({"planted_purity": 0.93, "planted_analogy": 0.5, "words_per_sec": 21000.0})
+    )
+    truth = {"clusters": clusters, "analogies": [["c0w0", "c1w0", "c0w1", "c1w1"]]}
+    (run / "ground_truth.json").write_text(json.dumps(truth))
+    (run / ".hydra").mkdir()
+    (run / ".hydra" / "config.yaml").write_text(
+        "model:\n  vector_size: 16\nreport:\n  words: [c3w2, notaword]\n"
+    )
+    return run
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == PNG_MAGIC
+    assert data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def _check_png(data: bytes):
+    from PIL import Image
+
+    width, height = _png_size(data)
+    assert 500 <= width <= 2500 and 400 <= height <= 2500
+    Image.open(io.BytesIO(data)).verify()  # decodes the chunks; raises on a corrupt file
+    image = np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+    assert image.std() > 5  # not a blank canvas
+
+
+def _check_self_contained(page: str) -> list[bytes]:
+    text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", page)
+    assert not re.search(r"https?:|//[a-z]|<script|<link|@import|url\(", text, re.IGNORECASE)
+    refs = re.findall(r"""(?:src|href)\s*=\s*["']?([^"'\s>]+)""", page, re.IGNORECASE)
+    assert all(r.startswith("data:image/png;base64,") for r in refs), refs
+    return [base64.b64decode(r.split(",", 1)[1]) for r in refs]
+
+
+def test_full_run_directory(run_dir):
+    out = build_report(run_dir, words=["other3"])
+    assert out == run_dir / "report.html"
+    page = out.read_text(encoding="utf-8")
+    images = _check_self_contained(page)
+    assert len(images) == 2
+    for png in images:
+        _check_png(png)
+    for name in ("report_training.png", "report_embeddings.png"):
+        assert (run_dir / name).read_bytes() in images
+    # evaluation table, planted-structure glance line, config, version, neighbours
+    assert "Planted clusters" in page and "0.9300" in page
+    assert "random vectors would give about" in page
+    assert "vector_size: 16" in page and "ns_plugins " in page
+    assert "<b>c3w2</b>" in page and "<b>other3</b>" in page
+    assert re.search(r"<b>notaword</b></td><td[^>]*>not in the vocabulary", page)
+    assert 'class="same"' in page
+    assert "Not found in the run directory" not in page
+
+
+def test_neighbours_shown_are_the_true_nearest(run_dir):
+    page = build_report(run_dir, words=["c2w5"]).read_text(encoding="utf-8")
+    words, vecs, _ = _clustered()
+    unit = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+    sims = unit @ unit[words.index("c2w5")]
+    sims[words.index("c2w5")] = -np.inf
+    expected = [words[i] for i in np.argsort(-sims)[:8]]
+    row = re.search(r"<tr><td><b>c2w5</b></td>(.*?)</tr>", page).group(1)
+    assert re.findall(r"<td[^>]*>([^ <]+) <span", row) == expected
+
+
+def test_missing_pieces_are_reported(tmp_path):
+    words, vecs, _ = _clustered()
+    save_word2vec(tmp_path / "vectors.bin", words, vecs, binary=True)
+    out = build_report(tmp_path / "vectors.bin", out=tmp_path / "r" / "page.html")
+    page = out.read_text(encoding="utf-8")
+    _check_self_contained(page)
+    for piece in ("metrics.json", "csv/metrics.csv", "vocab.tsv", ".hydra/config.yaml"):
+        assert piece in page
+    assert "No training metrics were logged" in page
+    assert not (tmp_path / "r" / "report_training.png").exists()
+    _check_png((tmp_path / "r" / "report_embeddings.png").read_bytes())
+
+
+def test_empty_directory_still_gives_a_page(tmp_path):
+    page = build_report(tmp_path).read_text(encoding="utf-8")
+    _check_self_contained(page)
+    assert "vectors.txt / vectors.bin / checkpoints/*.ckpt" in page
+    assert "No vectors" in page
+
+
+def test_checkpoint_of_an_interrupted_run(tmp_path, run_dir):
+    words, vecs, clusters = _clustered()
+    run = tmp_path / "interrupted"
+    (run / "checkpoints").mkdir(parents=True)
+    _write_vocab(run / "vocab.tsv", words)
+    (run / "ground_truth.json").write_text(json.dumps({"clusters": clusters}))
+    state = {
+        "model.out_embed.weight": torch.zeros(len(words), 16),
+        "model.in_embed.weight": torch.from_numpy(vecs),
+        "step": torch.tensor(3),
+    }
+    ckpt = run / "checkpoints" / "interrupted.ckpt"
+    torch.save({"state_dict": state, "global_step": 7, "hyper_parameters": {"lr": 0.1}}, ckpt)
+    np.testing.assert_array_equal(embedding_from_checkpoint(ckpt), vecs)
+
+    assert main([str(ckpt), "--words", "c1w1"]) == 0
+    page = (run / "report.html").read_text(encoding="utf-8")
+    _check_self_contained(page)
+    assert "Vectors read from the checkpoint interrupted.ckpt" in page
+    assert "planted structure" in page  # scored now: there was no metrics.json
+    assert "<b>c1w1</b>" in page
+
+    # the run directory finds the checkpoint itself when no vectors were exported
+    assert load_run(run).vectors_from == ckpt
+
+
+def test_checkpoint_without_vocabulary(tmp_path):
+    ckpt = tmp_path / "model.ckpt"
+    torch.save({"state_dict": {"in_embed.weight": torch.randn(30, 4)}}, ckpt)
+    run = load_run(ckpt)
+    assert run.words[:2] == ["#0", "#1"]
+    assert any("words unknown" in n for n in run.notes)
+    page = build_report(ckpt).read_text(encoding="utf-8")
+    assert "words unknown" in page
+
+
+def test_checkpoint_without_embedding(tmp_path):
+    ckpt = tmp_path / "bad.ckpt"
+    torch.save({"state_dict": {"layer.weight": torch.randn(3, 3)}}, ckpt)
+    with pytest.raises(ValueError, match=r"no input embedding.*layer\.weight"):
+        embedding_from_checkpoint(ckpt)
+    assert main([str(ckpt)]) == 2
+
+
+def test_cli_reports_missing_path(tmp_path, capsys):
+    assert main([str(tmp_path / "nothing")]) == 2
+    assert "nothing at" in capsys.readouterr().err
+
+
+def test_read_metrics_csv_sparse_rows(tmp_path):
+    path = tmp_path / "metrics.csv"
+    path.write_text("step,train/loss,eval/x\n0,1.5,\n1,1.25,\n1,,0.5\n2,nan,\n")
+    curves = read_metrics_csv(path)
+    np.testing.assert_array_equal(curves["train/loss"][0], [0, 1])
+    np.testing.assert_array_equal(curves["train/loss"][1], [1.5, 1.25])
+    np.testing.assert_array_equal(curves["eval/x"][1], [0.5])
+
+
+def test_unknown_projection(run_dir):
+    with pytest.raises(ValueError, match="unknown projection"):
+        build_report(run_dir, projection="mds")
