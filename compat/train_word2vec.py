@@ -11,21 +11,20 @@ ns_plugins. Run it unchanged on plain Chainer, or with the drop-ins:
 The corpus is plain text (optionally .gz), whitespace-separated tokens. The trained input
 vectors are written to OUT/word2vec.model in word2vec text format.
 """
+
 import argparse
 import collections
 import gzip
 import os
 
-import numpy
-
 import chainer
-from chainer.backends import cuda
 import chainer.functions as F
 import chainer.initializers as I
 import chainer.links as L
 import chainer.optimizers as O
-from chainer import reporter
-from chainer import training
+import numpy
+from chainer import reporter, training
+from chainer.backends import cuda
 from chainer.training import extensions
 
 
@@ -33,17 +32,16 @@ class ContinuousBoW(chainer.Chain):
     """Predicts the center word from the mean of its context embeddings."""
 
     def __init__(self, n_vocab, n_units, loss_func):
-        super(ContinuousBoW, self).__init__()
+        super().__init__()
         with self.init_scope():
-            self.embed = L.EmbedID(
-                n_vocab, n_units, initialW=I.Uniform(1. / n_units))
+            self.embed = L.EmbedID(n_vocab, n_units, initialW=I.Uniform(1.0 / n_units))
             self.loss_func = loss_func
 
     def forward(self, x, contexts):
         e = self.embed(contexts)
-        h = F.sum(e, axis=1) * (1. / contexts.shape[1])
+        h = F.sum(e, axis=1) * (1.0 / contexts.shape[1])
         loss = self.loss_func(h, x)
-        reporter.report({'loss': loss}, self)
+        reporter.report({"loss": loss}, self)
         return loss
 
 
@@ -51,10 +49,9 @@ class SkipGram(chainer.Chain):
     """Predicts every context word from the center word's embedding."""
 
     def __init__(self, n_vocab, n_units, loss_func):
-        super(SkipGram, self).__init__()
+        super().__init__()
         with self.init_scope():
-            self.embed = L.EmbedID(
-                n_vocab, n_units, initialW=I.Uniform(1. / n_units))
+            self.embed = L.EmbedID(n_vocab, n_units, initialW=I.Uniform(1.0 / n_units))
             self.loss_func = loss_func
 
     def forward(self, x, contexts):
@@ -64,7 +61,7 @@ class SkipGram(chainer.Chain):
         e = F.reshape(e, (batch_size * n_context, n_units))
         x = F.reshape(x, (batch_size * n_context,))
         loss = self.loss_func(e, x)
-        reporter.report({'loss': loss}, self)
+        reporter.report({"loss": loss}, self)
         return loss
 
 
@@ -76,8 +73,7 @@ class WindowIterator(chainer.dataset.Iterator):
         self.window = window
         self.batch_size = batch_size
         self._repeat = repeat
-        self.order = numpy.random.permutation(
-            len(dataset) - window * 2).astype(numpy.int32)
+        self.order = numpy.random.permutation(len(dataset) - window * 2).astype(numpy.int32)
         self.order += window
         self.current_position = 0
         self.epoch = 0
@@ -114,12 +110,11 @@ class WindowIterator(chainer.dataset.Iterator):
         return self.epoch + float(self.current_position) / len(self.order)
 
     def serialize(self, serializer):
-        self.current_position = serializer('current_position',
-                                           self.current_position)
-        self.epoch = serializer('epoch', self.epoch)
-        self.is_new_epoch = serializer('is_new_epoch', self.is_new_epoch)
+        self.current_position = serializer("current_position", self.current_position)
+        self.epoch = serializer("epoch", self.epoch)
+        self.is_new_epoch = serializer("is_new_epoch", self.is_new_epoch)
         if self.order is not None:
-            serializer('order', self.order)
+            serializer("order", self.order)
 
 
 def convert(batch, device):
@@ -131,53 +126,50 @@ def convert(batch, device):
 
 
 def read_corpus(path, min_count):
-    opener = gzip.open if path.endswith('.gz') else open
-    with opener(path, 'rt') as f:
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt") as f:
         words = f.read().split()
     counts = collections.Counter(words)
-    vocab = sorted((w for w, c in counts.items() if c >= min_count),
-                   key=lambda w: (-counts[w], w))
+    vocab = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
     word2index = {w: i for i, w in enumerate(vocab)}
-    ids = numpy.array([word2index[w] for w in words if w in word2index],
-                      numpy.int32)
+    ids = numpy.array([word2index[w] for w in words if w in word2index], numpy.int32)
     return ids, vocab, [counts[w] for w in vocab]
 
 
 def save_vectors(path, index2word, W):
-    with open(path, 'w') as f:
-        f.write('%d %d\n' % W.shape)
+    with open(path, "w") as f:
+        f.write("{} {}\n".format(*W.shape))
         for word, vector in zip(index2word, W):
-            f.write('%s %s\n' % (word, ' '.join('%.6f' % v for v in vector)))
+            f.write("{} {}\n".format(word, " ".join(f"{v:.6f}" for v in vector)))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--corpus', required=True, help='text corpus')
-    parser.add_argument('--gpu', '-g', default=-1, type=int,
-                        help='GPU ID (negative value indicates CPU)')
-    parser.add_argument('--unit', '-u', default=100, type=int,
-                        help='number of units')
-    parser.add_argument('--window', '-w', default=5, type=int,
-                        help='window size')
-    parser.add_argument('--batchsize', '-b', type=int, default=1000,
-                        help='learning minibatch size')
-    parser.add_argument('--epoch', '-e', default=1, type=int,
-                        help='number of epochs to learn')
-    parser.add_argument('--model', '-m', choices=['skipgram', 'cbow'],
-                        default='skipgram', help='model type')
-    parser.add_argument('--negative-size', default=5, type=int,
-                        help='number of negative samples')
-    parser.add_argument('--min-count', default=5, type=int,
-                        help='drop words rarer than this')
-    parser.add_argument('--val-fraction', default=0.05, type=float,
-                        help='share of the corpus held out for validation')
-    parser.add_argument('--log-interval', default=0, type=int,
-                        help='log every N iterations (0: every epoch)')
-    parser.add_argument('--seed', default=0, type=int, help='random seed')
-    parser.add_argument('--out', default='result',
-                        help='directory to output the result')
-    parser.add_argument('--quiet', action='store_true',
-                        help='no progress bar and report table')
+    parser.add_argument("--corpus", required=True, help="text corpus")
+    parser.add_argument(
+        "--gpu", "-g", default=-1, type=int, help="GPU ID (negative value indicates CPU)"
+    )
+    parser.add_argument("--unit", "-u", default=100, type=int, help="number of units")
+    parser.add_argument("--window", "-w", default=5, type=int, help="window size")
+    parser.add_argument("--batchsize", "-b", type=int, default=1000, help="learning minibatch size")
+    parser.add_argument("--epoch", "-e", default=1, type=int, help="number of epochs to learn")
+    parser.add_argument(
+        "--model", "-m", choices=["skipgram", "cbow"], default="skipgram", help="model type"
+    )
+    parser.add_argument("--negative-size", default=5, type=int, help="number of negative samples")
+    parser.add_argument("--min-count", default=5, type=int, help="drop words rarer than this")
+    parser.add_argument(
+        "--val-fraction",
+        default=0.05,
+        type=float,
+        help="share of the corpus held out for validation",
+    )
+    parser.add_argument(
+        "--log-interval", default=0, type=int, help="log every N iterations (0: every epoch)"
+    )
+    parser.add_argument("--seed", default=0, type=int, help="random seed")
+    parser.add_argument("--out", default="result", help="directory to output the result")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar and report table")
     args = parser.parse_args()
 
     numpy.random.seed(args.seed)
@@ -186,15 +178,15 @@ def main():
 
     ids, index2word, counts = read_corpus(args.corpus, args.min_count)
     n_val = int(len(ids) * args.val_fraction)
-    train, val = ids[:len(ids) - n_val], ids[len(ids) - n_val:]
+    train, val = ids[: len(ids) - n_val], ids[len(ids) - n_val :]
     n_vocab = len(index2word)
-    print('n_vocab: %d' % n_vocab)
-    print('data length: %d' % len(train))
+    print(f"n_vocab: {n_vocab}")
+    print(f"data length: {len(train)}")
 
     loss_func = L.NegativeSampling(args.unit, counts, args.negative_size)
     loss_func.W.array[...] = 0
 
-    if args.model == 'skipgram':
+    if args.model == "skipgram":
         model = SkipGram(n_vocab, args.unit, loss_func)
     else:
         model = ContinuousBoW(n_vocab, args.unit, loss_func)
@@ -207,27 +199,29 @@ def main():
 
     train_iter = WindowIterator(train, args.window, args.batchsize)
     updater = training.updaters.StandardUpdater(
-        train_iter, optimizer, converter=convert, device=args.gpu)
-    trainer = training.Trainer(updater, (args.epoch, 'epoch'), out=args.out)
+        train_iter, optimizer, converter=convert, device=args.gpu
+    )
+    trainer = training.Trainer(updater, (args.epoch, "epoch"), out=args.out)
 
     if n_val > args.window * 2:
-        val_iter = WindowIterator(val, args.window, args.batchsize,
-                                  repeat=False)
-        trainer.extend(extensions.Evaluator(
-            val_iter, model, converter=convert, device=args.gpu))
-    log_trigger = ((args.log_interval, 'iteration') if args.log_interval
-                   else (1, 'epoch'))
+        val_iter = WindowIterator(val, args.window, args.batchsize, repeat=False)
+        trainer.extend(extensions.Evaluator(val_iter, model, converter=convert, device=args.gpu))
+    log_trigger = (args.log_interval, "iteration") if args.log_interval else (1, "epoch")
     trainer.extend(extensions.LogReport(trigger=log_trigger))
     if not args.quiet:
-        trainer.extend(extensions.PrintReport(
-            ['epoch', 'iteration', 'main/loss', 'validation/main/loss',
-             'elapsed_time']), trigger=log_trigger)
+        trainer.extend(
+            extensions.PrintReport(
+                ["epoch", "iteration", "main/loss", "validation/main/loss", "elapsed_time"]
+            ),
+            trigger=log_trigger,
+        )
         trainer.extend(extensions.ProgressBar())
     trainer.run()
 
-    save_vectors(os.path.join(args.out, 'word2vec.model'), index2word,
-                 cuda.to_cpu(model.embed.W.array))
+    save_vectors(
+        os.path.join(args.out, "word2vec.model"), index2word, cuda.to_cpu(model.embed.W.array)
+    )
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()
