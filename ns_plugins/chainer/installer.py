@@ -37,7 +37,10 @@ def install(parts=PARTS) -> None:
     (``L.NegativeSampling``), ``'sampler'`` (``chainer.utils.WalkerAlias``). Keeping Chainer's
     sampler (``parts=('loss', 'link')``) reproduces a seeded plain-Chainer run's samples.
     Code that bound the originals before this call (``from chainer.functions import
-    negative_sampling``) keeps them: install before the program imports them.
+    negative_sampling``) keeps them: install before the program imports them. While installed,
+    Chainer's original ``NegativeSampling`` and ``WalkerAlias`` classes cannot be instantiated
+    from such old references (their ``__init__`` calls ``super(Name, self)`` through the patched
+    module name).
     """
     parts = _check_parts(parts)
     for module_name, attr, replacement, part in _TARGETS:

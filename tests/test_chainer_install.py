@@ -1,0 +1,269 @@
+"""install()/uninstall(), the runner, the opt-in auto-install and the import fixes."""
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ns_plugins.chainer", reason="needs Chainer: pip install 'ns_plugins[chainer]'")
+from ns_plugins.chainer import import_fixes  # noqa: E402
+
+import_fixes.apply()
+
+import chainer  # noqa: E402
+import chainer.functions as F  # noqa: E402
+import chainer.links as L  # noqa: E402
+import chainer.utils  # noqa: E402
+
+import ns_plugins.chainer as nsc  # noqa: E402
+from ns_plugins.chainer import autoinstall, installer  # noqa: E402
+
+pytestmark = pytest.mark.chainer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+REPORT = """
+import chainer, chainer.functions as F, chainer.links as L
+from chainer.functions.loss import negative_sampling as fns
+from chainer.links.loss import negative_sampling as lns
+from chainer.utils import walker_alias
+def where(obj):
+    return "ours" if obj.__module__.startswith("ns_plugins") else "chainer"
+print("REPORT", where(F.negative_sampling), where(fns.negative_sampling),
+      where(L.NegativeSampling), where(lns.NegativeSampling),
+      where(chainer.utils.WalkerAlias), where(walker_alias.WalkerAlias))
+"""
+
+
+def _env(**extra):
+    """A child environment without the setuptools workaround, so the import fixes are needed."""
+    env = {k: v for k, v in os.environ.items() if k not in ("SETUPTOOLS_USE_DISTUTILS",)}
+    env.pop(autoinstall.ENV, None)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONWARNINGS"] = "ignore"
+    env.update(extra)
+    return env
+
+
+def _run(args, env=None, cwd=None):
+    proc = subprocess.run(
+        [sys.executable, *args], env=env or _env(), cwd=cwd, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def _reports(stdout):
+    return [line.split()[1:] for line in stdout.splitlines() if line.startswith("REPORT")]
+
+
+# install / uninstall ---------------------------------------------------------------------------
+def _current():
+    from chainer.functions.loss import negative_sampling as fns
+    from chainer.links.loss import negative_sampling as lns
+    from chainer.utils import walker_alias
+
+    return [
+        F.negative_sampling,
+        fns.negative_sampling,
+        fns.NegativeSamplingFunction,
+        L.NegativeSampling,
+        lns.NegativeSampling,
+        chainer.utils.WalkerAlias,
+        walker_alias.WalkerAlias,
+    ]
+
+
+def test_install_is_idempotent_and_reversible():
+    before = _current()
+    assert all(not o.__module__.startswith("ns_plugins") for o in before)
+    try:
+        nsc.install()
+        nsc.install()
+        after = _current()
+        assert all(o.__module__.startswith("ns_plugins") for o in after)
+        assert nsc.installed() == ("loss", "link", "sampler")
+    finally:
+        nsc.uninstall()
+    nsc.uninstall()
+    assert _current() == before
+    assert nsc.installed() == ()
+
+
+def test_install_parts():
+    try:
+        nsc.install(["loss"])
+        assert F.negative_sampling is nsc.negative_sampling
+        assert L.NegativeSampling is not nsc.NegativeSampling
+        assert chainer.utils.WalkerAlias is not nsc.WalkerAlias
+    finally:
+        nsc.uninstall()
+    with pytest.raises(ValueError, match="unknown part"):
+        nsc.install(["loss", "optimizer"])
+
+
+def test_chainers_own_link_calls_through_patched_modules():
+    """Chainer's link reaches the loss and the sampler through their modules."""
+    try:
+        nsc.install(["loss", "sampler"])
+        link = L.NegativeSampling(3, [1, 2, 3], 2)
+        assert not isinstance(link, nsc.NegativeSampling)  # Chainer's own class
+        assert isinstance(link.sampler, nsc.WalkerAlias)
+        y, samples = link(np.ones((4, 3), np.float32), np.zeros(4, np.int32), return_samples=True)
+        assert isinstance(y.creator, nsc.NegativeSamplingFunction)
+        assert samples.shape == (4, 3) and samples.dtype == np.int32
+    finally:
+        nsc.uninstall()
+
+
+def test_requested_parts():
+    assert autoinstall.requested_parts("") == ()
+    assert autoinstall.requested_parts("0") == ()
+    assert autoinstall.requested_parts("1") == ("loss", "link", "sampler")
+    assert autoinstall.requested_parts("loss, sampler") == ("loss", "sampler")
+    with pytest.raises(ValueError, match="NS_PLUGINS_CHAINER"):
+        autoinstall.requested_parts("everything")
+
+
+# runner and auto-install -----------------------------------------------------------------------
+@pytest.fixture
+def script(tmp_path):
+    path = tmp_path / "legacy.py"
+    path.write_text(
+        REPORT
+        + textwrap.dedent(
+            """
+            import subprocess, sys
+            print("ARGV", *sys.argv[1:])
+            if "child" not in sys.argv:
+                subprocess.run([sys.executable, __file__, "child"], check=True)
+            """
+        )
+    )
+    return path
+
+
+@pytest.mark.slow
+def test_runner_installs_in_the_script_and_its_children(script):
+    out = _run(["-m", "ns_plugins.chainer", str(script), "a", "--flag"])
+    assert _reports(out) == [["ours"] * 6, ["ours"] * 6]
+    assert "ARGV a --flag" in out and "ARGV child" in out
+
+
+@pytest.mark.slow
+def test_runner_parts_and_module_mode(script):
+    out = _run(
+        ["-m", "ns_plugins.chainer", "--parts", "loss", "-m", "legacy", "x"], cwd=script.parent
+    )
+    expected = ["ours", "ours", "chainer", "chainer", "chainer", "chainer"]
+    assert _reports(out) == [expected, expected]
+    assert "ARGV x" in out
+
+
+def test_runner_usage_errors(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "ns_plugins.chainer", str(tmp_path / "missing.py")],
+        env=_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and "no such script" in proc.stderr
+
+
+def test_not_active_unless_asked(tmp_path):
+    """The runner's bootstrap on the path does nothing without the variable."""
+    boot = ROOT / "ns_plugins" / "chainer" / "_boot"
+    env = _env(SETUPTOOLS_USE_DISTUTILS="stdlib")
+    env["PYTHONPATH"] = os.pathsep.join([str(boot), env["PYTHONPATH"]])
+    assert _reports(_run(["-c", REPORT], env=env)) == [["chainer"] * 6]
+
+
+@pytest.mark.slow
+def test_environment_variable_through_pth(tmp_path):
+    """What an installed wheel does: the .pth hook reads NS_PLUGINS_CHAINER at start-up."""
+    shutil.copy(ROOT / "ns_plugins" / "chainer" / "ns_plugins_chainer.pth", tmp_path)
+    code = f"import site; site.addsitedir({str(tmp_path)!r})\n" + REPORT
+    assert _reports(_run(["-c", code], env=_env(NS_PLUGINS_CHAINER="1"))) == [["ours"] * 6]
+    assert _reports(_run(["-c", code], env=_env(NS_PLUGINS_CHAINER="sampler"))) == [
+        ["chainer"] * 4 + ["ours"] * 2
+    ]
+
+
+# import fixes ----------------------------------------------------------------------------------
+SIMULATED_NEW_STACK = """
+import importlib.abc, sys
+
+class Hide(importlib.abc.MetaPathFinder):
+    # as on setuptools >= 81 (no pkg_resources) and numpy 2 / Python 3.12 (no numpy.distutils)
+    hidden = ("pkg_resources", "numpy.distutils")
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "pkg_resources" or name.startswith("numpy.distutils"):
+            for finder in sys.meta_path:  # only the fallback that import_fixes adds may serve it
+                if type(finder).__name__ == "_FallbackFinder":
+                    return finder.find_spec(name, path, target)
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, Hide())
+import numpy
+del numpy.sctypes  # removed in numpy 2
+if sys.argv[1] == "fixed":
+    from ns_plugins.chainer import import_fixes
+    import_fixes.apply()
+
+import chainer, chainer.testing
+import chainer.functions as F, chainer.links as L
+from chainer import training
+from chainer.training import extensions
+
+class Model(chainer.Chain):
+    def __init__(self):
+        super().__init__()
+        with self.init_scope():
+            self.embed = L.EmbedID(20, 4)
+            self.linear = L.Linear(4, 4)
+            self.loss = L.NegativeSampling(4, list(range(1, 21)), 2)
+    def forward(self, x, t):
+        loss = self.loss(self.linear(self.embed(x)), t)
+        chainer.report({"loss": loss}, self)
+        return loss
+
+numpy.random.seed(0)
+data = chainer.datasets.TupleDataset(numpy.arange(40, dtype=numpy.int32) % 20,
+                                     numpy.arange(40, dtype=numpy.int32)[::-1] % 20)
+model = Model()
+optimizer = chainer.optimizers.Adam()
+optimizer.setup(model)
+it = chainer.iterators.SerialIterator(data, 8)
+trainer = training.Trainer(training.updaters.StandardUpdater(it, optimizer), (2, "epoch"),
+                           out=sys.argv[2])
+trainer.extend(extensions.LogReport())
+trainer.extend(extensions.Evaluator(
+    chainer.iterators.SerialIterator(data, 8, repeat=False, shuffle=False), model))
+trainer.run()
+assert chainer.testing.with_requires("numpy>=1.0") is not None
+print("TRAINED", chainer.__version__)
+"""
+
+
+def test_import_fixes_on_a_simulated_new_stack(tmp_path):
+    env = _env()
+    broken = subprocess.run(
+        [sys.executable, "-c", SIMULATED_NEW_STACK, "plain", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert broken.returncode != 0  # the simulation really breaks plain Chainer
+    assert "TRAINED 7.8.1" in _run(["-c", SIMULATED_NEW_STACK, "fixed", str(tmp_path)], env=env)
+
+
+def test_import_fixes_are_idempotent():
+    import_fixes.apply()
+    import_fixes.apply()
+    assert installer.installed() == ()
