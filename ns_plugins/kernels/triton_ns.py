@@ -233,13 +233,14 @@ def _check(x: torch.Tensor, W: torch.Tensor, samples: torch.Tensor, validate: bo
         torch._assert_async(in_range.all(), f"samples hold ids outside [0, {V}) (or -1 in col 0)")
 
 
-def _blocks(d: int, k1: int) -> tuple[int, int, int, int]:
-    """(KP, BLOCK_D, ND, BLOCK_B): about 4096 gathered elements in registers per program."""
+def _blocks(d: int, k1: int) -> tuple[int, int, int, int, int]:
+    """(KP, BLOCK_D, ND, BLOCK_B, num_warps): about 4096 gathered elements per program, enough
+    independent row loads in flight to hide gather latency without spilling registers."""
     kp = triton.next_power_of_2(k1)
     block_d = min(triton.next_power_of_2(d), 128)
     nd = triton.cdiv(d, block_d)
     block_b = max(1, min(64, 4096 // (kp * block_d)))
-    return kp, block_d, nd, block_b
+    return kp, block_d, nd, block_b, 4
 
 
 def forward(
@@ -251,14 +252,14 @@ def forward(
     loss = _empty(B, dtype=x.dtype, device=x.device)
     if B == 0:
         return loss
-    kp, block_d, nd, block_b = _blocks(d, samples.shape[1])
+    kp, block_d, nd, block_b, warps = _blocks(d, samples.shape[1])
     _ns_fwd_kernel[(triton.cdiv(B, block_b),)](
         x, W, samples, loss,
         B, d, W.shape[0],
         x.stride(0), x.stride(1), W.stride(0), W.stride(1), samples.stride(0), samples.stride(1),
         K=samples.shape[1], KP=kp, BLOCK_B=block_b, BLOCK_D=block_d, ND=nd,
         ACC=tl.float64 if x.dtype == torch.float64 else tl.float32,
-        num_warps=4,
+        num_warps=warps,
     )  # fmt: skip
     return loss
 
@@ -269,7 +270,7 @@ def _launch_bwd(gy, x, W, samples, slots, gw_acc, loss):
     gx = _empty((B, d), dtype=x.dtype, device=x.device)
     if B == 0:
         return gx
-    kp, block_d, nd, block_b = _blocks(d, samples.shape[1])
+    kp, block_d, nd, block_b, warps = _blocks(d, samples.shape[1])
     _ns_bwd_kernel[(triton.cdiv(B, block_b),)](
         gy if gy is not None else x, x, W, samples,
         slots if slots is not None else samples, gx, gw_acc,
@@ -281,7 +282,7 @@ def _launch_bwd(gy, x, W, samples, slots, gw_acc, loss):
         K=samples.shape[1], KP=kp, BLOCK_B=block_b, BLOCK_D=block_d, ND=nd,
         ACC=tl.float64 if x.dtype == torch.float64 else tl.float32,
         HAS_GY=gy is not None, HAS_SLOTS=slots is not None, WRITE_LOSS=loss is not None,
-        num_warps=4,
+        num_warps=warps,
     )  # fmt: skip
     return gx
 
