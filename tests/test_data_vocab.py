@@ -113,3 +113,25 @@ def test_encode_errors(tmp_path):
         EncodedCorpus.open(tmp_path / "nothing")
     with pytest.raises(ValueError, match="offsets"):
         EncodedCorpus(np.zeros(3, np.int32), [0, 2], Vocab(["a"], [3]))
+
+
+def test_prepare_corpus_reuses_until_something_changes(tmp_path, monkeypatch):
+    from ns_plugins.data import encode as encode_mod
+    from ns_plugins.data import prepare_corpus
+
+    p = tmp_path / "c.txt"
+    p.write_text("a b a c\nb a\n")
+    first = prepare_corpus(p, tmp_path / "enc", min_count=2)
+    assert first.vocab.words == ["a", "b"] and np.asarray(first.ids).tolist() == [0, 1, 0, 1, 0]
+
+    def fail(*args, **kwargs):
+        raise AssertionError("encoded again")
+
+    with monkeypatch.context() as m:
+        m.setattr(encode_mod, "encode_corpus", fail)
+        again = prepare_corpus(p, tmp_path / "enc", min_count=2)
+        assert np.asarray(again.ids).tolist() == [0, 1, 0, 1, 0]
+        with pytest.raises(AssertionError, match="encoded again"):
+            prepare_corpus(p, tmp_path / "enc", min_count=1)
+    p.write_text("c c d\n")
+    assert prepare_corpus(p, tmp_path / "enc", min_count=2).vocab.words == ["c"]

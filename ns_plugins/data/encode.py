@@ -8,15 +8,25 @@ back to back), ``offsets.npy`` (int64 sentence starts plus the end), ``vocab.tsv
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
 import numpy as np
 
-from .reader import MAX_SENTENCE_LENGTH, NEWLINE, CorpusStats, Tokenizer, token_blocks
+from .reader import (
+    MAX_SENTENCE_LENGTH,
+    NEWLINE,
+    CorpusStats,
+    Tokenizer,
+    corpus_files,
+    token_blocks,
+)
 from .vocab import Vocab
 
-__all__ = ["EncodedCorpus", "encode_corpus"]
+__all__ = ["EncodedCorpus", "encode_corpus", "prepare_corpus"]
+
+log = logging.getLogger(__name__)
 
 FORMAT = "ns_plugins.encoded_corpus/1"
 _NEWLINE_ID = -2
@@ -113,6 +123,7 @@ def encode_corpus(
     tokenizer: Tokenizer | None = None,
     lowercase: bool = True,
     max_sentence_length: int = MAX_SENTENCE_LENGTH,
+    extra_meta: dict | None = None,
 ) -> EncodedCorpus:
     """Tokenize ``path`` as ``read_sentences`` does, keep words of ``vocab`` (unknown words are
     dropped, as gensim does, after lines are cut at ``max_sentence_length`` raw words) and write the
@@ -171,6 +182,10 @@ def encode_corpus(
             f"no word of corpus {os.fspath(path)!r} is in the vocabulary "
             f"({stats.words} words read, {len(vocab)} in the vocabulary)"
         )
+    if stats.replaced_bytes:
+        log.warning(
+            "%s: %d undecodable bytes replaced by U+FFFD", os.fspath(path), stats.replaced_bytes
+        )
     os.replace(tmp_path, ids_path)
     offsets = np.concatenate([*starts, [written]]).astype(np.int64)
     np.save(out / "offsets.npy", offsets)
@@ -187,5 +202,44 @@ def encode_corpus(
         "lowercase": bool(lowercase),
         "tokenizer": None if tokenizer is None else getattr(tokenizer, "__name__", repr(tokenizer)),
     }
+    meta.update(extra_meta or {})
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
     return EncodedCorpus.open(out)
+
+
+def _fingerprint(path) -> list:
+    return [[os.fspath(f), f.stat().st_size, f.stat().st_mtime_ns] for f in corpus_files(path)]
+
+
+def prepare_corpus(
+    path,
+    out_dir,
+    min_count: int = 5,
+    max_vocab_size: int | None = None,
+    tokenizer: Tokenizer | None = None,
+    lowercase: bool = True,
+    max_sentence_length: int = MAX_SENTENCE_LENGTH,
+    reuse: bool = True,
+) -> EncodedCorpus:
+    """Build the vocabulary and encode ``path`` into ``out_dir``, or, with ``reuse``, open what an
+    earlier call with the same files (sizes, modification times) and settings left there. A custom
+    tokenizer is known by its qualified name only; a lambda is never reused."""
+    settings = {
+        "files": _fingerprint(path),
+        "min_count": int(min_count),
+        "max_vocab_size": max_vocab_size,
+        "lowercase": bool(lowercase),
+        "max_sentence_length": int(max_sentence_length),
+        "tokenizer": None if tokenizer is None else getattr(tokenizer, "__qualname__", None),
+    }
+    meta_path = Path(out_dir) / "meta.json"
+    if reuse and meta_path.exists() and settings["tokenizer"] != "<lambda>":
+        try:
+            if json.loads(meta_path.read_text()).get("settings") == settings:
+                return EncodedCorpus.open(out_dir)
+        except (ValueError, OSError):
+            pass  # unreadable or partial: encode again
+    vocab = Vocab.build(path, min_count, max_vocab_size, tokenizer, lowercase)
+    return encode_corpus(
+        path, vocab, out_dir, tokenizer, lowercase, max_sentence_length, {"settings": settings}
+    )

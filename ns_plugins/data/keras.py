@@ -108,28 +108,41 @@ def skipgrams(
     n_pos = words.size
 
     n_neg = int(n_pos * negative_samples) if negative_samples > 0 and n_pos else 0
+    n = n_pos + n_neg
+    # Negative k pairs the k-th word of a shuffled copy of the positive words (reused in turn)
+    # with a random context. After the final shuffle only the multiset of those words matters, so
+    # whole cycles need no shuffling, only the partial last one.
+    if shuffle:
+        cycles, rest = divmod(n_neg, n_pos) if n_pos else (0, 0)
+        neg_words = np.tile(words, cycles)
+        if rest:
+            neg_words = np.concatenate((neg_words, words[rng.permutation(n_pos)[:rest]]))
+    else:
+        neg_words = rng.permutation(words)[np.arange(n_neg) % n_pos] if n_neg else words[:0]
     if n_neg:
-        neg_words = rng.permutation(words)[np.arange(n_neg) % n_pos]
         if negatives == "uniform":
             if vocabulary_size < 2:
                 raise ValueError("vocabulary_size must be >= 2 to draw negatives from [1, V-1]")
             neg_ctx = rng.integers(1, vocabulary_size, size=n_neg)
         else:
             neg_ctx = _unigram_negatives(seq, vocabulary_size, counts, ns_exponent, n_neg, rng)
-        words = np.concatenate((words, neg_words))
-        contexts = np.concatenate((contexts, neg_ctx))
-
-    couples = np.stack((words, contexts), axis=1)
-    if categorical:
-        labels = np.zeros((couples.shape[0], 2), dtype=np.int64)
-        labels[:n_pos, 1] = 1
-        labels[n_pos:, 0] = 1
     else:
-        labels = np.zeros(couples.shape[0], dtype=np.int64)
-        labels[:n_pos] = 1
-    if shuffle and couples.shape[0]:
-        perm = rng.permutation(couples.shape[0])
-        couples, labels = couples[perm], labels[perm]
+        neg_ctx = contexts[:0]
+
+    couples = np.empty((n, 2), dtype=np.int64)
+    couples[:n_pos, 0], couples[n_pos:, 0] = words, neg_words
+    couples[:n_pos, 1], couples[n_pos:, 1] = contexts, neg_ctx
+    if shuffle and n:
+        perm = rng.permutation(n)
+        # rows as single 16-byte items: one gather instead of one per column
+        couples = couples.view(np.complex128).ravel().take(perm).view(np.int64).reshape(n, 2)
+        positive = perm < n_pos
+    else:
+        positive = np.arange(n) < n_pos
+    if categorical:
+        labels = np.stack((~positive, positive), axis=1).astype(np.int64)
+    else:
+        labels = positive.astype(np.int64)
     if return_arrays:
         return couples, labels
     return _as_lists(couples, labels)

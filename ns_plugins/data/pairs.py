@@ -171,7 +171,7 @@ class _Examples(IterableDataset):
     def _kept(self, s0: int, s1: int) -> _Kept:
         off = self.corpus.offsets
         a, b = int(off[s0]), int(off[s1])
-        ids = np.asarray(self.corpus.ids[a:b]).astype(np.int64)
+        ids = np.asarray(self.corpus.ids[a:b], dtype=np.int32)  # int32 halves memory traffic
         lengths = np.diff(off[s0 : s1 + 1])
         seg = np.repeat(np.arange(s1 - s0), lengths)
         u, v = _position_randomness(self.seed, self.epoch, a, b)
@@ -243,7 +243,7 @@ def _take(pending, n):
     """The first ``n`` examples of a list of array tuples, and what remains."""
     parts = [np.concatenate(cols) for cols in zip(*pending)] if len(pending) > 1 else pending[0]
     n = min(n, parts[0].shape[0])
-    head = tuple(p[:n] for p in parts)
+    head = tuple(p[:n].astype(np.int64) for p in parts)
     tail = tuple(p[n:] for p in parts)
     rest = tail[0].shape[0]
     return head, ([tail] if rest else []), rest
@@ -293,7 +293,7 @@ class CBOWBatches(_Examples):
         pos, right, win = k.pos[has, None], k.right[has, None], k.win[has, None]
         valid = (np.abs(d) <= win) & (-d <= pos) & (d <= right)
         src = np.clip(has[:, None] + d, 0, k.ids.size - 1)
-        ctx = np.where(valid, k.ids[src], -1)
+        ctx = np.where(valid, k.ids[src], np.int32(-1))
         pack = np.argsort(~valid, axis=1, kind="stable")
         ctx = np.take_along_axis(ctx, pack, axis=1)
         perm = rng.permutation(has.size)

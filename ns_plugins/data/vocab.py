@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -11,6 +12,8 @@ import numpy as np
 from .reader import NEWLINE, CorpusStats, Tokenizer, token_blocks
 
 __all__ = ["Vocab"]
+
+log = logging.getLogger(__name__)
 
 
 def _is_path(source) -> bool:
@@ -106,6 +109,8 @@ class Vocab:
                 counter.update(sentence)
         vocab = cls.from_counter(counter, min_count, max_vocab_size)
         vocab.replaced_bytes = stats.replaced_bytes
+        if stats.replaced_bytes:
+            log.warning("%s: %d undecodable bytes replaced by U+FFFD", source, stats.replaced_bytes)
         return vocab
 
     # files ---------------------------------------------------------------------------------------
