@@ -7,6 +7,11 @@ so an element a kernel forgets to write shows up as NaN or a huge id.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -188,9 +193,24 @@ def test_all_rows_ignored_and_empty_batch(rng):
     gx, rows, gw_rows = triton_ns.sparse_backward(gy, x, W, samples)
     assert not gx.any() and rows.numel() == 0 and gw_rows.shape == (0, 6)
 
-    e = torch.empty
-    loss = triton_ns.forward(e(0, 6, device=DEVICE), W, e(0, 3, dtype=torch.int64, device=DEVICE))
-    assert loss.shape == (0,)
+    x0, s0 = torch.empty(0, 6, device=DEVICE), torch.empty(0, 3, dtype=torch.int64, device=DEVICE)
+    assert triton_ns.forward(x0, W, s0).shape == (0,)
+    loss, gx, rows, gw_rows = triton_ns.forward_backward_sparse(x0, W, s0)
+    assert loss.shape == (0,) and gx.shape == (0, 6) and rows.shape == (0,)
+    assert gw_rows.shape == (0, 6)
+
+
+def test_ignored_rows_add_no_gradient_rows(rng):
+    x, W, samples = make_case(rng, 6, 5, 20, 4, torch.float32)
+    samples[:, 0] = torch.tensor([-1, 1, -1, 3, 4, 5])
+    samples[1:, 1:] %= 10
+    samples[[0, 2], 1:] = torch.tensor([15, 16, 17], device=DEVICE)  # only ignored rows use these
+    gy = torch.rand(6, device=DEVICE)
+    gx, rows, gw_rows = triton_ns.sparse_backward(gy, x, W, samples)
+    np.testing.assert_array_equal(rows.cpu().numpy(), touched(samples))
+    assert rows.max() < 10
+    _, gW_ref = reference.ns_loss_grad(f64(gy), f64(x), f64(W), samples.cpu().numpy())
+    assert rel(dense_from_rows(rows, gw_rows, 20), gW_ref) < 1e-5
 
 
 def test_bad_input_is_rejected(rng):
@@ -292,3 +312,47 @@ def test_cuda_alias_sampling_large_vocabulary():
     e = np.bincount(cells, weights=expected[order])
     _, p = scipy_stats.chisquare(f[e > 0], e[e > 0] * f.sum() / e.sum())
     assert p > 1e-4, f"chi-square p = {p}"
+
+
+# ----------------------------------------------------------------------------- GPU lowering
+
+# The interpreter accepts code the GPU compiler rejects (dtype mixes, float64 atomics, ...), so
+# the kernels are also compiled to sm_90 machine code here, no device needed. A fresh process,
+# because an interpreted @triton.jit function cannot be handed to the compiler.
+COMPILE_SCRIPT = r"""
+import triton, triton.language as tl
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from ns_plugins.kernels import triton_ns as T
+
+target = GPUTarget("cuda", 90, 32)
+strides = dict.fromkeys(["sxb", "sxd", "swv", "swd", "ssb", "ssk"], "i64")
+dims = {"B": "i32", "D": "i32", "V": "i32"}
+for elt, acc, nd in (("fp32", tl.float32, 1), ("bf16", tl.float32, 2), ("fp64", tl.float64, 1)):
+    gw = "fp64" if elt == "fp64" else "fp32"
+    blocks = {"K": 6, "KP": 8, "BLOCK_B": 4, "BLOCK_D": 128, "ND": nd, "ACC": acc}
+    sig = {"x_ptr": f"*{elt}", "w_ptr": f"*{elt}", "s_ptr": "*i64", "loss_ptr": f"*{elt}"}
+    sig.update(dims, **strides, **dict.fromkeys(blocks, "constexpr"))
+    triton.compile(ASTSource(T._ns_fwd_kernel, sig, blocks), target=target)
+    flags = {"HAS_GY": True, "HAS_SLOTS": True, "WRITE_LOSS": True}
+    sig = {"gy_ptr": "*fp32", "x_ptr": f"*{elt}", "w_ptr": f"*{elt}", "s_ptr": "*i64",
+           "slot_ptr": "*i64", "gx_ptr": f"*{elt}", "gw_ptr": f"*{gw}", "loss_ptr": f"*{elt}"}
+    sig.update(dims, sgy="i64", **strides, slb="i64", slk="i64")
+    sig.update(dict.fromkeys({**blocks, **flags}, "constexpr"))
+    triton.compile(ASTSource(T._ns_bwd_kernel, sig, {**blocks, **flags}), target=target)
+sig = {"prob_ptr": "*fp64", "alias_ptr": "*i64", "out_ptr": "*i64", "N": "i64", "V": "i32",
+       "seed": "i64", "offset": "i64", "BLOCK": "constexpr"}
+triton.compile(ASTSource(T._alias_kernel, sig, {"BLOCK": 1024}), target=target)
+print("compiled")
+"""
+
+
+@pytest.mark.slow
+def test_kernels_compile_for_the_gpu():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    root = Path(__file__).resolve().parents[1]
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    proc = subprocess.run(
+        [sys.executable, "-c", COMPILE_SCRIPT], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0 and "compiled" in proc.stdout, proc.stderr[-4000:]

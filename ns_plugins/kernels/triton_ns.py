@@ -318,17 +318,23 @@ def backward(
 
 
 def _unique_rows(samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Unique ids of the live rows, each sample's slot among them, and how many leading
-    entries of ``rows`` stand for ignored rows (0 or 1)."""
-    ignored = samples[:, :1] < 0
-    ids = torch.where(ignored, torch.full_like(samples, -1), samples)
-    rows, slots = torch.unique(ids, sorted=True, return_inverse=True)
-    # torch.unique already waited for the device; this reads one more element.
-    skip = int(rows.numel() > 0 and bool(rows[0] < 0))
+    """Sorted unique ids of the live rows, each sample's slot among them, and how many leading
+    entries of ``rows`` to drop (1 only when every row is ignored)."""
+    live = samples[:, :1] >= 0
+    # Ignored rows borrow an id some live row has (-1 if none), so they add no row of their own
+    # and the only wait for the device is the one inside torch.unique.
+    fill = torch.where(live, samples, -1).amax()
+    rows, slots = torch.unique(torch.where(live, samples, fill), sorted=True, return_inverse=True)
+    skip = int(rows.numel() == 1 and bool(rows[0] < 0))
     return rows, slots, skip
 
 
 def _sparse(gy, x, W, samples, with_loss):
+    if samples.shape[0] == 0:
+        rows = torch.empty(0, dtype=torch.int64, device=W.device)
+        gw = torch.empty((0, W.shape[1]), dtype=W.dtype, device=W.device)
+        loss = torch.empty(0, dtype=x.dtype, device=x.device) if with_loss else None
+        return loss, torch.empty_like(x), rows, gw
     rows, slots, skip = _unique_rows(samples)
     gw = torch.zeros((rows.numel(), x.shape[1]), dtype=_acc_dtype(W.dtype), device=W.device)
     loss = _empty(x.shape[0], dtype=x.dtype, device=x.device) if with_loss else None
@@ -347,7 +353,7 @@ def sparse_backward(
     """``(gx, rows, gW_rows)``: gradient only for the W rows that live samples touch.
 
     ``rows`` are the sorted unique ids (int64), ``gW_rows[i]`` the gradient of ``W[rows[i]]``.
-    No ``V x d`` buffer exists; the one host sync is the size of ``torch.unique``'s output.
+    No ``V x d`` buffer exists; the one host sync is for the size of ``torch.unique``'s output.
     """
     _check(x, W, samples, validate)
     _check_gy(gy, x)
