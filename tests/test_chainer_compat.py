@@ -1,0 +1,100 @@
+"""The legacy word2vec program in compat/, end to end, on plain Chainer and under the runner."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ns_plugins.chainer", reason="needs Chainer: pip install 'ns_plugins[chainer]'")
+from ns_plugins.chainer import import_fixes  # noqa: E402
+
+import_fixes.apply()
+import chainer  # noqa: E402, F401  (loaded here, so the chainer marker finds it working)
+
+pytestmark = [pytest.mark.chainer, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[1]
+PROGRAM = ROOT / "compat" / "train_word2vec.py"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Zipf-distributed words with some co-occurrence structure."""
+    rng = np.random.default_rng(0)
+    vocab = np.array([f"w{i}" for i in range(120)])
+    p = 1.0 / np.arange(1, 121)
+    ids = rng.choice(120, 6000, p=p / p.sum())
+    ids[1::2] = (ids[::2] + 1) % 120  # each word tends to be followed by its successor
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    path.write_text(" ".join(vocab[ids]))
+    return path
+
+
+def _train(corpus, out, runner_args=None, model="skipgram"):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NS_PLUGINS")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONWARNINGS"] = "ignore"
+    env["OMP_NUM_THREADS"] = "1"  # tiny problems; spare a shared CI box thread contention
+    if runner_args is None:
+        env["SETUPTOOLS_USE_DISTUTILS"] = "stdlib"  # what plain Chainer needs here
+        cmd = [sys.executable, str(PROGRAM)]
+    else:
+        env.pop("SETUPTOOLS_USE_DISTUTILS", None)  # the runner must not need it
+        cmd = [sys.executable, "-m", "ns_plugins.chainer", *runner_args, str(PROGRAM)]
+    args = ["--corpus", str(corpus), "--out", str(out), "--model", model, "--unit", "16"]
+    args += ["--batchsize", "100", "--epoch", "2", "--log-interval", "10", "--min-count", "1"]
+    proc = subprocess.run(cmd + args + ["--quiet"], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = json.loads((out / "log").read_text())
+    return np.array([e["main/loss"] for e in log]), _read_vectors(out / "word2vec.model")
+
+
+def _read_vectors(path):
+    lines = path.read_text().splitlines()
+    n, d = map(int, lines[0].split())
+    assert len(lines) == n + 1
+    words = [line.split()[0] for line in lines[1:]]
+    vectors = np.array([[float(v) for v in line.split()[1:]] for line in lines[1:]])
+    assert vectors.shape == (n, d) and len(set(words)) == n
+    return dict(zip(words, vectors))
+
+
+def _rel(a, b):
+    return np.abs(a - b).max() / np.abs(b).max()
+
+
+@pytest.fixture(scope="module")
+def plain_skipgram(corpus, tmp_path_factory):
+    return _train(corpus, tmp_path_factory.mktemp("plain"))
+
+
+@pytest.mark.parametrize("model", ["skipgram", "cbow"])
+def test_same_losses_and_vectors_with_chainers_sampler(corpus, tmp_path, model, plain_skipgram):
+    """Same seed, same sampler (Chainer's): only the loss kernel differs."""
+    if model == "skipgram":
+        plain_loss, plain_vec = plain_skipgram
+    else:
+        plain_loss, plain_vec = _train(corpus, tmp_path / "plain", model=model)
+    ours_loss, ours_vec = _train(corpus, tmp_path / "ours", ["--parts", "loss"], model=model)
+    assert len(plain_loss) >= 10
+    assert _rel(ours_loss, plain_loss) < 1e-5
+    assert plain_vec.keys() == ours_vec.keys()
+    for word in plain_vec:
+        np.testing.assert_allclose(ours_vec[word], plain_vec[word], atol=1e-4)
+
+
+def test_full_install_trains_like_chainer(corpus, tmp_path, plain_skipgram):
+    """All drop-ins, our sampler too: a seeded run repeats exactly, and its losses are those of
+    plain Chainer up to sampling noise."""
+    losses, vectors = _train(corpus, tmp_path / "a", [])
+    again, vectors_again = _train(corpus, tmp_path / "b", [])
+    np.testing.assert_array_equal(losses, again)
+    assert all(np.array_equal(vectors[w], vectors_again[w]) for w in vectors)
+    plain_loss, plain_vec = plain_skipgram
+    assert np.isfinite(losses).all() and len(losses) == len(plain_loss)
+    assert abs(losses.mean() / plain_loss.mean() - 1) < 0.15
+    assert vectors.keys() == plain_vec.keys()
