@@ -1,10 +1,16 @@
 """The CuPy kernels against the float64 reference (CUDA only, no torch involved).
 
-The source is also compiled with NVRTC wherever cupy is installed, GPU or not, so a syntax or
-type error in the CUDA code shows up before anyone runs it on a device.
+Without a GPU the CUDA source is still checked twice: compiled with NVRTC wherever cupy is
+installed, and run on the host under a small emulation (one std::thread per CUDA thread, a
+barrier per warp for shuffles) compiled with g++, so the kernels' indexing, reductions, masks
+and float16 conversions are exercised against the reference in CI.
 """
 
 from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -35,6 +41,7 @@ def test_source_compiles_with_nvrtc():
     except Exception as e:  # noqa: BLE001 - cupy without the NVRTC library
         pytest.skip(f"NVRTC unavailable: {e}")
     names = [f"ns_{k}<{t}>" for k in ("forward", "backward") for t in cupy_ns._CTYPES.values()]
+    names.append("alias_sample")
     for name in names:
         nvrtc.addNameExpression(prog, name)
     try:
@@ -145,3 +152,180 @@ def test_alias_sampling_is_keyed_by_seed_and_offset(cp):
     assert (a == cupy_ns.sample(prob, alias, 5000, seed=9)).all()
     assert (a[1000:] == cupy_ns.sample(prob, alias, 4000, seed=9, offset=1000)).all()
     assert not (a == cupy_ns.sample(prob, alias, 5000, seed=10)).all()
+
+
+# ----------------------------------------------------------------------------- host emulation
+
+EMULATION = r"""
+#include <atomic>
+#include <barrier>
+#include <cmath>
+#include <memory>
+#include <thread>
+#include <vector>
+struct Dim { unsigned x; };
+thread_local Dim threadIdx, blockIdx;
+Dim blockDim, gridDim;
+struct Warp { std::barrier<> bar{32}; double slot[32]; };
+thread_local Warp* warp_;
+thread_local unsigned char* smem_;
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __align__(n)
+template <typename A> A __shfl_xor_sync(unsigned, A v, int o) {
+    unsigned lane = threadIdx.x & 31;
+    warp_->slot[lane] = (double)v;
+    warp_->bar.arrive_and_wait();
+    A r = (A)warp_->slot[lane ^ o];
+    warp_->bar.arrive_and_wait();
+    return r;
+}
+inline void __syncwarp() { warp_->bar.arrive_and_wait(); }
+template <typename A> void atomicAdd(A* p, A v) { std::atomic_ref<A>(*p).fetch_add(v); }
+inline unsigned long long __umul64hi(unsigned long long a, unsigned long long b) {
+    return (unsigned long long)(((unsigned __int128)a * b) >> 64);
+}
+inline float h2f(unsigned short h) { _Float16 f; __builtin_memcpy(&f, &h, 2); return (float)f; }
+inline unsigned short f2h(float v) {
+    _Float16 f = (_Float16)v; unsigned short h; __builtin_memcpy(&h, &f, 2); return h;
+}
+using std::exp; using std::fabs; using std::fmax; using std::log1p;
+template <typename F> void launch(unsigned grid, unsigned block, size_t shared, F f) {
+    blockDim.x = block; gridDim.x = grid;
+    for (unsigned b = 0; b < grid; ++b) {
+        std::vector<std::unique_ptr<Warp>> warps;
+        for (unsigned w = 0; w < block / 32; ++w) warps.emplace_back(new Warp);
+        std::vector<unsigned char> smem(shared + 16);
+        std::vector<std::thread> threads;
+        for (unsigned t = 0; t < block; ++t)
+            threads.emplace_back([&, t] {
+                threadIdx.x = t; blockIdx.x = b; warp_ = warps[t / 32].get();
+                smem_ = smem.data(); f();
+            });
+        for (auto& th : threads) th.join();
+    }
+}
+"""
+
+DRIVER = r"""
+extern "C" {
+#define FWD(T, N) void N(const T* x, const T* W, const i64* s, T* loss, i64 B, i64 D, int K, \
+    unsigned grid, unsigned block) { launch(grid, block, 0, [=] { \
+    ns_forward<T>(x, W, s, loss, B, D, K); }); }
+#define BWD(T, N) void N(const T* gy, i64 gs, const T* x, const T* W, const i64* s, T* gx, \
+    typename Acc<T>::type* gW, i64 B, i64 D, int K, unsigned grid, unsigned block, \
+    unsigned long shared) { launch(grid, block, shared, [=] { \
+    ns_backward<T>(gy, gs, x, W, s, gx, gW, B, D, K); }); }
+FWD(float, fwd_float32) FWD(double, fwd_float64) FWD(unsigned short, fwd_float16)
+BWD(float, bwd_float32) BWD(double, bwd_float64) BWD(unsigned short, bwd_float16)
+void sample(const double* prob, const i64* alias, i64* out, i64 n, u64 V, u64 seed, u64 offset,
+            unsigned grid, unsigned block) {
+    launch(grid, block, 0, [=] { alias_sample(prob, alias, out, n, V, seed, offset); });
+}
+}
+"""
+
+
+def _host_source() -> str:
+    src = cupy_ns.SOURCE
+    swaps = {
+        'asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(*p));': "f = h2f(*p);",
+        'asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v));': "h = f2h(v);",
+        "extern __shared__ __align__(16) unsigned char smem[];": "unsigned char* smem = smem_;",
+    }
+    for cuda, host in swaps.items():
+        assert cuda in src, f"emulation out of date: {cuda!r} not in the source"
+        src = src.replace(cuda, host)
+    return EMULATION + src + DRIVER
+
+
+@pytest.fixture(scope="module")
+def emulated(tmp_path_factory):
+    cxx = shutil.which("g++")
+    if cxx is None:
+        pytest.skip("needs g++ to emulate the CUDA kernels")
+    tmp = tmp_path_factory.mktemp("cupy_emulation")
+    probe = tmp / "probe.cpp"
+    probe.write_text(EMULATION + "int main() { return (int)h2f(f2h(0.0f)); }\n")
+    flags = ["-std=c++20", "-O1", "-pthread"]
+    if subprocess.run([cxx, *flags, str(probe), "-o", str(tmp / "probe")]).returncode:
+        pytest.skip("g++ lacks C++20 barriers, atomic_ref or _Float16")
+    (tmp / "ns.cpp").write_text(_host_source())
+    lib = tmp / "libns.so"
+    proc = subprocess.run(
+        [cxx, *flags, "-shared", "-fPIC", str(tmp / "ns.cpp"), "-o", str(lib)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return ctypes.CDLL(str(lib))
+
+
+def _ptr(a):
+    return ctypes.c_void_p(a.ctypes.data)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda t: t.__name__)
+@pytest.mark.parametrize("shape", [(37, 7, 5, 1), (20, 70, 30, 3), (9, 33, 12, 6)], ids=str)
+def test_kernels_under_host_emulation(emulated, dtype, shape):
+    B, d, V, K = shape
+    rng = np.random.default_rng()
+    x = (rng.standard_normal((B, d)) * 0.5).astype(dtype)
+    W = (rng.standard_normal((V, d)) * 0.5).astype(dtype)
+    samples = rng.integers(0, V, (B, K))
+    samples[rng.integers(B), 0] = -1
+    samples[1] = samples[2]
+    gy = rng.standard_normal(B).astype(dtype)
+    name = np.dtype(dtype).name
+    # The launch geometry cupy_ns uses: _WARPS rows per block, K coefficients per warp.
+    grid = ctypes.c_uint((B + cupy_ns._WARPS - 1) // cupy_ns._WARPS)
+    block = ctypes.c_uint(32 * cupy_ns._WARPS)
+    i64 = ctypes.c_int64
+
+    loss = np.full(B, np.nan, dtype)
+    getattr(emulated, f"fwd_{name}")(
+        _ptr(x), _ptr(W), _ptr(samples), _ptr(loss), i64(B), i64(d), ctypes.c_int(K), grid, block
+    )
+    acc = np.float64 if dtype == np.float64 else np.float32
+    gx, gW = np.full((B, d), np.nan, dtype), np.zeros((V, d), acc)
+    shared = ctypes.c_ulong(cupy_ns._WARPS * K * np.dtype(acc).itemsize)
+    getattr(emulated, f"bwd_{name}")(
+        _ptr(gy), i64(1), _ptr(x), _ptr(W), _ptr(samples), _ptr(gx), _ptr(gW),
+        i64(B), i64(d), ctypes.c_int(K), grid, block, shared,
+    )  # fmt: skip
+
+    xr, Wr = x.astype(np.float64), W.astype(np.float64)
+    gx_ref, gW_ref = reference.ns_loss_grad(gy.astype(np.float64), xr, Wr, samples)
+    for got, want in ((loss, reference.ns_loss_rows(xr, Wr, samples)), (gx, gx_ref)):
+        assert np.isfinite(got).all(), "unwritten (poisoned) elements"
+        assert np.linalg.norm(got - want) / np.linalg.norm(want) < TOL[dtype]
+    assert np.linalg.norm(gW.astype(dtype) - gW_ref) / np.linalg.norm(gW_ref) < TOL[dtype]
+
+
+@pytest.mark.slow
+def test_alias_sampling_under_host_emulation(emulated):
+    scipy_stats = pytest.importorskip("scipy.stats")
+    sampler = AliasSampler.from_counts(np.random.default_rng().zipf(1.5, 300), power=0.75)
+    prob, alias = sampler.prob.astype(np.float64), sampler.alias.astype(np.int64)
+    n = 200_000
+
+    def draw(count, offset):
+        out = np.full(count, -7, np.int64)
+        emulated.sample(
+            _ptr(prob), _ptr(alias), _ptr(out), ctypes.c_int64(count), ctypes.c_uint64(prob.size),
+            ctypes.c_uint64(2024), ctypes.c_uint64(offset), ctypes.c_uint(8), ctypes.c_uint(256),
+        )  # fmt: skip
+        return out
+
+    ids = draw(n, 3)
+    assert ids.min() >= 0 and ids.max() < prob.size
+    np.testing.assert_array_equal(ids[1000:], draw(n - 1000, 1003))
+    freq = np.bincount(ids, minlength=prob.size)
+    expected = sampler.probabilities() * n
+    keep = expected >= 20
+    f = np.append(freq[keep], freq[~keep].sum())
+    e = np.append(expected[keep], expected[~keep].sum())
+    _, p = scipy_stats.chisquare(f, e * f.sum() / e.sum())
+    assert p > 1e-4, f"chi-square p = {p}"

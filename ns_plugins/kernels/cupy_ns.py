@@ -104,7 +104,7 @@ __global__ void ns_backward(const T* gy, i64 gy_stride, const T* x, const T* W,
                             const i64* samples, T* gx, typename Acc<T>::type* gW,
                             i64 B, i64 D, int K) {
     typedef typename Acc<T>::type A;
-    extern __shared__ unsigned char smem[];
+    extern __shared__ __align__(16) unsigned char smem[];
     A* coef = reinterpret_cast<A*>(smem) + (threadIdx.x >> 5) * K;
     i64 row = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     int lane = threadIdx.x & 31;
@@ -243,6 +243,9 @@ def backward(gy, x, W, samples, *, validate: bool = True):
         args = (gy, np.int64(gy.ndim), x, W, samples, gx, gW,
                 np.int64(B), np.int64(D), np.int32(K))  # fmt: skip
         shared = _WARPS * K * np.dtype(acc).itemsize
+        if shared > 48 * 1024:  # the default dynamic shared-memory limit of a block
+            raise ValueError(f"at most {48 * 1024 // (_WARPS * np.dtype(acc).itemsize)} "
+                             f"samples per row, got {K}")  # fmt: skip
         _kernel("backward", x.dtype)(grid, block, args, shared_mem=shared)
     return gx, gW.astype(W.dtype, copy=False)
 
