@@ -1,0 +1,30 @@
+"""``ns-train``: the Hydra training app (``python train.py`` runs the same thing)."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from ns_plugins.config import config_dir
+
+__all__ = ["main"]
+
+
+def _train(cfg: DictConfig) -> None:
+    import sys
+
+    from hydra.core.hydra_config import HydraConfig
+
+    from ns_plugins.lightning.run import train
+
+    metrics = train(cfg, HydraConfig.get().runtime.output_dir)
+    if metrics.get("interrupted"):
+        sys.exit(130)
+
+
+def main() -> None:
+    hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")(_train)()
+
+
+if __name__ == "__main__":
+    main()

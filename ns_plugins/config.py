@@ -1,0 +1,177 @@
+"""Structured configs for the training app, registered in Hydra's ConfigStore.
+
+The YAML files in ``conf/`` fill these schemas; every choice is an enum, so a bad value such as
+``backend.name=foo`` fails while the config is composed, with a message listing the valid names.
+Hyperparameters keep gensim's names (``vector_size``, ``window``, ``negative``, ...) and sit at the
+top level, so ``epochs=3`` works as an override. This module imports neither torch nor Lightning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+from hydra.core.config_store import ConfigStore
+
+__all__ = [
+    "Arch",
+    "Backend",
+    "DataSource",
+    "Engine",
+    "GradSync",
+    "Optimizer",
+    "Reduce",
+    "TrainConfig",
+    "config_dir",
+    "register_configs",
+]
+
+
+class Backend(Enum):
+    reference = "reference"  # plain torch autograd over gathered rows
+    fused = "fused"  # the shared custom op (CPU kernel, or CUDA where built)
+    triton = "triton"  # CUDA only
+    cupy = "cupy"  # CUDA only
+
+
+class Reduce(Enum):
+    sum = "sum"
+    mean = "mean"
+    no = "no"
+
+
+class Arch(Enum):
+    skipgram = "skipgram"
+    cbow = "cbow"
+
+
+class Optimizer(Enum):
+    sgd = "sgd"  # word2vec's plain SGD with a linearly decaying rate
+    sparse_adam = "sparse_adam"
+
+
+class Engine(Enum):
+    batched = "batched"  # data loader + loss op + optimizer; runs anywhere Lightning does
+    hogwild = "hogwild"  # in-place multithreaded CPU updates, like the word2vec C tool
+    auto = "auto"  # hogwild on CPU when available, batched otherwise
+
+
+class DataSource(Enum):
+    synthetic = "synthetic"
+    text = "text"
+
+
+class GradSync(Enum):
+    sparse = "sparse"  # DDP all-reduces the sparse embedding gradients (gloo only)
+    dense = "dense"  # dense embedding gradients, all-reduced by DDP (works on NCCL)
+    local_sgd = "local_sgd"  # no gradient traffic; ranks average weights every few steps
+
+
+@dataclass
+class BackendConfig:
+    name: Backend = Backend.fused
+
+
+@dataclass
+class ReduceConfig:
+    mode: Reduce = Reduce.sum
+
+
+@dataclass
+class DeviceConfig:
+    accelerator: str = "cpu"
+    strategy: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    precision: str = "32-true"
+    process_group_backend: str | None = None
+    grad_sync: GradSync = GradSync.sparse
+    average_every: int = 32  # local_sgd: steps between weight averages
+
+
+@dataclass
+class DataConfig:
+    source: DataSource = DataSource.synthetic
+    path: str | None = None  # text corpus (plain or .gz), one sentence per line
+    cache_dir: str | None = None  # where the encoded corpus goes; default: the run directory
+    max_vocab_size: int | None = None
+    num_workers: int = 0
+    synthetic_seed: int = 0
+    synthetic_sentences: int = 40000  # ~11 tokens each
+
+
+@dataclass
+class ModelConfig:
+    arch: Arch = Arch.skipgram
+    optimizer: Optimizer = Optimizer.sgd
+    engine: Engine = Engine.batched
+    cbow_mean: bool = True  # CBOW: average (True) or sum the context vectors
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = -1
+    fast_dev_run: bool = False
+    log_every_n_steps: int = 50
+    enable_progress_bar: bool = True
+    checkpoint_every_n_steps: int = 0  # 0: only last.ckpt at the end (and on interrupt)
+
+
+@dataclass
+class EvalConfig:
+    every_n_steps: int = 0  # 0: evaluate at the end of each epoch only
+    queries: list[str] = field(default_factory=list)  # nearest-neighbour words; default: top few
+    k: int = 10
+    wordsim: str | None = None
+    simlex: str | None = None
+    analogies: str | None = None
+    use_gensim_data: bool = False  # fall back to the copies bundled with gensim when installed
+
+
+@dataclass
+class TrainConfig:
+    backend: BackendConfig = field(default_factory=BackendConfig)
+    reduce: ReduceConfig = field(default_factory=ReduceConfig)
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    # gensim's hyperparameter names
+    vector_size: int = 100
+    window: int = 5
+    min_count: int = 5
+    sample: float = 1e-3
+    negative: int = 5
+    ns_exponent: float = 0.75
+    alpha: float = 0.025
+    min_alpha: float = 0.0001
+    shrink_windows: bool = True
+    epochs: int = 5
+    batch_size: int = 1024
+    seed: int = 1
+    # shortcuts for the device group
+    devices: int | None = None
+    num_nodes: int | None = None
+    ckpt_path: str | None = None  # resume from this checkpoint
+
+
+SCHEMA_NAME = "ns_train_schema"
+
+
+def register_configs() -> None:
+    """Store the schema; ``conf/train.yaml`` lists it first in its defaults."""
+    ConfigStore.instance().store(name=SCHEMA_NAME, node=TrainConfig)
+
+
+def config_dir() -> Path:
+    """The ``conf`` directory: inside an installed wheel, or at the root of a checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "conf"):
+        if (candidate / "train.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"no Hydra config directory (conf/train.yaml) next to {here}")
+
+
+register_configs()

@@ -1,0 +1,233 @@
+"""CorpusDataModule: corpus -> vocabulary -> encoded ids -> batches sharded by rank and worker.
+
+Local rank 0 builds the vocabulary and the encoded corpus once (``prepare_data``); every rank then
+memory-maps them and iterates only its own shard. All ranks run the same number of steps per
+epoch: the shortest shard sets it. The batch stream is a pure function of (seed, epoch, rank), so
+resuming skips exactly the batches already trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from ns_plugins.config import Arch, DataSource
+
+__all__ = ["CorpusDataModule"]
+
+
+def _to_tensor(a) -> torch.Tensor:
+    return a if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a))
+
+
+def as_batch(raw, arch: Arch) -> dict:
+    """A batch from the pipeline as int64 tensors: skip-gram gives (centers, contexts), CBOW
+    (contexts (B, C) padded with -1, centers)."""
+    if arch is Arch.skipgram:
+        center, context = raw
+    else:
+        context, center = raw
+    return {"center": _to_tensor(center).long(), "context": _to_tensor(context).long()}
+
+
+class _Shard(IterableDataset):
+    """One rank's batches for the current epoch, split further across DataLoader workers.
+
+    DataLoader hands out batches round-robin over workers, so global batch ``i`` comes from
+    worker ``i % n`` and resuming after ``skip`` batches skips ``ceil((skip - w) / n)`` in worker w.
+    """
+
+    def __init__(self, make_batches, steps: int, arch: Arch):
+        self.make_batches = make_batches  # (worker, num_workers) -> batches with set_epoch/len
+        self.arch = arch
+        self.steps = steps
+        self.epoch = 0
+        self.skip = 0
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker, n = (info.id, info.num_workers) if info is not None else (0, 1)
+        batches = self.make_batches(worker, n)
+        batches.set_epoch(self.epoch)
+        skip = max(0, math.ceil((self.skip - worker) / n))
+        limit = max(0, math.ceil((self.steps - worker) / n))  # same count on every rank
+        for i, raw in enumerate(batches):
+            if i >= limit:
+                break
+            if i >= skip:
+                yield as_batch(raw, self.arch)
+
+
+class _EpochLoader(DataLoader):
+    """Sets the shard's epoch and resume offset from the trainer each time an epoch starts
+    iterating (in this process, before any worker is forked)."""
+
+    def __init__(self, shard: _Shard, position, **kwargs):
+        super().__init__(shard, batch_size=None, **kwargs)
+        self._position = position
+
+    def __iter__(self):
+        self.dataset.epoch, self.dataset.skip = self._position()
+        return super().__iter__()
+
+
+class CorpusDataModule(pl.LightningDataModule):
+    def __init__(
+        self,
+        source: DataSource | str = DataSource.synthetic,
+        path: str | None = None,
+        cache_dir: str | Path = "data",
+        arch: Arch | str = Arch.skipgram,
+        min_count: int = 5,
+        max_vocab_size: int | None = None,
+        window: int = 5,
+        sample: float = 1e-3,
+        shrink_windows: bool = True,
+        batch_size: int = 1024,
+        seed: int = 1,
+        num_workers: int = 0,
+        synthetic_seed: int = 0,
+        synthetic_sentences: int = 40000,
+    ):
+        super().__init__()
+        self.source = DataSource(source)
+        self.arch = Arch(arch)
+        if self.source is DataSource.text:
+            if not path:
+                raise ValueError("data.path is required for data=text (a text corpus, .gz allowed)")
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"corpus not found: data.path={path}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.path = path
+        self.cache_dir = Path(cache_dir)
+        self.min_count, self.max_vocab_size = min_count, max_vocab_size
+        self.window, self.sample, self.shrink_windows = window, sample, shrink_windows
+        self.batch_size, self.seed = batch_size, seed
+        self.num_workers = num_workers
+        self.synthetic_seed, self.synthetic_sentences = synthetic_seed, synthetic_sentences
+        self.vocab = None
+        self.corpus = None
+        self.ground_truth: dict | None = None
+        self._shard: _Shard | None = None
+
+    # ------------------------------------------------------------------ files
+    @property
+    def corpus_path(self) -> Path:
+        return (
+            Path(self.path) if self.source is DataSource.text else self.cache_dir / "synthetic.txt"
+        )
+
+    @property
+    def encoded_dir(self) -> Path:
+        return self.cache_dir / "encoded"
+
+    def prepare_data(self) -> None:
+        """Local rank 0 only: write the synthetic corpus, build the vocabulary, encode the ids."""
+        from ns_plugins.data import Vocab, encode_corpus, synthetic_corpus
+
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        if (self.encoded_dir / "meta.json").is_file():
+            return  # encoded by an earlier run sharing this cache (or before a resume)
+        if self.source is DataSource.synthetic:
+            synth = synthetic_corpus(self.synthetic_seed, n_sentences=self.synthetic_sentences)
+            synth.write(self.corpus_path)
+            truth = {"clusters": synth.clusters, "analogies": synth.analogies}
+            (self.cache_dir / "ground_truth.json").write_text(json.dumps(truth))
+        vocab = Vocab.build(self.corpus_path, self.min_count, self.max_vocab_size)
+        encode_corpus(self.corpus_path, vocab, self.encoded_dir)
+
+    def setup(self, stage: str | None = None) -> None:
+        from ns_plugins.data import EncodedCorpus
+
+        if self.corpus is not None:
+            return
+        self.corpus = EncodedCorpus.open(self.encoded_dir)
+        self.vocab = self.corpus.vocab
+        truth = self.cache_dir / "ground_truth.json"
+        if truth.is_file():
+            self.ground_truth = json.loads(truth.read_text())
+        rank, world = self._rank_world()
+        steps = len(self._batches(rank, world, 0, 1))
+        steps = self._min_over_ranks(steps)
+        if steps < 1:
+            raise ValueError(
+                f"the corpus gives no full batch per rank ({world} ranks, batch_size "
+                f"{self.batch_size}); use a smaller batch_size or more data"
+            )
+        self._shard = _Shard(lambda w, n: self._batches(rank, world, w, n), steps, self.arch)
+        self._rank_world_used = (rank, world)
+
+    def _rank_world(self) -> tuple[int, int]:
+        if self.trainer is not None:
+            return self.trainer.global_rank, self.trainer.world_size
+        return 0, 1
+
+    def _min_over_ranks(self, n: int) -> int:
+        if self.trainer is None or self.trainer.world_size == 1:
+            return n
+        t = torch.tensor(n, device=self.trainer.strategy.root_device)
+        return int(self.trainer.strategy.reduce(t, reduce_op="min"))
+
+    def _batches(self, rank: int, world: int, worker: int, num_workers: int):
+        from ns_plugins.data import CBOWBatches, SkipGramBatches
+
+        cls = SkipGramBatches if self.arch is Arch.skipgram else CBOWBatches
+        return cls(
+            self.corpus,
+            window=self.window,
+            sample=self.sample,
+            shrink_windows=self.shrink_windows,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            rank=rank,
+            world_size=world,
+            worker=worker,
+            num_workers=num_workers,
+        )
+
+    # ------------------------------------------------------------------ loaders
+    @property
+    def steps_per_epoch(self) -> int:
+        if self._shard is None:
+            raise RuntimeError("call setup() first")
+        return self._shard.steps
+
+    @property
+    def words_per_step(self) -> float:
+        """Corpus words one step covers on all ranks together (for words/s)."""
+        return self.corpus.raw_words / self.steps_per_epoch
+
+    def shard_summary(self) -> dict:
+        """Which part of the corpus this rank trains on: its shard and sentence range."""
+        rank, world = self._rank_world_used
+        batches = self._batches(rank, world, 0, 1)
+        index, n_shards = batches.shard()
+        edges = batches._shard_sentences(n_shards)
+        return {
+            "index": index,
+            "count": n_shards,
+            "sentences": [int(edges[index]), int(edges[index + 1])],
+        }
+
+    def train_dataloader(self) -> DataLoader:
+        if self._shard is None:
+            self.setup("fit")
+        return _EpochLoader(self._shard, self._position, num_workers=self.num_workers)
+
+    def _position(self) -> tuple[int, int]:
+        """(epoch, batches of it already trained): every step is one batch on every rank."""
+        if self.trainer is None:
+            return 0, 0
+        epoch = self.trainer.current_epoch
+        steps = self._shard.steps
+        return epoch, min(max(self.trainer.global_step - epoch * steps, 0), steps)

@@ -1,0 +1,195 @@
+"""SGNSModule: skip-gram / CBOW with negative sampling as a LightningModule.
+
+Two embedding tables as word2vec has them: ``in_embed`` (the word vectors, uniform in ±0.5/d) and
+``out_embed`` (the context vectors, zeros). Both are ``nn.Embedding(sparse=True)`` so each step
+touches only the rows in the batch and DDP all-reduces them as sparse tensors; with
+``sparse=False`` the gradients are dense (what NCCL can all-reduce).
+
+Negatives are drawn on the device from the exact alias table. The noise generator is reseeded from
+(seed, rank, global step) at every step, so a resumed run draws the same negatives as an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+
+from ns_plugins.config import Arch, Backend, Engine, Optimizer, Reduce
+from ns_plugins.core.alias import AliasSampler
+
+__all__ = ["SGNSModule", "linear_decay"]
+
+
+def linear_decay(step: int, total: int, alpha: float, min_alpha: float) -> float:
+    """word2vec's learning rate: linear from ``alpha`` at step 0 to ``min_alpha`` at ``total``."""
+    if total <= 0:
+        return alpha
+    return alpha - (alpha - min_alpha) * min(step / total, 1.0)
+
+
+def _loss_fn(backend: Backend):
+    """(x, W, samples, sparse_grad) -> per-row loss, for the chosen backend."""
+    from ns_plugins.core import ops
+
+    if backend is Backend.reference:
+        return _reference_loss
+    if backend in (Backend.fused, Backend.triton):
+        # On CUDA the op dispatches to the Triton kernels; on CPU to the fused CPU kernel.
+        return lambda x, W, samples, sparse_grad: ops.ns_loss(
+            x, W, samples, sparse_grad=sparse_grad
+        )
+    if backend is Backend.cupy:
+        try:
+            from ns_plugins.kernels import cupy_ns
+        except ImportError as err:
+            raise RuntimeError(f"backend 'cupy' is not available: {err}") from err
+        return cupy_ns.ns_loss
+    raise ValueError(f"unknown backend {backend!r}")
+
+
+def _reference_loss(x: Tensor, W: Tensor, samples: Tensor, sparse_grad: bool) -> Tensor:
+    """Plain autograd over the gathered rows; an embedding lookup keeps W's gradient sparse."""
+    from ns_plugins.core.ops import naive_loss
+
+    rows, local = torch.unique(samples.clamp_min(0), return_inverse=True)
+    local = torch.where(samples < 0, -1, local)
+    W_rows = nn.functional.embedding(rows, W, sparse=sparse_grad)
+    return naive_loss(x, W_rows, local)
+
+
+class SGNSModule(pl.LightningModule):
+    """Word2vec with negative sampling.
+
+    Batches are dicts: skip-gram ``{"center": (B,), "context": (B,)}``; CBOW
+    ``{"center": (B,), "context": (B, C)}`` with ``-1`` padding. ``"words"`` (optional) is the
+    number of corpus words the batch covers, for the words/s figure.
+    """
+
+    def __init__(
+        self,
+        counts,
+        vector_size: int = 100,
+        negative: int = 5,
+        ns_exponent: float = 0.75,
+        alpha: float = 0.025,
+        min_alpha: float = 0.0001,
+        backend: Backend | str = Backend.fused,
+        reduce: Reduce | str = Reduce.sum,
+        arch: Arch | str = Arch.skipgram,
+        optimizer: Optimizer | str = Optimizer.sgd,
+        engine: Engine | str = Engine.batched,
+        cbow_mean: bool = True,
+        sparse: bool = True,
+        seed: int = 1,
+    ):
+        super().__init__()
+        if vector_size < 1 or negative < 0:
+            raise ValueError(
+                f"vector_size must be >= 1 and negative >= 0, got {vector_size}, {negative}"
+            )
+        self.backend = Backend(backend)
+        self.reduce = Reduce(reduce)
+        self.arch = Arch(arch)
+        self.optimizer_kind = Optimizer(optimizer)
+        self.engine = Engine(engine)
+        if self.optimizer_kind is Optimizer.sparse_adam and not sparse:
+            raise ValueError(
+                "optimizer sparse_adam needs sparse gradients (device.grad_sync "
+                "sparse or local_sgd, not dense)"
+            )
+        self.save_hyperparameters(ignore=["counts"])
+        self._loss = _loss_fn(self.backend)
+        self._generator: torch.Generator | None = None
+        self.total_steps = 0  # set by configure_optimizers from the trainer
+        self.in_embed: nn.Embedding | None = None
+        self.out_embed: nn.Embedding | None = None
+        if counts is not None:
+            self.build(counts)
+
+    def build(self, counts) -> None:
+        """Create the tables for a vocabulary with these counts (word2vec's initialisation)."""
+        counts = np.asarray(counts)
+        if counts.ndim != 1 or counts.size < 2:
+            raise ValueError(f"counts must be 1-D with at least 2 words, got shape {counts.shape}")
+        d, sparse = self.hparams.vector_size, self.hparams.sparse
+        self.in_embed = nn.Embedding(counts.size, d, sparse=sparse)
+        self.out_embed = nn.Embedding(counts.size, d, sparse=sparse)
+        with torch.no_grad():
+            self.in_embed.weight.uniform_(-0.5 / d, 0.5 / d)
+            self.out_embed.weight.zero_()
+        self.noise = AliasSampler.from_counts(counts, self.hparams.ns_exponent)
+
+    # ------------------------------------------------------------------ pieces
+    def _draw(self, shape) -> Tensor:
+        if self._generator is None or self._generator.device != self.device:
+            self._generator = torch.Generator(device=self.device)
+        rank = self.trainer.global_rank if self._trainer is not None else 0
+        step = self.trainer.global_step if self._trainer is not None else 0
+        # A fresh, well-separated stream per (seed, rank, step): resuming redraws the same ids.
+        self._generator.manual_seed(
+            (self.hparams.seed * 0x9E3779B1 + rank * 0x85EBCA77 + step * 0xC2B2AE3D) % (2**63)
+        )
+        return self.noise.sample_torch(shape, generator=self._generator, device=self.device)
+
+    def hidden(self, batch: dict) -> tuple[Tensor, Tensor]:
+        """(x, target): the input-side vector of each example and the word it should predict."""
+        center, context = batch["center"], batch["context"]
+        if self.arch is Arch.skipgram:
+            # word2vec.c trains the context word's input vector to predict the center word.
+            return self.in_embed(context.clamp_min(0)), torch.where(context < 0, -1, center)
+        mask = (context >= 0).unsqueeze(-1).to(self.in_embed.weight.dtype)
+        x = (self.in_embed(context.clamp_min(0)) * mask).sum(1)
+        n = mask.sum(1)
+        if self.hparams.cbow_mean:
+            x = x / n.clamp_min(1)
+        return x, torch.where(n.squeeze(-1) > 0, center, -1)
+
+    def row_losses(self, batch: dict) -> Tensor:
+        x, target = self.hidden(batch)
+        samples = self._draw((target.shape[0], self.hparams.negative + 1))
+        samples[:, 0] = target
+        return self._loss(x, self.out_embed.weight, samples, self.in_embed.sparse)
+
+    def reduce_loss(self, rows: Tensor) -> Tensor:
+        """The training objective for the chosen reduce mode. ``no`` keeps the rows for logging and
+        backpropagates their sum, so the step equals ``sum``'s."""
+        if self.reduce is Reduce.mean:
+            return rows.mean()
+        return rows.sum()
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def configure_model(self) -> None:
+        # Without counts at construction, the vocabulary comes from the datamodule's setup().
+        if self.in_embed is None:
+            self.build(self.trainer.datamodule.vocab.counts)
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        rows = self.row_losses(batch)
+        loss = self.reduce_loss(rows)
+        n = max(int(rows.shape[0]), 1)
+        self.log("train/loss", rows.detach().sum() / n, prog_bar=True, on_step=True)
+        if self.reduce is Reduce.no:
+            self.log("train/loss_max", rows.detach().max(), on_step=True)
+        return loss
+
+    def configure_optimizers(self):
+        alpha, min_alpha = self.hparams.alpha, self.hparams.min_alpha
+        total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 0
+        self.total_steps = total if math.isfinite(total) else 0
+        if self.optimizer_kind is Optimizer.sparse_adam:
+            opt = torch.optim.SparseAdam(self.parameters(), lr=alpha)
+        else:
+            opt = torch.optim.SGD(self.parameters(), lr=alpha)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: linear_decay(step, self.total_steps, alpha, min_alpha) / alpha
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def vectors(self) -> np.ndarray:
+        """The word vectors (input embeddings) as float32 numpy."""
+        return self.in_embed.weight.detach().float().cpu().numpy()
