@@ -135,3 +135,18 @@ def test_prepare_corpus_reuses_until_something_changes(tmp_path, monkeypatch):
             prepare_corpus(p, tmp_path / "enc", min_count=1)
     p.write_text("c c d\n")
     assert prepare_corpus(p, tmp_path / "enc", min_count=2).vocab.words == ["c"]
+
+
+def test_encoded_corpus_pickles_as_its_path(tmp_path):
+    import pickle
+
+    p = tmp_path / "c.txt"
+    p.write_text("a b a c\nb a\n" * 200)
+    enc = encode_corpus(p, Vocab.build(p, min_count=1), tmp_path / "enc")
+    blob = pickle.dumps(enc)
+    assert len(blob) < 1000  # the path, not 1,200 ids
+    back = pickle.loads(blob)
+    assert isinstance(back.ids, np.memmap)
+    np.testing.assert_array_equal(np.asarray(back.ids), np.asarray(enc.ids))
+    mem = EncodedCorpus.from_sentences([["a", "b"]], Vocab(["a", "b"], [1, 1]))
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(mem)).ids, mem.ids)

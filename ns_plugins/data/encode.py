@@ -58,6 +58,13 @@ class EncodedCorpus:
         self.replaced_bytes = 0
         self.path = None if path is None else Path(path)
 
+    def __reduce__(self):
+        # A corpus on disk travels (to DataLoader workers, other processes) as its path, so the
+        # receiver maps the same file instead of unpickling a copy of every id.
+        if self.path is not None and isinstance(self.ids, np.memmap):
+            return (EncodedCorpus.open, (str(self.path),))
+        return super().__reduce__()
+
     @classmethod
     def from_sentences(cls, sentences, vocab: Vocab) -> EncodedCorpus:
         """In-memory corpus from token lists (unknown words dropped, empty sentences skipped)."""

@@ -133,10 +133,13 @@ def skipgrams(
     couples[:n_pos, 0], couples[n_pos:, 0] = words, neg_words
     couples[:n_pos, 1], couples[n_pos:, 1] = contexts, neg_ctx
     if shuffle and n:
-        perm = rng.permutation(n)
-        # rows as single 16-byte items: one gather instead of one per column
-        couples = couples.view(np.complex128).ravel().take(perm).view(np.int64).reshape(n, 2)
-        positive = perm < n_pos
+        # Shuffle rows in place as single 16-byte items (one pass of swaps, no index array); the
+        # label rides along in bit 62 of the word id.
+        flag = np.int64(1 << 62)
+        couples[:n_pos, 0] |= flag
+        rng.shuffle(couples.view(np.complex128).ravel())
+        positive = couples[:, 0] >= flag
+        couples[:, 0] &= flag - 1
     else:
         positive = np.arange(n) < n_pos
     if categorical:
