@@ -2,6 +2,8 @@
 
 Three nodes, each the derivative of the previous one, so Chainer's double backprop works:
 the loss, its gradient (x, W, gy) -> (gx, gW), and that gradient's vector-Jacobian product.
+numpy inputs run the core torch op on shared memory; cupy inputs the CuPy kernels (the
+second-order node goes through torch on the GPU too).
 Type checks, errors, outputs and returned samples are those of Chainer 7.8.1.
 """
 
@@ -9,13 +11,15 @@ from __future__ import annotations
 
 import warnings
 
+import chainer
 import numpy
 import torch
 from chainer import backend, function_node
 from chainer.backends import cuda
 from chainer.utils import argument, type_check
 
-from ns_plugins.core.ops import ns_loss_bwd, ns_loss_fwd
+from ns_plugins.core.ops import ns_loss_bwd, ns_loss_fwd, ns_loss_sparse
+from ns_plugins.kernels import cupy_ns
 
 
 def _as_torch(a):
@@ -52,16 +56,64 @@ def _rows_grad(gy, batch_size):
     return gy.expand(batch_size) if gy.ndim == 0 else gy
 
 
+def _widen(a):
+    return a.astype(numpy.float32) if a.dtype == numpy.float16 else a
+
+
+# The loss and its gradient: cupy arrays run the CuPy kernels (no torch on the GPU path), numpy
+# arrays the core torch op on views of the same memory.
+def _loss_rows(x, W, samples):
+    """Per-row loss in float32/float64 (float16 inputs are widened first, as Chainer does)."""
+    x, W = _widen(x), _widen(W)
+    if isinstance(x, cuda.ndarray):
+        return cupy_ns.forward(x, W, samples)
+    with torch.no_grad():
+        return ns_loss_fwd(_as_torch(x), _as_torch(W), _samples_torch(samples)).numpy()
+
+
+def _loss_grad(gy, x, W, samples):
+    """(gx, gW) of sum_b gy_b loss_b, in the dtypes of x and W; ``gy`` scalar or (B,)."""
+    if isinstance(x, cuda.ndarray):
+        gx, gW = cupy_ns.backward(gy, _widen(x), _widen(W), samples, validate=False)
+        return gx.astype(x.dtype, copy=False), gW.astype(W.dtype, copy=False)
+    with torch.no_grad():
+        xt = _as_torch(x)
+        gyt = _rows_grad(_as_torch(numpy.asarray(gy)).to(xt.dtype), x.shape[0])
+        _, gx, rows, gW_rows = ns_loss_sparse(xt, _as_torch(W), _samples_torch(samples), gyt)
+    return _dense_grads(x, W, gx.numpy(), rows.numpy(), gW_rows.numpy())
+
+
+def _dense_grads(x, W, gx, rows, gW_rows):
+    """Chainer wants a dense gW. numpy.zeros maps untouched pages lazily, so only the rows the
+    batch touched cost anything here (a filled V x d buffer would cost a full write)."""
+    gW = numpy.zeros(W.shape, W.dtype)
+    gW[rows] = gW_rows
+    return gx.astype(x.dtype, copy=False), gW
+
+
+def _fused_step(x, W, samples):
+    """Loss rows and the gradients for gy = 1 in one pass (CPU): (loss, (gx, rows, gW_rows))."""
+    with torch.no_grad():
+        loss, gx, rows, gW_rows = ns_loss_sparse(
+            _as_torch(_widen(x)), _as_torch(_widen(W)), _samples_torch(samples)
+        )
+    return loss.numpy(), (gx.numpy(), rows.numpy(), gW_rows.numpy())
+
+
 class NegativeSamplingFunction(function_node.FunctionNode):
     ignore_label = -1
     samples = None
 
-    def __init__(self, sampler, sample_size, reduce="sum"):
+    def __init__(self, sampler, sample_size, reduce="sum", fuse_grad=False):
         if reduce not in ("sum", "no"):
             raise ValueError(f"only 'sum' and 'no' are valid for 'reduce', but '{reduce}' is given")
         self.sampler = sampler
         self.sample_size = sample_size
         self.reduce = reduce
+        # With reduce='sum' the gradient is the gy = 1 gradient times the scalar gy, so the
+        # training path computes it with the loss in one pass over the gathered rows.
+        self.fuse_grad = fuse_grad and reduce == "sum"
+        self.grads = None
 
     def _make_samples(self, t):
         size = int(t.shape[0])
@@ -90,35 +142,40 @@ class NegativeSamplingFunction(function_node.FunctionNode):
         x, t, W = inputs
         self.ignore_mask = t != self.ignore_label
         samples = self._make_samples(t)
-        with torch.no_grad():
-            loss = ns_loss_fwd(_as_torch(x), _as_torch(W), _samples_torch(samples))
-            if self.reduce == "sum":
-                loss = loss.sum()
+        if self.fuse_grad and not isinstance(x, cuda.ndarray):
+            loss, self.grads = _fused_step(x, W, samples)
+        else:
+            loss = _loss_rows(x, W, samples)
+        if self.reduce == "sum":
+            loss = loss.sum()
         self.samples = samples
-        return (_from_torch(loss, x),)
+        xp = backend.get_array_module(x)
+        return (xp.asarray(loss, dtype=x.dtype),)
 
     def backward(self, indexes, grad_outputs):
         x, t, W = self.get_retained_inputs()
         (gy,) = grad_outputs
-        gx, gW = NegativeSamplingFunctionGrad(self.reduce, self.samples).apply((x, W, gy))
+        grad = NegativeSamplingFunctionGrad(self.reduce, self.samples, self.grads)
+        gx, gW = grad.apply((x, W, gy))
         return gx, None, gW
 
 
 class NegativeSamplingFunctionGrad(function_node.FunctionNode):
     """(x, W, gy) -> (gx, gW): the gradient of sum_b gy_b * loss_b, with dense gW."""
 
-    def __init__(self, reduce, samples):
+    def __init__(self, reduce, samples, grads=None):
         self.reduce = reduce
         self.samples = samples
+        self.grads = grads  # (gx, rows, gW_rows) for gy = 1 from the fused forward, if any
 
     def forward(self, inputs):
         self.retain_inputs((0, 1, 2))
         x, W, gy = inputs
-        with torch.no_grad():
-            xt = _as_torch(x)
-            gyt = _rows_grad(_as_torch(gy).to(xt.dtype), x.shape[0])
-            gx, gW = ns_loss_bwd(gyt, xt, _as_torch(W), _samples_torch(self.samples))
-        return _from_torch(gx, x), _from_torch(gW, W)
+        if self.grads is None:
+            return _loss_grad(gy, x, W, self.samples)
+        gx, rows, gW_rows = self.grads
+        scale = numpy.float32(gy) if gx.dtype == numpy.float32 else gx.dtype.type(gy)
+        return _dense_grads(x, W, gx * scale, rows, gW_rows * scale)
 
     def backward(self, indexes, grad_outputs):
         x, W, gy = self.get_retained_inputs()
@@ -178,7 +235,10 @@ def negative_sampling(x, t, W, sampler, sample_size, reduce="sum", **kwargs):
     if kwargs:
         (return_samples,) = argument.parse_kwargs(kwargs, ("return_samples", return_samples))
 
-    func = NegativeSamplingFunction(sampler, sample_size, reduce)
+    fuse_grad = chainer.config.enable_backprop and any(
+        isinstance(v, chainer.Variable) and v.requires_grad for v in (x, W)
+    )
+    func = NegativeSamplingFunction(sampler, sample_size, reduce, fuse_grad)
     out = func.apply((x, t, W))[0]
 
     if return_samples:
