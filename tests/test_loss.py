@@ -207,3 +207,39 @@ def test_cuda_matches_reference():
     _, gW = reference.ns_loss_grad(np.ones(64), x.numpy(), W.numpy(), samples.numpy())
     assert _rel(rows.detach().cpu(), ref) < 1e-5
     assert _rel(Wc.grad.cpu(), gW) < 1e-5
+
+
+def _kernel_modules():
+    from ns_plugins.kernels import torch_cpu
+
+    mods = [torch_cpu]
+    try:
+        from ns_plugins.kernels import numba_cpu
+
+        mods.append(numba_cpu)
+    except ImportError:
+        pass
+    return mods
+
+
+@pytest.mark.parametrize("kernels", _kernel_modules(), ids=lambda m: m.__name__.split(".")[-1])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_every_cpu_kernel_matches_reference(kernels, dtype):
+    for _ in range(3):  # fresh shapes and draws each time
+        rng = np.random.default_rng()
+        B, d, V, K = (int(v) for v in rng.integers([1, 1, 1, 1], [60, 40, 50, 9]))
+        x, W, samples = _inputs(int(rng.integers(2**31)), B, d, V, K, dtype)
+        gy = torch.rand(B, dtype=dtype)
+        xr, Wr, s = x.double().numpy(), W.double().numpy(), samples.numpy()
+        gx_ref, gW_ref = reference.ns_loss_grad(gy.double().numpy(), xr, Wr, s)
+        loss_ref = reference.ns_loss_rows(xr, Wr, s)
+        tol = TOL[dtype]
+        assert _rel(kernels.forward(x, W, samples), loss_ref) < tol
+        gx, gW = kernels.backward(gy, x, W, samples)
+        assert _rel(gx, gx_ref) < tol and _rel(gW, gW_ref) < tol
+        gx, rows, gW_rows = kernels.sparse_backward(gy, x, W, samples)
+        assert _rel(gx, gx_ref) < tol
+        assert _rel(torch.zeros_like(W).index_add_(0, rows, gW_rows), gW_ref) < tol
+        loss, gx, rows, gW_rows = kernels.forward_backward_sparse(x, W, samples, gy)
+        assert _rel(loss, loss_ref) < tol and _rel(gx, gx_ref) < tol
+        assert _rel(torch.zeros_like(W).index_add_(0, rows, gW_rows), gW_ref) < tol

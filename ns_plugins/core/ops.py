@@ -3,8 +3,9 @@
 ``ns_plugins::ns_loss_fwd(x, W, samples) -> loss_rows`` and
 ``ns_plugins::ns_loss_bwd(gy, x, W, samples) -> (gx, gW)``, each with a fake (meta) implementation
 and an autograd formula, so the loss works under ``torch.compile(fullgraph=True)`` and supports
-double backward. The CPU kernel is ``ns_plugins.kernels.torch_cpu``; on CUDA the fused Triton kernel
-is registered when Triton is importable, else the same torch code runs on the device.
+double backward. On CPU the fused numba kernel runs for float32/float64 when numba is installed,
+``ns_plugins.kernels.torch_cpu`` otherwise (and for float16/bfloat16); on CUDA the fused Triton
+kernel runs when Triton is importable, else the same torch code runs on the device.
 """
 
 from __future__ import annotations
@@ -18,9 +19,24 @@ from ns_plugins.kernels import torch_cpu
 __all__ = ["ns_loss", "ns_loss_sparse", "ns_loss_fwd", "ns_loss_bwd"]
 
 
+try:
+    from ns_plugins.kernels import numba_cpu
+except ImportError:  # numba is optional: the torch-ops kernel is the fallback
+    numba_cpu = None
+
+
+def _kernels(x, W):
+    """The kernel module for these tensors: fused CUDA, fused CPU, or plain torch ops."""
+    if x.is_cuda:
+        return _cuda_kernels() or torch_cpu
+    if numba_cpu is not None and numba_cpu.supports(x, W):
+        return numba_cpu
+    return torch_cpu
+
+
 @torch.library.custom_op("ns_plugins::ns_loss_fwd", mutates_args=())
 def ns_loss_fwd(x: Tensor, W: Tensor, samples: Tensor) -> Tensor:
-    return torch_cpu.forward(x, W, samples)
+    return _kernels(x, W).forward(x, W, samples)
 
 
 @ns_loss_fwd.register_fake
@@ -30,7 +46,7 @@ def _(x, W, samples):
 
 @torch.library.custom_op("ns_plugins::ns_loss_bwd", mutates_args=())
 def ns_loss_bwd(gy: Tensor, x: Tensor, W: Tensor, samples: Tensor) -> tuple[Tensor, Tensor]:
-    return torch_cpu.backward(gy, x, W, samples)
+    return _kernels(x, W).backward(gy, x, W, samples)
 
 
 @ns_loss_bwd.register_fake
@@ -104,19 +120,11 @@ class _SparseGradLoss(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, gy):
         x, W, samples = ctx.saved_tensors
-        gx, rows, gW_rows = _sparse_backward(gy, x, W, samples)
+        gx, rows, gW_rows = _kernels(x, W).sparse_backward(gy, x, W, samples)
         gW = torch.sparse_coo_tensor(
             rows.unsqueeze(0), gW_rows, W.shape, is_coalesced=True, check_invariants=False
         )
         return gx, gW, None
-
-
-def _sparse_backward(gy, x, W, samples):
-    if x.is_cuda:
-        kernels = _cuda_kernels()
-        if kernels is not None:
-            return kernels.sparse_backward(gy, x, W, samples)
-    return torch_cpu.sparse_backward(gy, x, W, samples)
 
 
 def ns_loss(x: Tensor, W: Tensor, samples: Tensor, *, sparse_grad: bool = False) -> Tensor:
@@ -128,7 +136,7 @@ def ns_loss(x: Tensor, W: Tensor, samples: Tensor, *, sparse_grad: bool = False)
 
 def ns_loss_sparse(x: Tensor, W: Tensor, samples: Tensor, gy: Tensor | None = None):
     """Training path without autograd: (loss_rows, gx, rows, gW_rows) in one gather."""
-    return torch_cpu.forward_backward_sparse(x, W, samples, gy)
+    return _kernels(x, W).forward_backward_sparse(x, W, samples, gy)
 
 
 def naive_loss(x: Tensor, W: Tensor, samples: Tensor) -> Tensor:
@@ -153,15 +161,3 @@ def _cuda_kernels():
             triton_ns = None
         _CUDA_KERNELS.append(triton_ns)
     return _CUDA_KERNELS[0]
-
-
-@ns_loss_fwd.register_kernel("cuda")
-def _(x, W, samples):
-    kernels = _cuda_kernels()
-    return (kernels or torch_cpu).forward(x, W, samples)
-
-
-@ns_loss_bwd.register_kernel("cuda")
-def _(gy, x, W, samples):
-    kernels = _cuda_kernels()
-    return (kernels or torch_cpu).backward(gy, x, W, samples)
