@@ -267,3 +267,13 @@ def test_import_fixes_are_idempotent():
     import_fixes.apply()
     import_fixes.apply()
     assert installer.installed() == ()
+
+
+def test_unfixable_import_failure_names_the_part():
+    try:
+        raise AttributeError("module 'numpy' has no attribute 'float_'")
+    except AttributeError as exc:
+        err = import_fixes.explain(exc)
+    assert isinstance(err, ImportError)
+    assert "Chainer 7.8.1 fails in chainer" in str(err) and "numpy" in str(err)
+    assert "float_" in str(err)

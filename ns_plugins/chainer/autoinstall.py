@@ -58,7 +58,10 @@ class _ChainerImportHook(importlib.abc.MetaPathFinder):
         parts = self.parts
 
         def exec_then_install(module):
-            exec_module(module)
+            try:
+                exec_module(module)
+            except Exception as exc:
+                raise import_fixes.explain(exc) from exc
             from ns_plugins.chainer.installer import install
 
             install(parts)

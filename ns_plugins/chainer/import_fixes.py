@@ -175,6 +175,32 @@ def _fix_pkg_resources() -> None:
         sys.meta_path.append(_FallbackFinder("pkg_resources", _pkg_resources_module))
 
 
+def _version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "missing"
+
+
+def explain(exc: BaseException) -> ChainerImportError:
+    """An error naming the Chainer module that failed on this stack, and why."""
+    where = "chainer"
+    tb = exc.__traceback__
+    while tb is not None:  # the innermost frame inside Chainer names the broken part
+        path = tb.tb_frame.f_code.co_filename.replace(os.sep, "/")
+        if "/chainer/" in path:
+            where = "chainer/" + path.rsplit("/chainer/", 1)[1]
+        tb = tb.tb_next
+    stack = (
+        f"Python {sys.version.split()[0]}, numpy {_version('numpy')}, "
+        f"setuptools {_version('setuptools')}"
+    )
+    return ChainerImportError(
+        f"Chainer {_version('chainer')} fails in {where} on {stack}, which ns_plugins' import "
+        f"fixes do not cover: {type(exc).__name__}: {exc}"
+    )
+
+
 def apply() -> None:
     """Make ``import chainer`` work here. Idempotent; must run before Chainer is imported."""
     global _applied
