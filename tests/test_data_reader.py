@@ -4,6 +4,7 @@ import lzma
 import struct
 import zlib
 
+import numpy as np
 import pytest
 
 from ns_plugins.data import read_sentences, simple_tokenize
@@ -103,3 +104,17 @@ def test_bad_paths(tmp_path):
     broken.write_bytes(full[: len(full) // 2])
     with pytest.raises(ValueError, match="broken.gz"):
         list(read_sentences(broken))
+
+
+@pytest.mark.parametrize("punctuation", [False, True])
+def test_default_tokenizer_is_simple_tokenize_per_line(tmp_path, punctuation):
+    # plain ASCII blocks take a faster path than text with punctuation; both must agree
+    rng = np.random.default_rng(0)
+    alphabet = list("abcXYZ019") + [" ", " ", "\t", "\r", "\x0b", "\x0c", "\n"]
+    if punctuation:
+        alphabet += [",", "'", "é", "_"]
+    text = "".join(rng.choice(alphabet, size=20000))
+    p = tmp_path / "c.txt"
+    p.write_bytes(text.encode())
+    expected = [t for t in (simple_tokenize(line.lower()) for line in text.split("\n")) if t]
+    assert list(read_sentences(p)) == expected

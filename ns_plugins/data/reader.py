@@ -35,6 +35,7 @@ MAX_SENTENCE_LENGTH = 10000  # gensim's limit; longer lines are cut into chunks 
 _TOKEN = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 _TOKEN_OR_NEWLINE = re.compile(r"[^\W_]+(?:['’][^\W_]+)*|\n")
 _WHITESPACE = b" \t\r\x0b\x0c"
+_PLAIN = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789\n" + _WHITESPACE
 
 Tokenizer = Callable[[str], Iterable[str]]
 
@@ -135,18 +136,27 @@ def _byte_pieces(f, block_bytes: int) -> Iterator[tuple[bytes, bool]]:
         rest = buf[cut + 1 :]
 
 
-def _tokens(text: str, tokenizer: Tokenizer | None, lowercase: bool) -> list[str]:
-    if lowercase:
-        text = text.lower()
-    if tokenizer is None:
-        return _TOKEN_OR_NEWLINE.findall(text)
+def _split_lines(text: str, split) -> list[str]:
     out: list[str] = []
     lines = text.split("\n")
-    for i, line in enumerate(lines):
-        out.extend(tokenizer(line))
-        if i < len(lines) - 1:
-            out.append(NEWLINE)
+    for line in lines:
+        out.extend(split(line))
+        out.append(NEWLINE)
+    out.pop()  # a marker only between lines; the caller knows whether the last one ended
     return out
+
+
+def _tokens(data: bytes, stats: CorpusStats, tokenizer: Tokenizer | None, lowercase: bool):
+    text = _decode(data, stats)
+    if lowercase:
+        text = text.lower()
+    if tokenizer is not None:
+        return _split_lines(text, tokenizer)
+    if not data.translate(None, _PLAIN):
+        # only ASCII letters, digits and whitespace: the default tokenizer is a whitespace split,
+        # which str.split does twice as fast as the regular expression
+        return _split_lines(text, str.split)
+    return _TOKEN_OR_NEWLINE.findall(text)
 
 
 def token_blocks(
@@ -169,7 +179,7 @@ def token_blocks(
         with open_binary(file) as f:
             try:
                 for data, ends_line in _byte_pieces(f, block_bytes):
-                    toks = _tokens(_decode(data, stats), tokenizer, lowercase)
+                    toks = _tokens(data, stats, tokenizer, lowercase)
                     if not ends_line and toks and toks[-1] == NEWLINE:
                         toks.pop()
                     if ends_line and (not toks or toks[-1] != NEWLINE):

@@ -115,10 +115,10 @@ class Vocab:
 
     # files ---------------------------------------------------------------------------------------
     def save(self, path) -> None:
-        bad = next((w for w in self.words if not w or any(ch in w for ch in "\t\n\r")), None)
-        if bad is not None:
+        bad = [w for w in self.words if not w or "\t" in w or "\n" in w or "\r" in w]
+        if bad:
             raise ValueError(
-                f"cannot save word {bad!r} in a TSV vocabulary (empty, tab or newline)"
+                f"cannot save word {bad[0]!r} in a TSV vocabulary (empty, tab or newline)"
             )
         with open(path, "w", encoding="utf-8", newline="\n") as f:
             for w, c in zip(self.words, self.counts.tolist()):
