@@ -218,6 +218,8 @@ def test_bad_arguments():
         CBOWBatches(corpus, batch_size=0)
     with pytest.raises(TypeError, match="ids"):
         SkipGramBatches([[0, 1]])
+    with pytest.raises(ValueError, match=r"ids must lie in \[0, 2\)"):
+        SkipGramBatches(corpus, counts=[1, 1])
     with pytest.raises(ValueError, match="rank 2 out of range"):
         len(SkipGramBatches(corpus, rank=2, world_size=2))
     with pytest.raises(ValueError, match="fewer than the 3 shards"):

@@ -79,7 +79,17 @@ class _Kept:
 
 
 class _Examples(IterableDataset):
-    """Shared machinery of skip-gram and CBOW batches."""
+    """Shared machinery of skip-gram and CBOW batches.
+
+    ``corpus``: an ``EncodedCorpus`` (anything with ``ids``, ``offsets`` and ``counts``).
+    ``window``, ``sample``, ``shrink_windows``: as in gensim. ``batch_size``: examples per batch;
+    a shard's last batch may be smaller. ``seed`` and ``epoch`` fix all randomness
+    (``set_epoch`` moves to another epoch). ``rank``/``world_size`` default to torch.distributed's
+    when it is initialised, ``worker``/``num_workers`` to the DataLoader worker that iterates
+    (0 and 1 elsewhere); ``len()`` is the batch count of one (rank, worker) shard, so a rank
+    running ``n`` DataLoader workers yields ``n * len()`` batches. ``counts`` overrides the
+    corpus's word counts for subsampling.
+    """
 
     def __init__(
         self,
@@ -118,6 +128,13 @@ class _Examples(IterableDataset):
         self.seed = int(seed)
         self.epoch = int(epoch)
         self.keep = keep_probability(counts, sample)
+        n_ids = len(corpus.ids)
+        top = int(np.max(corpus.ids)) if n_ids else -1
+        if top >= self.keep.size or (n_ids and int(np.min(corpus.ids)) < 0):
+            raise ValueError(
+                f"corpus ids must lie in [0, {self.keep.size}) (one count per word), "
+                f"got ids up to {top}"
+            )
         self.chunk_tokens = int(chunk_tokens)
         self._shard_args = (rank, world_size, worker, num_workers)
         self._count_cache: dict = {}
