@@ -29,8 +29,10 @@ from typing import NamedTuple
 
 import numba as nb
 import numpy as np
+from llvmlite import ir
 from numba import types
-from numba.extending import overload
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
 
 __all__ = ["ChunkStats", "train_chunk", "job_bounds"]
 
@@ -130,6 +132,33 @@ def _like_impl(x, arr):
     return lambda x, arr: np.float64(x)
 
 
+@intrinsic
+def _prefetch_row(typingctx, arr, row):
+    """Start loading every cache line of ``arr[row]`` (2-D, C-contiguous). Rows are drawn at
+    random from tables far larger than the caches; asking for all of a step's rows up front lets
+    their loads overlap instead of stalling one after another."""
+
+    def codegen(context, builder, sig, args):
+        aryty = sig.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        zero = context.get_constant(types.intp, 0)
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1], zero])
+        i8p = ir.IntType(8).as_pointer()
+        base = builder.bitcast(ptr, i8p)
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
+        row_bytes = builder.extract_value(ary.strides, 0)
+        line = context.get_constant(types.intp, 64)
+        with cgutils.for_range_slice(builder, zero, row_bytes, line) as (offset, _):
+            # read access, keep in all cache levels, data cache
+            args = [builder.gep(base, [offset]), i32(0), i32(3), i32(1)]
+            builder.call(fn, args)
+        return context.get_dummy_value()
+
+    return types.void(arr, row), codegen
+
+
 @nb.njit(inline="always", **_JIT)
 def _sigmoid(f):
     if f >= 0.0:
@@ -155,6 +184,10 @@ def sg_update(W_in, W_out, inp, targets, alpha, neu1e, compute_loss):
     negatives, -1 = skip). SGD on the output rows in place, then the summed input gradient
     (gensim's ``neu1e``) on the input row. Returns the loss of the step (0 unless asked)."""
     d = W_in.shape[1]
+    _prefetch_row(W_in, inp)
+    for k in range(targets.shape[0]):
+        if targets[k] >= 0:
+            _prefetch_row(W_out, targets[k])
     x = W_in[inp]
     for j in range(d):
         neu1e[j] = 0.0
@@ -191,6 +224,11 @@ def sg_block_update(W_in, W_out, inputs, n_inputs, targets, alpha, dX, dY, compu
     duplicated rows accumulating. Returns the loss."""
     d = W_in.shape[1]
     m = targets.shape[0]
+    for c in range(n_inputs):
+        _prefetch_row(W_in, inputs[c])
+    for k in range(m):
+        if targets[k] >= 0:
+            _prefetch_row(W_out, targets[k])
     loss = 0.0
     for k in range(m):
         for j in range(d):
@@ -240,6 +278,11 @@ def cbow_update(W_in, W_out, inputs, n_inputs, targets, alpha, neu1, neu1e, comp
     the mean, and every context row receives the full hidden gradient. Returns the loss."""
     d = W_in.shape[1]
     inv = _like(1.0 / n_inputs, W_in)
+    for c in range(n_inputs):
+        _prefetch_row(W_in, inputs[c])
+    for k in range(targets.shape[0]):
+        if targets[k] >= 0:
+            _prefetch_row(W_out, targets[k])
     for j in range(d):
         neu1[j] = 0.0
         neu1e[j] = 0.0
@@ -306,6 +349,7 @@ def _train_jobs(
     span = max(offsets[offsets.shape[0] - 1] - first, 1)
     sent = np.empty(max_len, dtype=np.int64)
     targets = np.empty(negative + 1, dtype=np.int64)
+    T = np.empty((2 * window, negative + 1), dtype=np.int64)
     ctx = np.empty(2 * window, dtype=np.int64)
     neu1 = np.empty(d, dtype=W_in.dtype)
     neu1e = np.empty(d, dtype=W_in.dtype)
@@ -334,32 +378,38 @@ def _train_jobs(
                 reach = window - next_below(state, window) if shrink_windows else window
                 lo = max(0, i - reach)
                 hi = min(n, i + reach + 1)
-                if cbow or shared_negatives:
-                    nc = 0
-                    for j in range(lo, hi):
-                        if j != i:
-                            ctx[nc] = sent[j]
-                            nc += 1
-                    if nc == 0:
-                        continue
+                nc = 0
+                for j in range(lo, hi):
+                    if j != i:
+                        ctx[nc] = sent[j]
+                        nc += 1
+                if nc == 0:
+                    continue
+                if cbow:
                     draw_targets(state, sent[i], negative, alias_prob, alias_idx, targets)
-                    if cbow:
-                        loss += cbow_update(
-                            W_in, W_out, ctx, nc, targets, alpha, neu1, neu1e, compute_loss
-                        )
-                        pairs += 1
-                    else:
-                        loss += sg_block_update(
-                            W_in, W_out, ctx, nc, targets, alpha, dX, dY, compute_loss
-                        )
-                        pairs += nc
+                    loss += cbow_update(
+                        W_in, W_out, ctx, nc, targets, alpha, neu1, neu1e, compute_loss
+                    )
+                    pairs += 1
+                elif shared_negatives:
+                    draw_targets(state, sent[i], negative, alias_prob, alias_idx, targets)
+                    loss += sg_block_update(
+                        W_in, W_out, ctx, nc, targets, alpha, dX, dY, compute_loss
+                    )
+                    pairs += nc
                 else:
-                    for j in range(lo, hi):
-                        if j == i:
-                            continue
-                        draw_targets(state, sent[i], negative, alias_prob, alias_idx, targets)
-                        loss += sg_update(W_in, W_out, sent[j], targets, alpha, neu1e, compute_loss)
-                        pairs += 1
+                    # all draws of this center first (the order of the stream is unchanged), so
+                    # the rows of its pairs can be fetched from memory together
+                    for c in range(nc):
+                        draw_targets(state, sent[i], negative, alias_prob, alias_idx, T[c])
+                    for c in range(nc):
+                        _prefetch_row(W_in, ctx[c])
+                        for k in range(1, negative + 1):
+                            if T[c, k] >= 0:
+                                _prefetch_row(W_out, T[c, k])
+                    for c in range(nc):
+                        loss += sg_update(W_in, W_out, ctx[c], T[c], alpha, neu1e, compute_loss)
+                    pairs += nc
     out[0] = loss
     out[1] = pairs
     out[2] = words

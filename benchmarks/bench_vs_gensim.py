@@ -1,0 +1,314 @@
+"""Skip-gram on a real corpus: gensim's Word2Vec against ours, same hyperparameters, same machine.
+
+    python benchmarks/bench_vs_gensim.py                      # 5 epochs on gcide, ~4 minutes
+    python benchmarks/bench_vs_gensim.py --epochs 1 --repeat 3
+    python benchmarks/bench_vs_gensim.py --limit-words 500000 --epochs 1   # a quick look
+
+Each trainer runs in its own subprocess (so peak RSS is its own) and times vocabulary building,
+encoding and training together; raw words/s = corpus words x epochs / that time. Both sets of
+vectors are then scored by the same code (``ns_plugins.evaluate``) on WordSim-353, SimLex-999 and
+the Google analogies. Our trainer runs as users run it, ``train.py +experiment=sgns_text`` with the
+hogwild engine (``--ours app``), or through the engine directly (``--ours engine``: vocabulary,
+encoding and ``train_chunk`` with nothing else loaded). ``--variants`` adds the shared-negatives
+option. Trainers alternate within each repeat so that load from other processes hits all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+HYPER = dict(vector_size=100, window=5, negative=5, min_count=5, sample=1e-3, alpha=0.025,
+             min_alpha=0.0001, ns_exponent=0.75)  # fmt: skip
+# words per train_chunk call: large enough that thread start-up is noise, small enough for progress
+CHUNK_WORDS = 1 << 20
+
+
+# ---------------------------------------------------------------------------- trainers (children)
+
+
+def _run_gensim(args) -> dict:
+    from gensim.models import Word2Vec
+    from gensim.models.word2vec import LineSentence
+
+    t0 = time.perf_counter()
+    sentences = LineSentence(args.corpus)
+    # what Word2Vec(sentences, ...) does, in two timed halves
+    model = Word2Vec(sg=1, hs=0, epochs=args.epochs, workers=args.workers, seed=args.seed, **HYPER)
+    model.build_vocab(sentences)
+    t1 = time.perf_counter()
+    model.train(sentences, total_examples=model.corpus_count, epochs=args.epochs)
+    seconds = time.perf_counter() - t0
+    np.save(Path(args.out) / "vectors.npy", model.wv.vectors)
+    (Path(args.out) / "words.txt").write_text("\n".join(model.wv.index_to_key))
+    return {"seconds": seconds, "train_seconds": seconds - (t1 - t0),
+            "raw_words": model.corpus_total_words, "vocab": len(model.wv)}  # fmt: skip
+
+
+def _run_engine(args) -> dict:
+    from ns_plugins.core.alias import AliasSampler
+    from ns_plugins.data import Vocab, encode_corpus, keep_probability
+    from ns_plugins.kernels.hogwild import train_chunk
+
+    t0 = time.perf_counter()
+    vocab = Vocab.build(args.corpus, min_count=HYPER["min_count"])
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = encode_corpus(args.corpus, vocab, tmp)
+        ids, offsets = corpus.ids, corpus.offsets
+        counts = np.asarray(vocab.counts)
+        keep = keep_probability(counts, HYPER["sample"]).astype(np.float32)
+        noise = AliasSampler.from_counts(counts, HYPER["ns_exponent"])
+        V, d = len(vocab), HYPER["vector_size"]
+        t1 = time.perf_counter()
+        rng = np.random.default_rng(args.seed)
+        W_in = ((rng.random((V, d), dtype=np.float32) - 0.5) / d).astype(np.float32)
+        W_out = np.zeros((V, d), dtype=np.float32)
+        # chunks of whole sentences; the learning rate falls linearly over all chunks of all epochs
+        cuts = np.unique(np.searchsorted(offsets, np.arange(0, offsets[-1], CHUNK_WORDS)))
+        cuts = np.append(cuts, len(offsets) - 1)
+        total = int(offsets[-1]) * args.epochs
+        a0, a1 = HYPER["alpha"], HYPER["min_alpha"]
+        done = 0
+        for epoch in range(args.epochs):
+            for c, (s0, s1) in enumerate(zip(cuts[:-1], cuts[1:])):
+                chunk = offsets[s0 : s1 + 1]
+                n = int(chunk[-1] - chunk[0])
+                train_chunk(ids, chunk, W_in, W_out, keep, noise.prob, noise.alias,
+                            HYPER["window"], HYPER["negative"],
+                            a0 + (a1 - a0) * done / total, a0 + (a1 - a0) * (done + n) / total,
+                            seed=args.seed * 1_000_003 + epoch * 10_007 + c,
+                            shared_negatives=args.variant == "shared", workers=args.workers,
+                            compute_loss=False)  # fmt: skip
+                done += n
+        seconds = time.perf_counter() - t0
+        raw = int(corpus.raw_words)
+    np.save(Path(args.out) / "vectors.npy", W_in)
+    (Path(args.out) / "words.txt").write_text("\n".join(vocab.words))
+    return {"seconds": seconds, "train_seconds": seconds - (t1 - t0), "raw_words": raw, "vocab": V}
+
+
+def _child(args) -> None:
+    result = _run_gensim(args) if args.trainer == "gensim" else _run_engine(args)
+    (Path(args.out) / "result.json").write_text(json.dumps(result))
+
+
+# ---------------------------------------------------------------------------- the parent
+
+
+def _wait(cmd, log_path) -> tuple[float, float, int]:
+    """Run ``cmd``; (wall seconds, peak RSS MiB of the process tree's largest member, status)."""
+    t0 = time.perf_counter()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return time.perf_counter() - t0, usage.ru_maxrss / 1024, proc.returncode
+
+
+def _app_command(args, variant, out) -> list[str]:
+    over = [
+        "+experiment=sgns_text",
+        f"data.path={args.corpus}",
+        f"epochs={args.epochs}",
+        f"seed={args.seed}",
+        "model.engine=hogwild",
+        f"hydra.run.dir={out}",
+    ]
+    if variant == "shared":
+        over.append("model.shared_negatives=true")
+    return [sys.executable, "train.py", *over, *args.app_args]
+
+
+def _run_one(args, trainer, variant, rep, work) -> dict:
+    out = Path(work) / f"{trainer}-{variant}-{rep}"
+    out.mkdir(parents=True)
+    seed = args.seed + rep
+    if trainer == "app":
+        cmd = _app_command(args, variant, out)
+    else:
+        cmd = [sys.executable, __file__, "--child", trainer, "--variant", variant,
+               "--out", str(out), "--corpus", str(args.corpus), "--epochs", str(args.epochs),
+               "--workers", str(args.workers), "--seed", str(seed)]  # fmt: skip
+    wall, rss, code = _wait(cmd, out / "log.txt")
+    if code != 0:
+        tail = (out / "log.txt").read_text()[-3000:]
+        raise SystemExit(f"{trainer}/{variant} failed with status {code}:\n{tail}")
+    if trainer == "app":
+        from ns_plugins.export import load_word2vec
+
+        words, vectors = load_word2vec(out / "vectors.txt")
+        # the whole process: imports and export included
+        seconds, train_seconds, raw = wall, math.nan, args.raw_words
+    else:
+        res = json.loads((out / "result.json").read_text())
+        words = (out / "words.txt").read_text().split("\n")
+        vectors = np.load(out / "vectors.npy")
+        seconds, train_seconds, raw = res["seconds"], res["train_seconds"], res["raw_words"]
+    scores = _evaluate(args, words, vectors)
+    rate = raw * args.epochs / seconds
+    train_rate = raw * args.epochs / train_seconds
+    row = dict(trainer=trainer, variant=variant, rep=rep, seconds=seconds, wall=wall, rss=rss,
+               words_per_s=rate, train_words_per_s=train_rate, vocab=len(words),
+               **scores)  # fmt: skip
+    print(f"  {trainer:6s} {variant:6s} rep {rep}: {rate / 1e3:7.0f}k words/s  "
+          f"(training alone {train_rate / 1e3:.0f}k)  "
+          f"{seconds:6.1f} s (process {wall:.1f} s)  {rss:6.0f} MiB  "
+          f"ws {scores['wordsim353']:.3f} sl {scores['simlex999']:.3f} "
+          f"an {scores['analogy']:.3f}", flush=True)  # fmt: skip
+    return row
+
+
+def _evaluate(args, words, vectors) -> dict:
+    from ns_plugins.evaluate import evaluate_all
+
+    res = evaluate_all(words, vectors, wordsim=args.data / "wordsim353.tsv",
+                       simlex=args.data / "simlex999.txt",
+                       analogies=args.data / "questions-words.txt")  # fmt: skip
+    return {k: res[k] for k in ("wordsim353", "simlex999", "analogy")}
+
+
+def _limit(corpus: Path, n_words: int, work: str) -> Path:
+    """The first lines of ``corpus`` holding about ``n_words`` words, as plain text."""
+    out = Path(work) / "corpus.txt"
+    opener = gzip.open if corpus.suffix == ".gz" else open
+    seen = 0
+    with opener(corpus, "rt", encoding="utf-8", errors="replace") as src, open(out, "w") as dst:
+        for line in src:
+            if seen >= n_words:
+                break
+            dst.write(line)
+            seen += len(line.split())
+    return out
+
+
+def _count_words(corpus: Path) -> int:
+    opener = gzip.open if corpus.suffix == ".gz" else open
+    with opener(corpus, "rt", encoding="utf-8", errors="replace") as f:
+        return sum(len(line.split()) for line in f)
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                              capture_output=True, check=True).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _table(rows, args) -> None:
+    keys = ("words_per_s", "train_words_per_s", "seconds", "rss", "wordsim353", "simlex999",
+            "analogy")  # fmt: skip
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["trainer"], r["variant"]), []).append(r)
+    med = {g: {k: statistics.median(r[k] for r in rs) for k in keys} for g, rs in groups.items()}
+    base = med[("gensim", "sg")]
+    print()
+    print(f"machine: {_cpu()}, {os.cpu_count()} CPUs | date: "
+          f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC | commit: {_commit()}")  # fmt: skip
+    print(
+        f"corpus: {args.corpus} ({args.raw_words:,} words) | skip-gram, {HYPER} | "
+        f"epochs {args.epochs}, workers {args.workers}, medians of {args.repeat}"
+    )
+    head = (f"| {'trainer':34s} | {'raw words/s':>11s} | {'training only':>13s} | {'time s':>7s} "
+            f"| {'peak RSS MiB':>12s} "
+            f"| {'WS353':>6s} | {'SimLex':>6s} | {'analogy':>7s} |")  # fmt: skip
+    print(head)
+    print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
+    names = {"gensim": "gensim 4.3.3", "engine": "ours, engine", "app": "ours, train.py"}
+    for (trainer, variant), m in med.items():
+        name = names[trainer] + ("" if variant == "sg" else f" ({variant} negatives)")
+        print(f"| {name:34s} | {m['words_per_s'] / 1e3:10.0f}k "
+              f"| {m['train_words_per_s'] / 1e3:12.0f}k | {m['seconds']:7.1f} "
+              f"| {m['rss']:12.0f} | {m['wordsim353']:6.3f} | {m['simlex999']:6.3f} "
+              f"| {m['analogy']:7.3f} |")  # fmt: skip
+    for (trainer, variant), m in med.items():
+        if trainer == "gensim":
+            continue
+        name = "ratio " + names[trainer].split(", ")[1] + ("" if variant == "sg" else f" {variant}")
+        print(f"| {name + ' / gensim':34s} | {m['words_per_s'] / base['words_per_s']:10.2f}x "
+              f"| {m['train_words_per_s'] / base['train_words_per_s']:12.2f}x "
+              f"| {m['seconds'] / base['seconds']:6.2f}x | {m['rss'] / base['rss']:11.2f}x "
+              f"| {m['wordsim353'] - base['wordsim353']:+6.3f} "
+              f"| {m['simlex999'] - base['simlex999']:+6.3f} "
+              f"| {m['analogy'] - base['analogy']:+7.3f} |")  # fmt: skip
+    print("(score columns of the ratio rows: difference ours - gensim)")
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--corpus", type=Path, default=DATA / "gcide.txt.gz")
+    p.add_argument("--data", type=Path, default=DATA, help="folder with the evaluation files")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--limit-words", type=int, default=None, help="train on the first N words")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--ours", choices=["app", "engine"], default="app")
+    p.add_argument("--variants", default="sg", help="comma list of sg, shared")
+    p.add_argument("--no-gensim", action="store_true")
+    p.add_argument("--app-args", nargs="*", default=[], help="extra overrides for train.py")
+    p.add_argument("--child", choices=["gensim", "engine"], help=argparse.SUPPRESS)
+    p.add_argument("--variant", default="sg", help=argparse.SUPPRESS)
+    p.add_argument("--out", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        args.trainer = args.child
+        return _child(args)
+    for v in args.variants.split(","):
+        if v not in ("sg", "shared"):
+            p.error(f"unknown variant {v!r}; choose from sg, shared")
+    if not args.corpus.exists():
+        p.error(f"corpus not found: {args.corpus}")
+    if args.epochs < 1 or args.repeat < 1 or args.workers < 1:
+        p.error("--epochs, --repeat and --workers must be >= 1")
+    try:
+        import gensim  # noqa: F401
+    except ImportError:
+        print("gensim is not installed: timing ours only")
+        args.no_gensim = True
+    with tempfile.TemporaryDirectory(prefix="bench_gensim_") as work:
+        if args.limit_words:
+            args.corpus = _limit(args.corpus, args.limit_words, work)
+        args.corpus = args.corpus.resolve()
+        args.raw_words = _count_words(args.corpus)
+        plan = [] if args.no_gensim else [("gensim", "sg")]
+        plan += [(args.ours, v) for v in args.variants.split(",")]
+        rows = []
+        for rep in range(args.repeat):
+            for trainer, variant in plan if rep % 2 == 0 else plan[::-1]:
+                rows.append(_run_one(args, trainer, variant, rep, work))
+        if args.no_gensim:
+            for r in rows:
+                print(r)
+            return
+        _table(rows, args)
+
+
+if __name__ == "__main__":
+    main()
