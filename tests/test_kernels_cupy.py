@@ -77,6 +77,16 @@ def make_case(cp, rng, B, d, V, K, dtype):
     return x, W, cp.asarray(samples)
 
 
+def pooled_chisquare_p(freq, expected) -> float:
+    """Chi-square p-value with the cells expecting fewer than 20 draws pooled into one."""
+    scipy_stats = pytest.importorskip("scipy.stats")
+    keep = expected >= 20
+    f, e = freq[keep], expected[keep]
+    if not keep.all():
+        f, e = np.append(f, freq[~keep].sum()), np.append(e, expected[~keep].sum())
+    return scipy_stats.chisquare(f, e * f.sum() / e.sum())[1]
+
+
 def rel(out, ref):
     out = out.get().astype(np.float64)
     assert np.isfinite(out).all(), "kernel left unwritten (poisoned) or non-finite elements"
@@ -127,7 +137,6 @@ def test_hot_rows_and_bad_ids(cp):
 @pytest.mark.gpu
 @cuda_only
 def test_alias_sampling_matches_distribution(cp):
-    scipy_stats = pytest.importorskip("scipy.stats")
     counts = np.random.default_rng().zipf(1.5, 2000).astype(np.float64)
     sampler = AliasSampler.from_counts(counts, power=0.75)
     prob, alias = cupy_ns.alias_tables(sampler)
@@ -136,12 +145,7 @@ def test_alias_sampling_matches_distribution(cp):
     assert ids.shape == (n // 5, 5) and ids.dtype == np.int64
     freq = cp.bincount(ids.ravel(), minlength=len(counts)).get()
     assert freq.size == len(counts), "ids outside [0, V)"
-    expected = sampler.probabilities() * n
-    keep = expected >= 20
-    f = np.append(freq[keep], freq[~keep].sum())
-    e = np.append(expected[keep], expected[~keep].sum())
-    _, p = scipy_stats.chisquare(f, e * f.sum() / e.sum())
-    assert p > 1e-4, f"chi-square p = {p}"
+    assert pooled_chisquare_p(freq, sampler.probabilities() * n) > 1e-4
 
 
 @pytest.mark.gpu
@@ -306,7 +310,6 @@ def test_kernels_under_host_emulation(emulated, dtype, shape):
 
 @pytest.mark.slow
 def test_alias_sampling_under_host_emulation(emulated):
-    scipy_stats = pytest.importorskip("scipy.stats")
     sampler = AliasSampler.from_counts(np.random.default_rng().zipf(1.5, 300), power=0.75)
     prob, alias = sampler.prob.astype(np.float64), sampler.alias.astype(np.int64)
     n = 200_000
@@ -323,9 +326,4 @@ def test_alias_sampling_under_host_emulation(emulated):
     assert ids.min() >= 0 and ids.max() < prob.size
     np.testing.assert_array_equal(ids[1000:], draw(n - 1000, 1003))
     freq = np.bincount(ids, minlength=prob.size)
-    expected = sampler.probabilities() * n
-    keep = expected >= 20
-    f = np.append(freq[keep], freq[~keep].sum())
-    e = np.append(expected[keep], expected[~keep].sum())
-    _, p = scipy_stats.chisquare(f, e * f.sum() / e.sum())
-    assert p > 1e-4, f"chi-square p = {p}"
+    assert pooled_chisquare_p(freq, sampler.probabilities() * n) > 1e-4
