@@ -13,6 +13,7 @@ pytest.importorskip("matplotlib")
 from ns_plugins.export import save_word2vec  # noqa: E402
 from ns_plugins.report import build_report, load_run  # noqa: E402
 from ns_plugins.report.__main__ import main  # noqa: E402
+from ns_plugins.report.plots import cluster_similarity_matrix  # noqa: E402
 from ns_plugins.report.run import embedding_from_checkpoint, read_metrics_csv  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -103,10 +104,10 @@ def test_full_run_directory(run_dir):
     assert out == run_dir / "report.html"
     page = out.read_text(encoding="utf-8")
     images = _check_self_contained(page)
-    assert len(images) == 2
+    assert len(images) == 3
     for png in images:
         _check_png(png)
-    for name in ("report_training.png", "report_embeddings.png"):
+    for name in ("report_training.png", "report_embeddings.png", "report_clusters.png"):
         assert (run_dir / name).read_bytes() in images
     # evaluation table, planted-structure glance line, config, version, neighbours
     assert "Planted clusters" in page and "0.9300" in page
@@ -210,3 +211,45 @@ def test_read_metrics_csv_sparse_rows(tmp_path):
 def test_unknown_projection(run_dir):
     with pytest.raises(ValueError, match="unknown projection"):
         build_report(run_dir, projection="mds")
+
+
+def test_trainer_metrics_layout(run_dir):
+    """metrics.json as the trainer writes it: scores under eval, config and neighbours beside."""
+    (run_dir / ".hydra" / "config.yaml").unlink()
+    metrics = {
+        "global_step": 77,
+        "final_loss": 1.25,
+        "eval": {"planted_purity": 0.875, "wordsim353": None, "wordsim353_pairs": 0},
+        "neighbours": {"c0w0": [["c0w1", 0.9]]},
+        "interrupted": True,
+        "interrupt_checkpoint": "checkpoints/interrupted.ckpt",
+        "planted_learned": True,
+        "config": {"eval": {"queries": ["c4w4"]}, "model": {"vector_size": 16}},
+    }
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    page = build_report(run_dir).read_text(encoding="utf-8")
+    assert "interrupted at step 77" in page
+    assert "planted structure was learned" in page
+    assert "0.8750" in page  # the nested score reaches the evaluation table
+    assert re.search(r"WordSim-353</td><td>[^<]*</td><td[^>]*>n/a", page)
+    assert "vector_size: 16" in page  # config shown from metrics.json
+    assert "<b>c4w4</b>" in page  # eval.queries get neighbour tables
+    assert ".hydra/config.yaml" not in page
+    assert "c0w1" not in page.split("Other recorded values")[1].split("</table>")[0]
+
+
+def test_cluster_similarity_matrix_against_pairs():
+    words, vecs, clusters = _clustered(seed=3, n_clusters=3, per=4)
+    ids, mean = cluster_similarity_matrix(words, vecs, clusters)
+    assert ids == [0, 1, 2]
+    unit = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+    for a in ids:
+        for b in ids:
+            sims = [
+                float(unit[i] @ unit[j])
+                for i, u in enumerate(words)
+                for j, v in enumerate(words)
+                if clusters.get(u) == a and clusters.get(v) == b and i != j
+            ]
+            assert mean[a, b] == pytest.approx(np.mean(sims), abs=1e-6)
+    assert np.all(np.diag(mean) > mean.sum(axis=1) / 3 - 1e-9)  # tight clusters: diagonal wins

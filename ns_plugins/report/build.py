@@ -47,8 +47,10 @@ def _esc(x) -> str:
 
 
 def _fmt(v) -> str:
-    if isinstance(v, bool) or v is None:
-        return str(v)
+    if v is None:
+        return "n/a"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
     if isinstance(v, int):
         return f"{v:,}"
     if isinstance(v, float):
@@ -71,6 +73,16 @@ def _flatten(d: dict, prefix: str = "") -> dict:
         elif isinstance(v, (int, float, str, bool)) or v is None:
             out[key] = v
     return out
+
+
+def _metric_values(metrics: dict | None) -> dict:
+    """Scalars of metrics.json in one flat dict; the trainer nests scores under ``eval``."""
+    metrics = {k: v for k, v in (metrics or {}).items() if k not in ("config", "neighbours")}
+    nested = metrics.pop("eval", None)
+    flat = _flatten(metrics)
+    if isinstance(nested, dict):
+        flat.update(_flatten(nested))
+    return flat
 
 
 def _img(png: bytes, alt: str) -> str:
@@ -107,7 +119,7 @@ def _chance_purity(words: list[str], clusters: dict) -> float:
 
 def _scores(run: Run) -> tuple[dict, list[str]]:
     """Final scores: metrics.json, plus what can be computed from the vectors when it lacks them."""
-    scores = _flatten(run.metrics or {})
+    scores = _metric_values(run.metrics)
     computed = []
     if run.vectors is None or run.words is None:
         return scores, computed
@@ -132,6 +144,15 @@ def _scores(run: Run) -> tuple[dict, list[str]]:
 
 def _glance(run: Run, scores: dict) -> list[str]:
     items = []
+    if scores.get("interrupted"):
+        ckpt = scores.get("interrupt_checkpoint") or "a checkpoint"
+        items.append(
+            f"Training was interrupted at step {_fmt(scores.get('global_step'))}; this shows the "
+            f"state then. Resume from {ckpt}."
+        )
+    if "planted_learned" in scores:
+        learned = "was learned" if scores["planted_learned"] else "was NOT learned"
+        items.append(f"The planted structure {learned}.")
     loss_key = plots.pick_curve(
         run.curves, "train/loss", "train/loss_step", "loss", contains="loss"
     )
@@ -142,8 +163,8 @@ def _glance(run: Run, scores: dict) -> list[str]:
         change = 100.0 * (last - first) / first if first else math.nan
         trend = "fell" if last < first else "did not fall"
         items.append(
-            f"Loss {trend}: {first:.4g} → {last:.4g} ({change:+.0f}%) over "
-            f"{int(steps[-1]) if len(steps) else 0:,} steps."
+            f"Loss {trend}: {first:.4g} → {last:.4g} ({change:+.0f}%) from step "
+            f"{int(steps[0]):,} to step {int(steps[-1]):,} (means of the first and last 5%)."
         )
     speed = plots.pick_curve(run.curves, "train/words_per_sec", contains="words_per_sec")
     if speed:
@@ -268,8 +289,8 @@ def build_report(
 
     ``words`` are extra query words for the nearest-neighbour tables (the run config's
     ``report.words`` are used too). ``out`` defaults to ``report.html`` in the run directory (or
-    next to the given file). The two figures are also saved beside it as
-    ``report_training.png`` and ``report_embeddings.png``.
+    next to the given file). The figures are also saved beside it as ``report_training.png``,
+    ``report_embeddings.png`` and, for the synthetic corpus, ``report_clusters.png``.
     """
     if projection not in plots.PROJECTIONS:
         raise ValueError(f"unknown projection {projection!r}; use one of {plots.PROJECTIONS}")
@@ -343,6 +364,14 @@ def build_report(
                 "same-coloured words sit together.</p>"
             )
         parts.append(_img(figures["report_embeddings.png"], "2-D map of the embeddings"))
+        heat = plots.cluster_similarity(run.words, run.vectors, clusters) if clusters else None
+        if heat is not None:
+            figures["report_clusters.png"] = heat
+            parts.append(
+                "<p>Mean cosine similarity of words within each planted cluster (diagonal) and "
+                "between clusters: a learned structure is a bright diagonal.</p>"
+            )
+            parts.append(_img(heat, "similarity within and between planted clusters"))
     else:
         parts.append("<p>No vectors to draw.</p>")
 
@@ -353,7 +382,11 @@ def build_report(
         if clusters:
             parts.append("<p>Green: same planted cluster as the query; red: another cluster.</p>")
         parts.append(_neighbour_table(run, queries, k))
-        asked = list(words or []) + list(_cfg_get(run.config, "report", "words") or [])
+        asked = [
+            *(words or []),
+            *(_cfg_get(run.config, "report", "words") or []),
+            *(_cfg_get(run.config, "eval", "queries") or []),
+        ]
         asked = [w for w in dict.fromkeys(str(w) for w in asked) if w not in queries]
         if asked:
             parts.append("<h3>Requested words</h3>")
@@ -363,7 +396,7 @@ def build_report(
 
     parts.append("<h2>Configuration</h2>")
     if run.config_text is not None:
-        parts.append(f"<pre>{_esc(run.config_text)}</pre>")
+        parts.append(f"<pre>{html.escape(run.config_text, quote=False)}</pre>")
     else:
         parts.append("<p>No .hydra/config.yaml in the run directory.</p>")
     parts.append("</body></html>")

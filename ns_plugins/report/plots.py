@@ -125,16 +125,26 @@ def training_figure(curves: dict) -> bytes:
     return _png(fig)
 
 
-def project_2d(vectors: np.ndarray, method: str = "pca", seed: int = 0):
+def project_2d(vectors: np.ndarray, method: str = "pca", seed: int = 0, groups=None):
     """2-D coordinates of the unit-normalised vectors and a caption for the axes.
 
     ``pca`` (numpy SVD) always works; ``tsne`` needs scikit-learn and ``umap`` needs umap-learn.
+    With ``groups`` (a label per row, -1 for none; at least three groups) ``pca`` uses the two
+    main directions between the group centres instead, so that planted clusters that were
+    learned show apart rather than sharing the plane with whatever varies most.
     """
     x = np.asarray(vectors, dtype=np.float64)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     x = x / np.where(norms > 0, norms, 1.0)  # cosine geometry, as the evaluations use
+    centred = x - x.mean(axis=0)
+    if method == "pca" and groups is not None:
+        groups = np.asarray(groups)
+        ids = np.unique(groups[groups >= 0])
+        if len(ids) >= 3:
+            centres = np.stack([centred[groups == g].mean(axis=0) for g in ids])
+            _, _, vt = np.linalg.svd(centres - centres.mean(axis=0), full_matrices=False)
+            return centred @ vt[:2].T, [f"cluster-centre direction {i}" for i in (1, 2)]
     if method == "pca" or len(x) < 5:
-        centred = x - x.mean(axis=0)
         u, s, _ = np.linalg.svd(centred, full_matrices=False)
         share = s**2 / max(float((s**2).sum()), 1e-300)
         coords = u[:, :2] * s[:2]
@@ -180,7 +190,11 @@ def embedding_map(
     are grey, so learned structure shows as same-coloured groups.
     """
     plt = _pyplot()
-    coords, axis_labels = project_2d(vectors, method)
+    groups = None
+    if clusters:
+        order = {c: i for i, c in enumerate(sorted({clusters[w] for w in words if w in clusters}))}
+        groups = [order[clusters[w]] if w in clusters else -1 for w in words]
+    coords, axis_labels = project_2d(vectors, method, groups=groups)
     fig, ax = plt.subplots(figsize=(11, 9), layout="constrained")
     if clusters:
         ids = sorted({clusters[w] for w in words if w in clusters})
@@ -214,9 +228,63 @@ def embedding_map(
     ax.set_xlabel(axis_labels[0])
     ax.set_ylabel(axis_labels[1])
     what = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}.get(method, method)
-    ax.set_title(
-        f"{what} of the {len(words)} most frequent words (unit vectors); "
-        f"the first {min(n_labels, len(words))} labelled"
-    )
+    if axis_labels[0].startswith("cluster-centre"):
+        title = (
+            f"The {len(words)} most frequent words on the main directions between cluster centres"
+        )
+    else:
+        title = f"{what} of the {len(words)} most frequent words (cosine geometry)"
+    ax.set_title(title + f"; the first {min(n_labels, len(words))} labelled")
     ax.grid(alpha=0.2)
+    return _png(fig)
+
+
+def cluster_similarity_matrix(words: list[str], vectors: np.ndarray, clusters: dict):
+    """``(ids, mean)``: mean cosine similarity between the words of each pair of clusters, a
+    word's similarity with itself left out."""
+    present = [(i, clusters[w]) for i, w in enumerate(words) if w in clusters]
+    ids = sorted({c for _, c in present})
+    x = np.asarray(vectors, dtype=np.float64)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-300)
+    members = [np.array([i for i, c in present if c == cid]) for cid in ids]
+    if not members:
+        return ids, np.zeros((0, 0))
+    sums = np.stack([x[m].sum(axis=0) for m in members])
+    sizes = np.array([len(m) for m in members], dtype=np.float64)
+    total = sums @ sums.T  # sum of all pairwise cosines between the two clusters
+    pairs = np.outer(sizes, sizes)
+    np.fill_diagonal(total, np.diag(total) - sizes)  # each word with itself contributes 1
+    np.fill_diagonal(pairs, sizes * (sizes - 1))
+    return ids, np.divide(total, pairs, out=np.full_like(total, np.nan), where=pairs > 0)
+
+
+def cluster_similarity(words: list[str], vectors: np.ndarray, clusters: dict) -> bytes | None:
+    """Heat map of :func:`cluster_similarity_matrix`: a learned structure shows as a bright
+    diagonal on a dark background. None when fewer than two clusters have words here."""
+    ids, mean = cluster_similarity_matrix(words, vectors, clusters)
+    if len(ids) < 2:
+        return None
+    plt = _pyplot()
+    side = min(9.0, 3.5 + 0.35 * len(ids))
+    fig, ax = plt.subplots(figsize=(side + 1.2, side), layout="constrained")
+    image = ax.imshow(mean, cmap="viridis", vmin=min(0.0, float(np.nanmin(mean))), vmax=1.0)
+    fig.colorbar(image, ax=ax, shrink=0.8, label="mean cosine similarity")
+    ticks = np.arange(len(ids))
+    ax.set_xticks(ticks, [str(c) for c in ids])
+    ax.set_yticks(ticks, [str(c) for c in ids])
+    ax.set_xlabel("planted cluster")
+    ax.set_ylabel("planted cluster")
+    if len(ids) <= 12:
+        for (r, c), v in np.ndenumerate(mean):
+            if np.isfinite(v):
+                ax.text(
+                    c,
+                    r,
+                    f"{v:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="black" if v > 0.6 else "white",
+                )
+    ax.set_title("Mean cosine similarity within / between planted clusters")
     return _png(fig)

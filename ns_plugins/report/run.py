@@ -134,7 +134,17 @@ def _find_upwards(start: Path, name: str, levels: int = 3) -> Path | None:
 def _load_config(run: Run) -> None:
     path = run.run_dir / ".hydra" / "config.yaml"
     if not path.is_file():
-        run.missing.append(".hydra/config.yaml (run configuration)")
+        saved = (run.metrics or {}).get("config")
+        if isinstance(saved, dict):  # the trainer also keeps the resolved config in metrics.json
+            run.config = saved
+            try:
+                import yaml
+
+                run.config_text = yaml.safe_dump(saved, sort_keys=False)
+            except ImportError:
+                run.config_text = json.dumps(saved, indent=2)
+        else:
+            run.missing.append(".hydra/config.yaml (run configuration)")
         return
     run.config_text = path.read_text(encoding="utf-8")
     try:
