@@ -253,3 +253,15 @@ def test_cluster_similarity_matrix_against_pairs():
             ]
             assert mean[a, b] == pytest.approx(np.mean(sims), abs=1e-6)
     assert np.all(np.diag(mean) > mean.sum(axis=1) / 3 - 1e-9)  # tight clusters: diagonal wins
+
+
+def test_optional_projection_missing_fails_early(run_dir, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "sklearn" else real(name, *a)
+    )
+    with pytest.raises(ImportError, match="needs scikit-learn"):
+        build_report(run_dir, projection="tsne")
+    assert not (run_dir / "report.html").exists()

@@ -292,8 +292,7 @@ def build_report(
     next to the given file). The figures are also saved beside it as ``report_training.png``,
     ``report_embeddings.png`` and, for the synthetic corpus, ``report_clusters.png``.
     """
-    if projection not in plots.PROJECTIONS:
-        raise ValueError(f"unknown projection {projection!r}; use one of {plots.PROJECTIONS}")
+    plots.check_projection(projection)
     run = load_run(run_dir)
     out = Path(out) if out is not None else _default_out(run)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 
 import numpy as np
@@ -125,6 +126,15 @@ def training_figure(curves: dict) -> bytes:
     return _png(fig)
 
 
+def check_projection(method: str) -> None:
+    """Fail early, before any work, on an unknown projection or a missing optional package."""
+    needs = {"pca": None, "tsne": ("sklearn", "scikit-learn"), "umap": ("umap", "umap-learn")}
+    if method not in needs:
+        raise ValueError(f"unknown projection {method!r}; use one of {PROJECTIONS}")
+    if needs[method] and importlib.util.find_spec(needs[method][0]) is None:
+        raise ImportError(f"projection {method!r} needs {needs[method][1]}; use 'pca'")
+
+
 def project_2d(vectors: np.ndarray, method: str = "pca", seed: int = 0, groups=None):
     """2-D coordinates of the unit-normalised vectors and a caption for the axes.
 
@@ -155,13 +165,19 @@ def project_2d(vectors: np.ndarray, method: str = "pca", seed: int = 0, groups=N
         ]
         return coords, labels
     if method == "tsne":
-        from sklearn.manifold import TSNE
+        try:
+            from sklearn.manifold import TSNE
+        except ImportError:
+            raise ImportError("projection 'tsne' needs scikit-learn; use 'pca'") from None
 
         perplexity = min(30.0, (len(x) - 1) / 3)
         coords = TSNE(2, perplexity=perplexity, init="pca", metric="cosine", random_state=seed)
         return coords.fit_transform(x), ["t-SNE 1", "t-SNE 2"]
     if method == "umap":
-        import umap
+        try:
+            import umap
+        except ImportError:
+            raise ImportError("projection 'umap' needs umap-learn; use 'pca'") from None
 
         coords = umap.UMAP(n_components=2, metric="cosine", random_state=seed).fit_transform(x)
         return coords, ["UMAP 1", "UMAP 2"]
