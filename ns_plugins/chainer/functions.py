@@ -174,8 +174,10 @@ class NegativeSamplingFunctionGrad(function_node.FunctionNode):
         if self.grads is None:
             return _loss_grad(gy, x, W, self.samples)
         gx, rows, gW_rows = self.grads
-        scale = numpy.float32(gy) if gx.dtype == numpy.float32 else gx.dtype.type(gy)
-        return _dense_grads(x, W, gx * scale, rows, gW_rows * scale)
+        scale = gx.dtype.type(gy)
+        if scale != 1:  # loss.backward() sends 1: skip two passes over the gradients
+            gx, gW_rows = gx * scale, gW_rows * scale
+        return _dense_grads(x, W, gx, rows, gW_rows)
 
     def backward(self, indexes, grad_outputs):
         x, W, gy = self.get_retained_inputs()
