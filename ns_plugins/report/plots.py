@@ -200,7 +200,8 @@ def embedding_map(
     n_labels: int = 80,
     method: str = "pca",
 ) -> bytes:
-    """Scatter of the given (most frequent) words; labels on the first ``n_labels``.
+    """Scatter of the given (most frequent) words, ``n_labels`` of them labelled, spread evenly
+    over the frequency ranks (the very top of a real vocabulary is all function words).
 
     With ``clusters`` ({word: id}) points are coloured by planted cluster and unclustered words
     are grey, so learned structure shows as same-coloured groups.
@@ -232,7 +233,8 @@ def embedding_map(
         ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     else:
         ax.scatter(coords[:, 0], coords[:, 1], s=14, color="tab:blue", alpha=0.5, linewidths=0)
-    for i in range(min(n_labels, len(words))):
+    labelled = np.unique(np.linspace(0, len(words) - 1, min(n_labels, len(words))).astype(int))
+    for i in labelled:
         ax.annotate(
             words[i],
             coords[i],
@@ -250,7 +252,8 @@ def embedding_map(
         )
     else:
         title = f"{what} of the {len(words)} most frequent words (cosine geometry)"
-    ax.set_title(title + f"; the first {min(n_labels, len(words))} labelled")
+    step = len(words) / max(len(labelled), 1)
+    ax.set_title(title + ("" if step <= 1 else f"; about every {step:.0f}th labelled"))
     ax.grid(alpha=0.2)
     return _png(fig)
 
