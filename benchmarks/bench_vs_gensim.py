@@ -63,7 +63,7 @@ def _run_gensim(args) -> dict:
 def _run_engine(args) -> dict:
     from ns_plugins.core.alias import AliasSampler
     from ns_plugins.data import Vocab, encode_corpus, keep_probability
-    from ns_plugins.kernels.hogwild import train_chunk
+    from ns_plugins.kernels.hogwild import job_bounds, train_chunk
 
     t0 = time.perf_counter()
     vocab = Vocab.build(args.corpus, min_count=HYPER["min_count"])
@@ -79,8 +79,7 @@ def _run_engine(args) -> dict:
         W_in = ((rng.random((V, d), dtype=np.float32) - 0.5) / d).astype(np.float32)
         W_out = np.zeros((V, d), dtype=np.float32)
         # chunks of whole sentences; the learning rate falls linearly over all chunks of all epochs
-        cuts = np.unique(np.searchsorted(offsets, np.arange(0, offsets[-1], CHUNK_WORDS)))
-        cuts = np.append(cuts, len(offsets) - 1)
+        cuts = job_bounds(offsets, CHUNK_WORDS)
         total = int(offsets[-1]) * args.epochs
         a0, a1 = HYPER["alpha"], HYPER["min_alpha"]
         done = 0

@@ -425,7 +425,8 @@ class ChunkStats(NamedTuple):
 
 
 def job_bounds(offsets: np.ndarray, job_words: int) -> np.ndarray:
-    """Sentence indices that cut the chunk into jobs of about ``job_words`` words each."""
+    """Sentence indices that cut ``offsets`` into pieces of about ``job_words`` words each (whole
+    sentences): the jobs inside ``train_chunk``, and the chunks a caller hands to it."""
     n_sent = len(offsets) - 1
     if n_sent <= 0:
         return np.zeros(1, dtype=np.int64)
