@@ -68,15 +68,28 @@ class _Shard(IterableDataset):
 
 
 class _EpochLoader(DataLoader):
-    """Sets the shard's epoch and resume offset from the trainer each time an epoch starts
-    iterating (in this process, before any worker is forked)."""
+    """Sets the shard's epoch and resume offset each time an epoch starts iterating (in this
+    process, before any worker is forked).
+
+    The position is (epoch, batches of it done), read from the trainer; Lightning stores it in
+    checkpoints through ``state_dict`` and hands it back through ``load_state_dict`` on resume.
+    """
 
     def __init__(self, shard: _Shard, position, **kwargs):
         super().__init__(shard, batch_size=None, **kwargs)
         self._position = position
+        self._restored: tuple[int, int] | None = None
+
+    def state_dict(self) -> dict:
+        epoch, done = self._position()
+        return {"epoch": epoch, "batches_done": done}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._restored = (int(state["epoch"]), int(state["batches_done"]))
 
     def __iter__(self):
-        self.dataset.epoch, self.dataset.skip = self._position()
+        position, self._restored = self._restored or self._position(), None
+        self.dataset.epoch, self.dataset.skip = position
         return super().__iter__()
 
 

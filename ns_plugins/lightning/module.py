@@ -102,7 +102,24 @@ class SGNSModule(pl.LightningModule):
                 "optimizer sparse_adam needs sparse gradients (device.grad_sync "
                 "sparse or local_sgd, not dense)"
             )
-        self.save_hyperparameters(ignore=["counts"])
+        # Plain values only: checkpoints load with torch.load(weights_only=True).
+        self.save_hyperparameters(
+            {
+                "vector_size": vector_size,
+                "negative": negative,
+                "ns_exponent": ns_exponent,
+                "alpha": alpha,
+                "min_alpha": min_alpha,
+                "backend": self.backend.value,
+                "reduce": self.reduce.value,
+                "arch": self.arch.value,
+                "optimizer": self.optimizer_kind.value,
+                "engine": self.engine.value,
+                "cbow_mean": cbow_mean,
+                "sparse": sparse,
+                "seed": seed,
+            }
+        )
         self._loss = _loss_fn(self.backend)
         self._generator: torch.Generator | None = None
         self.total_steps = 0  # set by configure_optimizers from the trainer
@@ -178,17 +195,25 @@ class SGNSModule(pl.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        alpha, min_alpha = self.hparams.alpha, self.hparams.min_alpha
-        total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 0
-        self.total_steps = total if math.isfinite(total) else 0
         if self.optimizer_kind is Optimizer.sparse_adam:
-            opt = torch.optim.SparseAdam(self.parameters(), lr=alpha)
-        else:
-            opt = torch.optim.SGD(self.parameters(), lr=alpha)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: linear_decay(step, self.total_steps, alpha, min_alpha) / alpha
+            return torch.optim.SparseAdam(self.parameters(), lr=self.hparams.alpha)
+        return torch.optim.SGD(self.parameters(), lr=self.hparams.alpha)
+
+    def on_train_start(self) -> None:
+        # Asked here, not in configure_optimizers: estimating the steps there builds the train
+        # loader before a checkpoint is restored, and the loader would not know where to resume.
+        total = self.trainer.estimated_stepping_batches
+        self.total_steps = int(total) if math.isfinite(total) else 0
+
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        # The rate is a function of the global step alone (no scheduler state), so a run resumed
+        # from a checkpoint taken at any step continues on exactly the same schedule.
+        lr = linear_decay(
+            self.trainer.global_step, self.total_steps, self.hparams.alpha, self.hparams.min_alpha
         )
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        for opt in self.trainer.optimizers:
+            for group in opt.param_groups:
+                group["lr"] = lr
 
     def vectors(self) -> np.ndarray:
         """The word vectors (input embeddings) as float32 numpy."""

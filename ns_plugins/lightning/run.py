@@ -11,6 +11,7 @@ import logging
 import math
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -122,7 +123,7 @@ def _strategy(cfg: DictConfig):
     return DDPStrategy(**kwargs)
 
 
-def build(cfg: DictConfig, run_dir: Path):
+def build(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
     """(datamodule, module, trainer, callbacks dict) for ``cfg``, writing into ``run_dir``."""
     data = cfg.data
     cache = Path(data.cache_dir) if data.cache_dir else run_dir / "data"
@@ -158,6 +159,8 @@ def build(cfg: DictConfig, run_dir: Path):
         sparse=cfg.device.grad_sync is not GradSync.dense,
         seed=cfg.seed,
     )
+    # Our shards split the data across workers themselves, so their length is exact.
+    warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
     ckpt_dir = run_dir / "checkpoints"
     cbs = {"throughput": Throughput()}
     if cfg.device.grad_sync is GradSync.local_sgd:
@@ -190,18 +193,21 @@ def build(cfg: DictConfig, run_dir: Path):
         num_sanity_val_steps=0,
         use_distributed_sampler=False,
         logger=pl.loggers.CSVLogger(run_dir, name="csv", version=""),
-        callbacks=list(cbs.values()),
+        callbacks=[*extra_callbacks, *cbs.values()],
         default_root_dir=run_dir,
     )
     return dm, model, trainer, cbs
 
 
-def train(cfg: DictConfig, run_dir) -> dict:
-    """Train as ``cfg`` says, write the run directory, and return the final metrics (rank 0)."""
+def train(cfg: DictConfig, run_dir, extra_callbacks=()) -> dict:
+    """Train as ``cfg`` says, write the run directory, and return the final metrics (rank 0).
+
+    ``extra_callbacks`` run before the built-in ones (so a callback that stops training is seen
+    by the interrupt handler in the same step)."""
     run_dir = Path(run_dir)
     check_config(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    dm, model, trainer, cbs = build(cfg, run_dir)
+    dm, model, trainer, cbs = build(cfg, run_dir, extra_callbacks)
     t0 = time.perf_counter()
     try:
         trainer.fit(model, datamodule=dm, ckpt_path=cfg.ckpt_path)
