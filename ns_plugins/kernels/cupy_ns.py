@@ -24,7 +24,7 @@ try:
 except ImportError:  # the module stays importable; every entry point says what is missing
     cp = None
 
-__all__ = ["forward", "backward", "sample", "alias_tables", "SOURCE"]
+__all__ = ["forward", "backward", "sparse_backward", "ns_loss", "sample", "alias_tables", "SOURCE"]
 
 SOURCE = r"""
 typedef long long i64;
@@ -97,12 +97,13 @@ __global__ void ns_forward(const T* x, const T* W, const i64* samples, T* loss,
     if (lane == 0) store(loss + row, total);
 }
 
-// gx[row] = sum_j c_j W[n_j],  gW[n_j] += c_j x[row],  c_j = gy * sign_j * sigmoid(z_j).
+// gx[row] = sum_j c_j W[n_j],  gW[slot_j] += c_j x[row],  c_j = gy * sign_j * sigmoid(z_j).
+// slot_j is n_j for a dense gW, else the sample's index among the unique ids (slots != 0).
 // The K coefficients of a row go through shared memory (K per warp).
 template <typename T>
 __global__ void ns_backward(const T* gy, i64 gy_stride, const T* x, const T* W,
-                            const i64* samples, T* gx, typename Acc<T>::type* gW,
-                            i64 B, i64 D, int K) {
+                            const i64* samples, const i64* slots, T* gx,
+                            typename Acc<T>::type* gW, i64 B, i64 D, int K) {
     typedef typename Acc<T>::type A;
     extern __shared__ __align__(16) unsigned char smem[];
     A* coef = reinterpret_cast<A*>(smem) + (threadIdx.x >> 5) * K;
@@ -110,6 +111,7 @@ __global__ void ns_backward(const T* gy, i64 gy_stride, const T* x, const T* W,
     int lane = threadIdx.x & 31;
     if (row >= B) return;
     const i64* s = samples + row * K;
+    const i64* dst = (slots ? slots : samples) + row * K;
     const T* xr = x + row * D;
     T* gxr = gx + row * D;
     if (s[0] < 0) {
@@ -127,9 +129,8 @@ __global__ void ns_backward(const T* gy, i64 gy_stride, const T* x, const T* W,
         A xc = (A)load(xr + c);
         A acc = 0;
         for (int j = 0; j < K; ++j) {
-            i64 id = s[j];
-            acc += coef[j] * (A)load(W + id * D + c);
-            atomicAdd(gW + id * D + c, coef[j] * xc);
+            acc += coef[j] * (A)load(W + s[j] * D + c);
+            atomicAdd(gW + dst[j] * D + c, coef[j] * xc);
         }
         store(gxr + c, acc);
     }
@@ -161,6 +162,7 @@ extern "C" __global__ void alias_sample(const double* prob, const i64* alias, i6
 _CTYPES = {np.dtype(np.float16): "unsigned short", np.dtype(np.float32): "float",
            np.dtype(np.float64): "double"}  # fmt: skip
 _WARPS = 4  # rows per block
+_TORCH_DTYPES = ("torch.float16", "torch.float32", "torch.float64")
 
 
 def _empty(shape, dtype):
@@ -226,28 +228,50 @@ def forward(x, W, samples, *, validate: bool = True):
     return loss
 
 
+def _launch_backward(gy, x, W, samples, slots, n_rows):
+    """gx and the float32/float64 gradient buffer of ``n_rows`` rows (slots None: row = id)."""
+    B, D = x.shape
+    K = samples.shape[1]
+    gy = cp.asarray(gy, dtype=x.dtype)
+    if gy.shape not in ((), (B,)):
+        raise ValueError(f"gy must be a scalar or have shape ({B},), got {gy.shape}")
+    if gy.ndim:  # (numpy's ascontiguousarray would turn a 0-d gy into shape (1,))
+        gy = cp.ascontiguousarray(gy)
+    acc = np.float64 if x.dtype == np.float64 else np.float32
+    shared = _WARPS * K * np.dtype(acc).itemsize
+    if shared > 48 * 1024:  # the default dynamic shared-memory limit of a block
+        raise ValueError(f"at most {48 * 1024 // (_WARPS * np.dtype(acc).itemsize)} "
+                         f"samples per row, got {K}")  # fmt: skip
+    gx = _empty(x.shape, x.dtype)
+    gW = cp.zeros((n_rows, D), dtype=acc)
+    if B:
+        grid, block = _grid(B)
+        # gy_stride 0 broadcasts a scalar gy (the backward of reduce='sum'); a null slots
+        # pointer makes the kernel write gW rows by id.
+        args = (gy, np.int64(gy.ndim), x, W, samples, slots if slots is not None else np.intp(0),
+                gx, gW, np.int64(B), np.int64(D), np.int32(K))  # fmt: skip
+        _kernel("backward", x.dtype)(grid, block, args, shared_mem=shared)
+    return gx, gW
+
+
 def backward(gy, x, W, samples, *, validate: bool = True):
     """``(gx (B, d), gW (V, d))`` in the input dtype for upstream ``gy`` (scalar or (B,))."""
     x, W, samples = _check(x, W, samples, validate)
-    B, D = x.shape
-    K = samples.shape[1]
-    gy = cp.ascontiguousarray(cp.asarray(gy, dtype=x.dtype))
-    if gy.shape not in ((), (B,)):
-        raise ValueError(f"gy must be a scalar or have shape ({B},), got {gy.shape}")
-    acc = np.float64 if x.dtype == np.float64 else np.float32
-    gx = _empty(x.shape, x.dtype)
-    gW = cp.zeros(W.shape, dtype=acc)
-    if B:
-        grid, block = _grid(B)
-        # gy_stride 0 broadcasts a scalar gy (the backward of reduce='sum').
-        args = (gy, np.int64(gy.ndim), x, W, samples, gx, gW,
-                np.int64(B), np.int64(D), np.int32(K))  # fmt: skip
-        shared = _WARPS * K * np.dtype(acc).itemsize
-        if shared > 48 * 1024:  # the default dynamic shared-memory limit of a block
-            raise ValueError(f"at most {48 * 1024 // (_WARPS * np.dtype(acc).itemsize)} "
-                             f"samples per row, got {K}")  # fmt: skip
-        _kernel("backward", x.dtype)(grid, block, args, shared_mem=shared)
+    gx, gW = _launch_backward(gy, x, W, samples, None, W.shape[0])
     return gx, gW.astype(W.dtype, copy=False)
+
+
+def sparse_backward(gy, x, W, samples, *, validate: bool = True):
+    """``(gx, rows, gW_rows)``: the gradient only for the sorted unique ids ``rows`` that rows
+    not ignored touch; no ``V x d`` buffer."""
+    x, W, samples = _check(x, W, samples, validate)
+    live = samples[:, :1] >= 0
+    ids = cp.where(live, samples, -1)
+    rows, slots = cp.unique(ids, return_inverse=True)
+    slots = cp.ascontiguousarray(slots.reshape(samples.shape), dtype=cp.int64)
+    skip = int(rows.size > 0 and int(rows[0]) < 0)  # ignored rows put -1 first
+    gx, gW = _launch_backward(gy, x, W, samples, slots, rows.size)
+    return gx, rows[skip:], gW[skip:].astype(W.dtype, copy=False)
 
 
 def alias_tables(sampler):
@@ -280,3 +304,64 @@ def sample(prob, alias, shape, seed: int, offset: int = 0):
                 np.uint64(offset))  # fmt: skip
         _module().get_function("alias_sample")((blocks,), (256,), args)
     return out
+
+
+# ----------------------------------------------------------------------------- torch bridge
+
+
+def _torch_stream():
+    """Run cupy work on torch's current stream, so the two never race."""
+    import torch
+
+    return cp.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
+
+
+def _loss_function():
+    import torch
+
+    class CupyLoss(torch.autograd.Function):
+        """Per-row loss of CUDA tensors through the CuPy kernels (zero-copy via DLPack)."""
+
+        @staticmethod
+        def forward(ctx, x, W, samples, sparse_grad):
+            ctx.save_for_backward(x, W, samples)
+            ctx.sparse_grad = sparse_grad
+            with _torch_stream():
+                loss = forward(*(cp.from_dlpack(t.detach()) for t in (x, W, samples)))
+            return torch.from_dlpack(loss)
+
+        @staticmethod
+        @torch.autograd.function.once_differentiable
+        def backward(ctx, gy):
+            x, W, samples = (cp.from_dlpack(t.detach()) for t in ctx.saved_tensors)
+            with _torch_stream():
+                gy = cp.from_dlpack(gy.contiguous())
+                if not ctx.sparse_grad:
+                    gx, gW = backward(gy, x, W, samples, validate=False)
+                    return torch.from_dlpack(gx), torch.from_dlpack(gW), None, None
+                gx, rows, gW_rows = sparse_backward(gy, x, W, samples, validate=False)
+            gW = torch.sparse_coo_tensor(
+                torch.from_dlpack(rows).unsqueeze(0),
+                torch.from_dlpack(gW_rows),
+                tuple(W.shape),
+                is_coalesced=True,
+            )
+            return torch.from_dlpack(gx), gW, None, None
+
+    return CupyLoss
+
+
+_LOSS = []
+
+
+def ns_loss(x, W, samples, sparse_grad: bool = False):
+    """Per-row loss ``(B,)`` of torch CUDA tensors, computed by these kernels, with autograd for
+    x and W (W's gradient sparse over the touched rows when ``sparse_grad``)."""
+    _require_cupy()
+    if not (x.is_cuda and W.is_cuda and samples.is_cuda):
+        raise ValueError("the cupy backend needs x, W and samples on a CUDA device")
+    if str(x.dtype) not in _TORCH_DTYPES:
+        raise TypeError(f"the cupy backend takes float16, float32 or float64, got {x.dtype}")
+    if not _LOSS:
+        _LOSS.append(_loss_function())
+    return _LOSS[0].apply(x, W, samples, sparse_grad)
