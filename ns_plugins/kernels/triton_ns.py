@@ -200,8 +200,20 @@ def _ns_bwd_kernel(
 # ----------------------------------------------------------------------------- host side
 
 
+# Under TRITON_INTERPRET=1, @triton.jit gives interpreted functions that run on CPU tensors.
+_INTERPRETED = type(_ns_fwd_kernel).__name__ == "InterpretedFunction"
+
+
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _check_device(device: torch.device) -> None:
+    if device.type != "cuda" and not _INTERPRETED:
+        raise ValueError(
+            f"the Triton kernels need CUDA tensors, got {device} (CPU tensors run only with "
+            "TRITON_INTERPRET=1 set before triton is imported)"
+        )
 
 
 def _check(x: torch.Tensor, W: torch.Tensor, samples: torch.Tensor, validate: bool) -> None:
@@ -225,12 +237,15 @@ def _check(x: torch.Tensor, W: torch.Tensor, samples: torch.Tensor, validate: bo
         raise ValueError(
             f"x, W and samples must be on one device, got {x.device}, {W.device}, {samples.device}"
         )
+    _check_device(x.device)
     if validate and samples.numel():
         V = W.shape[0]
         in_range = ((samples >= 0) & (samples < V)).all(dim=1) | (samples[:, 0] < 0)
         # On CUDA this does not wait for the device; a bad id fails at the next sync, the way
         # an out-of-range index does in torch's own embedding kernels.
-        torch._assert_async(in_range.all(), f"samples hold ids outside [0, {V}) (or -1 in col 0)")
+        torch._assert_async(
+            in_range.all(), f"samples hold ids outside [0, {V}) in rows that are not ignored"
+        )
 
 
 def _blocks(d: int, k1: int) -> tuple[int, int, int, int, int]:
@@ -428,6 +443,7 @@ def sample(
         raise TypeError(f"tables must be float64 / int64, got {prob.dtype} / {alias.dtype}")
     if prob.device != alias.device:
         raise ValueError(f"prob is on {prob.device} but alias on {alias.device}")
+    _check_device(prob.device)
     if prob.numel() >= 2**32:
         raise ValueError("the alias kernel supports fewer than 2**32 ids")
     if not 0 <= int(seed) < 2**63 or int(offset) < 0:
