@@ -129,3 +129,12 @@ def test_empty_and_bad_input():
         skipgrams([1, 2], 3, sampling_table=[1.0, 1.0])
     with pytest.raises(ValueError, match="integer"):
         skipgrams([1.5, 2.0], 3)
+
+
+def test_shuffle_keeps_rows_and_labels_together():
+    seq = np.random.default_rng(3).integers(1, 3000, size=2000)
+    plain, _ = skipgrams(seq, 3000, negative_samples=0, shuffle=False)
+    couples, labels = skipgrams(seq, 3000, negative_samples=2.0, seed=5)
+    positives = sorted(tuple(c) for c, y in zip(couples, labels) if y == 1)
+    assert positives == sorted(map(tuple, plain))
+    assert couples[: len(plain)] != plain  # but in another order

@@ -137,7 +137,7 @@ def skipgrams(
         # label rides along in bit 62 of the word id.
         flag = np.int64(1 << 62)
         couples[:n_pos, 0] |= flag
-        rng.shuffle(couples.view(np.complex128).ravel())
+        rng.shuffle(couples.view("V16").ravel())  # raw bytes: no float semantics
         positive = couples[:, 0] >= flag
         couples[:, 0] &= flag - 1
     else:
