@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     if args and args[0].startswith("--parts"):
         value = args.pop(0).partition("=")[2] or (args.pop(0) if args else "")
         try:
-            parts = autoinstall.requested_parts(value)
+            parts = autoinstall.requested_parts(value, source="--parts")
         except ValueError as exc:
             return _usage_error(str(exc))
     if not args:

@@ -21,8 +21,9 @@ ENV = "NS_PLUGINS_CHAINER"
 PARTS = ("loss", "link", "sampler")  # same as installer.PARTS, which imports torch
 
 
-def requested_parts(value: str | None = None) -> tuple[str, ...]:
-    """The parts asked for by ``value`` (default: the environment variable)."""
+def requested_parts(value: str | None = None, source: str = ENV) -> tuple[str, ...]:
+    """The parts asked for by ``value`` (default: the environment variable); ``source`` names
+    where the value came from in error messages."""
     value = os.environ.get(ENV, "") if value is None else value
     value = value.strip().lower()
     if value in ("", "0", "false", "no", "off"):
@@ -33,7 +34,7 @@ def requested_parts(value: str | None = None) -> tuple[str, ...]:
     unknown = [p for p in parts if p not in PARTS]
     if unknown:
         raise ValueError(
-            f"{ENV}={value!r}: unknown part(s) {unknown}; use 1 or a subset of {PARTS}"
+            f"{source}={value!r}: unknown part(s) {unknown}; use 1 or a subset of {PARTS}"
         )
     return parts
 
