@@ -19,7 +19,7 @@ def _train(cfg: DictConfig) -> None:
 
     metrics = train(cfg, HydraConfig.get().runtime.output_dir)
     if metrics.get("interrupted"):
-        sys.exit(130)
+        sys.exit(128 + int(metrics["interrupt_signal"]))  # the shell's convention
 
 
 def main() -> None:

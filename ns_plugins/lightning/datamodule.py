@@ -144,20 +144,42 @@ class CorpusDataModule(pl.LightningDataModule):
     def encoded_dir(self) -> Path:
         return self.cache_dir / "encoded"
 
+    def _recipe(self) -> dict:
+        """What the encoded files depend on; a cache built from another recipe is rebuilt."""
+        recipe = {
+            "source": self.source.value,
+            "min_count": self.min_count,
+            "max_vocab_size": self.max_vocab_size,
+        }
+        if self.source is DataSource.text:
+            stat = Path(self.path).stat()
+            recipe.update(
+                path=str(Path(self.path).resolve()), size=stat.st_size, mtime=stat.st_mtime
+            )
+        else:
+            recipe.update(seed=self.synthetic_seed, sentences=self.synthetic_sentences)
+        return recipe
+
     def prepare_data(self) -> None:
         """Local rank 0 only: write the synthetic corpus, build the vocabulary, encode the ids."""
         from ns_plugins.data import Vocab, encode_corpus, synthetic_corpus
 
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        if (self.encoded_dir / "meta.json").is_file():
-            return  # encoded by an earlier run sharing this cache (or before a resume)
+        recipe_file = self.cache_dir / "recipe.json"
+        recipe = self._recipe()
+        if (self.encoded_dir / "meta.json").is_file() and recipe_file.is_file():
+            if json.loads(recipe_file.read_text()) == recipe:
+                return  # encoded by an earlier run sharing this cache (or before a resume)
         if self.source is DataSource.synthetic:
             synth = synthetic_corpus(self.synthetic_seed, n_sentences=self.synthetic_sentences)
             synth.write(self.corpus_path)
             truth = {"clusters": synth.clusters, "analogies": synth.analogies}
             (self.cache_dir / "ground_truth.json").write_text(json.dumps(truth))
+        else:
+            (self.cache_dir / "ground_truth.json").unlink(missing_ok=True)
         vocab = Vocab.build(self.corpus_path, self.min_count, self.max_vocab_size)
         encode_corpus(self.corpus_path, vocab, self.encoded_dir)
+        recipe_file.write_text(json.dumps(recipe))
 
     def setup(self, stage: str | None = None) -> None:
         from ns_plugins.data import EncodedCorpus

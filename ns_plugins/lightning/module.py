@@ -118,7 +118,8 @@ class SGNSModule(pl.LightningModule):
                 "cbow_mean": cbow_mean,
                 "sparse": sparse,
                 "seed": seed,
-            }
+            },
+            ignore=["counts"],  # an array; Lightning would compare it with the dict
         )
         self._loss = _loss_fn(self.backend)
         self._generator: torch.Generator | None = None

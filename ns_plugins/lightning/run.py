@@ -261,6 +261,7 @@ def _final_metrics(cfg, trainer, cbs, seconds: float) -> dict:
         "eval": scores,
         "neighbours": evaluation.neighbours,
         "interrupted": interrupt.received is not None,
+        "interrupt_signal": interrupt.received,
         "interrupt_checkpoint": str(interrupt.ckpt_path) if interrupt.ckpt_path else None,
         "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
     }

@@ -1,0 +1,123 @@
+"""The Hydra app's configs: every experiment and device group composes, bad values fail at once."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf import OmegaConf
+
+from ns_plugins.config import (
+    Arch,
+    Backend,
+    DataSource,
+    GradSync,
+    Optimizer,
+    Reduce,
+    TrainConfig,
+    config_dir,
+)
+
+CONF = config_dir()
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+DEVICES = sorted(p.stem for p in (CONF / "device").glob("*.yaml"))
+
+
+def _compose(*overrides):
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+def test_config_dir_is_the_repo_conf():
+    assert CONF == Path(__file__).resolve().parents[1] / "conf"
+    assert {"sgns", "cbow", "sgns_text"} <= set(EXPERIMENTS)
+    assert {"cpu", "gpu", "ddp", "ddp_cpu"} <= set(DEVICES)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+@pytest.mark.parametrize("device", DEVICES)
+def test_every_experiment_composes_with_every_device(experiment, device):
+    cfg = _compose(f"+experiment={experiment}", f"device={device}", "data.path=corpus.txt")
+    # The composed config is a valid TrainConfig, enums included.
+    typed = OmegaConf.merge(OmegaConf.structured(TrainConfig), cfg)
+    assert isinstance(typed.backend.name, Backend)
+    assert isinstance(typed.reduce.mode, Reduce)
+    assert isinstance(typed.model.arch, Arch)
+    assert not OmegaConf.missing_keys(cfg)
+    assert cfg.model.arch is (Arch.cbow if experiment == "cbow" else Arch.skipgram)
+    expected_source = DataSource.text if experiment == "sgns_text" else DataSource.synthetic
+    assert cfg.data.source is expected_source
+    if device == "ddp":
+        # NCCL cannot all-reduce sparse gradients: the group must not pick that.
+        assert cfg.device.process_group_backend == "nccl"
+        assert cfg.device.grad_sync is not GradSync.sparse
+    if device == "ddp_cpu":
+        assert cfg.device.process_group_backend == "gloo"
+        assert cfg.device.accelerator == "cpu"
+
+
+def test_gensim_names_are_top_level_shortcuts():
+    cfg = _compose(
+        "+experiment=sgns", "epochs=7", "vector_size=33", "window=2", "negative=3", "alpha=0.1"
+    )
+    assert (cfg.epochs, cfg.vector_size, cfg.window, cfg.negative, cfg.alpha) == (7, 33, 2, 3, 0.1)
+    for key in ("min_count", "sample", "ns_exponent", "min_alpha", "shrink_windows"):
+        assert key in cfg
+
+
+@pytest.mark.parametrize(
+    "group,choice,expected",
+    [
+        ("backend", "reference", Backend.reference),
+        ("reduce", "mean", Reduce.mean),
+        ("reduce", "no", Reduce.no),
+        ("model", "cbow", Arch.cbow),
+    ],
+)
+def test_group_choices(group, choice, expected):
+    cfg = _compose("+experiment=sgns", f"{group}={choice}")
+    assert expected in (cfg.backend.name, cfg.reduce.mode, cfg.model.arch)
+
+
+def test_unknown_group_option_lists_the_choices():
+    with pytest.raises(MissingConfigException) as err:
+        _compose("+experiment=sgns", "backend=foo")
+    msg = str(err.value)
+    assert "backend/foo" in msg
+    for name in ("reference", "fused", "triton", "cupy"):
+        assert name in msg
+
+
+def test_bad_enum_value_lists_the_choices():
+    with pytest.raises(ConfigCompositionException) as err:
+        _compose("+experiment=sgns", "model.optimizer=adam")
+    msg = str(err.value.__cause__)
+    assert "adam" in msg and "sgd" in msg and "sparse_adam" in msg
+    assert Optimizer.sparse_adam.value in msg
+
+
+def test_bad_type_fails_at_compose():
+    with pytest.raises(ConfigCompositionException):
+        _compose("+experiment=sgns", "epochs=three")
+
+
+def test_unknown_experiment_fails():
+    with pytest.raises(MissingConfigException, match="sgns_text"):
+        _compose("+experiment=nope")
+
+
+def test_searchpath_plugin_does_not_import_torch():
+    code = (
+        "import sys\n"
+        "from ns_plugins.hydra_searchpath import NsPluginsSearchPathPlugin\n"
+        "from hydra.core.config_search_path import ConfigSearchPath\n"
+        "from hydra._internal.config_search_path_impl import ConfigSearchPathImpl\n"
+        "sp = ConfigSearchPathImpl()\n"
+        "NsPluginsSearchPathPlugin().manipulate_search_path(sp)\n"
+        "assert any(e.path == 'pkg://ns_plugins.conf' for e in sp.get_path()), sp\n"
+        "import ns_plugins.config\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=CONF.parent, timeout=60)

@@ -1,0 +1,212 @@
+"""End-to-end training runs: in-process from composed configs, and `python train.py` itself."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from hydra import compose, initialize_config_dir
+
+from ns_plugins.config import config_dir
+from ns_plugins.export import load_word2vec
+from ns_plugins.lightning.run import ConfigError, train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "data.synthetic_sentences=600",
+    "batch_size=256",
+    "vector_size=16",
+    "trainer.enable_progress_bar=false",
+    "trainer.log_every_n_steps=1",
+    "eval.queries=[the,of]",
+    "eval.k=3",
+]
+
+
+def _cfg(*overrides):
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        return compose("train", overrides=[*TINY, *overrides])
+
+
+@pytest.fixture(scope="module")
+def text_corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    rng = np.random.default_rng(0)
+    groups = [[f"a{i}" for i in range(10)], [f"b{i}" for i in range(10)]]
+    with open(path, "w") as f:
+        for _ in range(400):
+            g = groups[rng.integers(2)]
+            f.write(" ".join(rng.choice(g, 8)) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.mark.parametrize("experiment", ["sgns", "cbow", "sgns_text"])
+def test_fast_dev_run_per_experiment(experiment, tmp_path, text_corpus, cache):
+    cfg = _cfg(
+        f"+experiment={experiment}",
+        "trainer.fast_dev_run=true",
+        "min_count=1",
+        f"data.path={text_corpus}",
+        f"data.cache_dir={cache / experiment}",
+    )
+    metrics = train(cfg, tmp_path)
+    assert metrics["global_step"] == 1
+    words, vectors = load_word2vec(tmp_path / "vectors.txt")
+    assert vectors.shape == (len(words), 16) and np.isfinite(vectors).all()
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, cache):
+    run_dir = tmp_path_factory.mktemp("run")
+    cfg = _cfg("+experiment=sgns", "epochs=2", f"data.cache_dir={cache / 'sgns'}")
+    metrics = train(cfg, run_dir)
+    return cfg, run_dir, metrics
+
+
+def test_run_directory_layout(full_run):
+    _, run_dir, metrics = full_run
+    for name in ("vectors.txt", "vectors.bin", "vocab.tsv", "metrics.json", "ground_truth.json"):
+        assert (run_dir / name).is_file(), name
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    on_disk = json.loads((run_dir / "metrics.json").read_text())
+    assert on_disk["global_step"] == metrics["global_step"] > 0
+    assert on_disk["epochs_completed"] == 2 and not on_disk["interrupted"]
+    assert "planted_purity" in on_disk["eval"] and "planted_learned" in on_disk
+    assert set(on_disk["neighbours"]) == {"the", "of"}
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        columns = set(next(csv.reader(f)))
+    assert {"train/loss", "train/lr", "train/words_per_sec", "eval/planted_purity"} <= columns
+
+
+def test_exported_vectors_reload_and_match_the_weights(full_run):
+    cfg, run_dir, _ = full_run
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    weights = ckpt["state_dict"]["in_embed.weight"].numpy()
+    vocab = [line.split("\t")[0] for line in (run_dir / "vocab.tsv").read_text().splitlines()]
+    for name in ("vectors.txt", "vectors.bin"):
+        words, vectors = load_word2vec(run_dir / name)
+        assert words == vocab
+        np.testing.assert_array_equal(vectors, weights.astype(np.float32))
+    gensim_models = pytest.importorskip("gensim.models")
+    kv = gensim_models.KeyedVectors.load_word2vec_format(str(run_dir / "vectors.bin"), binary=True)
+    np.testing.assert_array_equal(kv[vocab[3]], weights[3])
+
+
+class _SignalAt(pl.Callback):
+    """Sends this process a real SIGTERM after step ``at``."""
+
+    def __init__(self, at):
+        self.at = at
+
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step == self.at:
+            signal.raise_signal(signal.SIGTERM)
+
+
+@pytest.mark.slow
+def test_interrupt_then_resume_matches_an_uninterrupted_run(full_run, tmp_path, cache):
+    cfg, full_dir, full = full_run
+    steps_per_epoch = full["global_step"] // 2
+    stop_at = steps_per_epoch + 3  # mid-way through the second epoch
+    part = train(cfg, tmp_path / "part", extra_callbacks=[_SignalAt(stop_at)])
+    assert part["interrupted"] and part["interrupt_signal"] == signal.SIGTERM
+    assert part["global_step"] == stop_at
+    ckpt = Path(part["interrupt_checkpoint"])
+    assert ckpt.is_file()
+    assert signal.getsignal(signal.SIGTERM) is not None  # handlers were put back
+
+    resumed = train(
+        _cfg(
+            "+experiment=sgns", "epochs=2", f"data.cache_dir={cache / 'sgns'}", f"ckpt_path={ckpt}"
+        ),
+        tmp_path / "resumed",
+    )
+    assert resumed["global_step"] == full["global_step"]
+    w_full, v_full = load_word2vec(full_dir / "vectors.bin")
+    w_res, v_res = load_word2vec(tmp_path / "resumed" / "vectors.bin")
+    assert w_full == w_res
+    np.testing.assert_array_equal(v_full, v_res)
+
+
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        (["+experiment=sgns_text", "data.path=/no/such/corpus.txt"], "data.path"),
+        (["+experiment=sgns_text"], "data.path"),
+        (["+experiment=sgns", "ckpt_path=/no/such.ckpt"], "ckpt_path"),
+        (["+experiment=sgns", "eval.wordsim=/no/such.tsv"], "eval.wordsim"),
+        (["+experiment=sgns", "backend=triton"], "CUDA"),
+        (["+experiment=sgns", "model.engine=hogwild", "device=gpu"], "hogwild|CUDA"),
+        (["+experiment=sgns", "model.optimizer=sparse_adam", "device.grad_sync=dense"], "sparse"),
+        (["+experiment=sgns", "min_alpha=1.0"], "min_alpha"),
+    ],
+)
+def test_bad_settings_fail_before_training(overrides, match, tmp_path):
+    with pytest.raises(ConfigError, match=match):
+        train(_cfg(*overrides), tmp_path)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def _train_py(*args, timeout=240):
+    env = dict(os.environ, PYTHONPATH="", SETUPTOOLS_USE_DISTUTILS="stdlib")
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.slow
+def test_train_py_subprocess(tmp_path):
+    proc = _train_py("+experiment=sgns", *TINY, "epochs=1", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / ".hydra" / "config.yaml").is_file()
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["epochs_completed"] == 1
+    words, _ = load_word2vec(tmp_path / "vectors.bin")
+    assert len(words) == len((tmp_path / "vocab.tsv").read_text().splitlines())
+
+
+def test_train_py_rejects_a_bad_override_before_training(tmp_path):
+    proc = _train_py("+experiment=sgns", "backend=foo", f"hydra.run.dir={tmp_path}", timeout=120)
+    assert proc.returncode != 0
+    assert "backend/foo" in proc.stderr and "reference" in proc.stderr
+    assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_ddp_cpu_two_processes(tmp_path):
+    proc = _train_py(
+        "+experiment=sgns",
+        *TINY,
+        "epochs=1",
+        "device=ddp_cpu",
+        "devices=2",
+        f"hydra.run.dir={tmp_path}",
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    # Same number of steps, identical final weights, disjoint shards covering the corpus.
+    assert ranks[0]["global_step"] == ranks[1]["global_step"] == ranks[0]["steps_per_epoch"] > 0
+    assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
+    (a0, a1), (b0, b1) = ranks[0]["shard"]["sentences"], ranks[1]["shard"]["sentences"]
+    assert a0 == 0 and a1 == b0 and b1 == 600 and a0 < a1 < b1
+    assert (tmp_path / "vectors.bin").is_file()
