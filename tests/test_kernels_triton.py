@@ -296,6 +296,23 @@ def test_cuda_large_shapes(dtype):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("sparse_grad", [False, True])
+def test_core_op_on_cuda(sparse_grad):
+    from ns_plugins.core import ops
+
+    rng = np.random.default_rng()
+    x, W, samples = make_case(rng, 300, 64, 2000, 6, torch.float32)
+    x.requires_grad_()
+    W.requires_grad_()
+    gy = torch.rand(300, device=DEVICE)
+    (ops.ns_loss(x, W, samples, sparse_grad=sparse_grad) * gy).sum().backward()
+    gx_ref, gW_ref = reference.ns_loss_grad(f64(gy), f64(x), f64(W), samples.cpu().numpy())
+    assert rel(x.grad, gx_ref) < 1e-5
+    assert rel(W.grad.to_dense() if sparse_grad else W.grad, gW_ref) < 1e-5
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_alias_sampling_large_vocabulary():
     scipy_stats = pytest.importorskip("scipy.stats")
     V = 100_000
