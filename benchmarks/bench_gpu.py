@@ -231,6 +231,20 @@ def bench_loss(args, table):
     except ImportError as e:
         table.add("core torch ops fwd+bwd (sparse)", None, note=str(e))
 
+    try:
+        from ns_plugins.core import ops
+
+        def op_step(sparse_grad):
+            xg, Wg = x.detach().requires_grad_(), W.detach().requires_grad_()
+            ops.ns_loss(xg, Wg, samples, sparse_grad=sparse_grad).sum().backward()
+
+        t = median_ms(lambda: op_step(False), args.quick)
+        table.add("core op ns_loss + autograd (dense gW)", t, dense_bytes, naive)
+        t = median_ms(lambda: op_step(True), args.quick)
+        table.add("core op ns_loss + autograd (sparse gW)", t, sparse_bytes, naive)
+    except ImportError as e:
+        table.add("core op ns_loss + autograd", None, note=str(e))
+
     ones = torch.ones(B, device=DEVICE)
     t = median_ms(lambda: triton_ns.forward(x, W, samples, validate=False), args.quick)
     table.add("triton forward", t, fwd_bytes)
