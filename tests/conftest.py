@@ -1,7 +1,7 @@
 import importlib.util
 import os
 
-# Chainer 7.8.1 imports numpy.distutils, which needs the stdlib distutils on setuptools >= 74.
+# Subprocesses that import Chainer 7.8.1 need the stdlib distutils on setuptools >= 74.
 os.environ.setdefault("SETUPTOOLS_USE_DISTUTILS", "stdlib")
 
 import pytest  # noqa: E402
@@ -17,6 +17,9 @@ def _has_chainer() -> bool:
     if importlib.util.find_spec("chainer") is None:
         return False
     try:
+        from ns_plugins.chainer import import_fixes
+
+        import_fixes.apply()  # Chainer 7.8.1 does not import on newer setuptools otherwise
         import chainer  # noqa: F401
     except Exception:  # noqa: BLE001 - a broken install counts as missing
         return False
