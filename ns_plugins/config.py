@@ -107,6 +107,7 @@ class ModelConfig:
     optimizer: Optimizer = Optimizer.sgd
     engine: Engine = Engine.batched
     cbow_mean: bool = True  # CBOW: average (True) or sum the context vectors
+    chunk_words: int = 50_000  # hogwild engine: corpus words per training step
 
 
 @dataclass
@@ -149,6 +150,7 @@ class TrainConfig:
     min_alpha: float = 0.0001
     shrink_windows: bool = True
     epochs: int = 5
+    workers: int = 2  # hogwild engine threads
     batch_size: int = 1024
     seed: int = 1
     # shortcuts for the device group

@@ -151,6 +151,7 @@ def test_interrupt_then_resume_matches_an_uninterrupted_run(full_run, tmp_path, 
         (["+experiment=sgns", "model.engine=hogwild", "device=gpu"], "hogwild|CUDA"),
         (["+experiment=sgns", "model.optimizer=sparse_adam", "device.grad_sync=dense"], "sparse"),
         (["+experiment=sgns", "min_alpha=1.0"], "min_alpha"),
+        (["+experiment=sgns", "model.engine=hogwild", "device=ddp_cpu"], "one CPU process"),
     ],
 )
 def test_bad_settings_fail_before_training(overrides, match, tmp_path):
@@ -189,15 +190,38 @@ def test_train_py_rejects_a_bad_override_before_training(tmp_path):
     assert not (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.parametrize("experiment", ["sgns", "cbow"])
+def test_hogwild_engine(experiment, tmp_path, cache):
+    cfg = _cfg(
+        f"+experiment={experiment}",
+        "model.engine=hogwild",
+        "model.chunk_words=1500",
+        "epochs=2",
+        f"data.cache_dir={cache / experiment}",
+    )
+    metrics = train(cfg, tmp_path)
+    n_words = 600 * 11  # about 11 words a sentence
+    assert 2 * n_words / 1500 * 0.7 < metrics["global_step"] < 2 * n_words / 1500 * 1.4
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    w_out = ckpt["state_dict"]["out_embed.weight"]
+    assert torch.count_nonzero(w_out) > 0  # trained in place, and the checkpoint saw it
+    _, vectors = load_word2vec(tmp_path / "vectors.bin")
+    np.testing.assert_array_equal(vectors, ckpt["state_dict"]["in_embed.weight"].numpy())
+    assert metrics["final_loss"] is not None and np.isfinite(metrics["final_loss"])
+
+
 @pytest.mark.distributed
 @pytest.mark.slow
-def test_ddp_cpu_two_processes(tmp_path):
+@pytest.mark.parametrize("grad_sync", ["sparse", "local_sgd"])
+def test_ddp_cpu_two_processes(tmp_path, grad_sync):
     proc = _train_py(
         "+experiment=sgns",
         *TINY,
         "epochs=1",
         "device=ddp_cpu",
         "devices=2",
+        f"device.grad_sync={grad_sync}",
+        "device.average_every=3",
         f"hydra.run.dir={tmp_path}",
         timeout=300,
     )

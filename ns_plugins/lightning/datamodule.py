@@ -26,14 +26,39 @@ def _to_tensor(a) -> torch.Tensor:
     return a if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a))
 
 
-def as_batch(raw, arch: Arch) -> dict:
+def as_batch(raw, arch: Arch | None) -> dict:
     """A batch from the pipeline as int64 tensors: skip-gram gives (centers, contexts), CBOW
-    (contexts (B, C) padded with -1, centers)."""
+    (contexts (B, C) padded with -1, centers); the hogwild engine (``arch`` None) a range of
+    sentences."""
+    if arch is None:
+        return {"sentences": torch.tensor(raw, dtype=torch.int64)}
     if arch is Arch.skipgram:
         center, context = raw
     else:
         context, center = raw
     return {"center": _to_tensor(center).long(), "context": _to_tensor(context).long()}
+
+
+class _SentenceChunks:
+    """Chunks of whole sentences of about ``chunk_words`` words from one rank's part of the
+    corpus: the steps of the hogwild engine, which reads the ids itself."""
+
+    def __init__(self, corpus, chunk_words: int, rank: int, world: int):
+        from ns_plugins.kernels.hogwild import job_bounds
+
+        n = corpus.n_sentences
+        lo, hi = n * rank // world, n * (rank + 1) // world
+        cuts = job_bounds(np.asarray(corpus.offsets[lo : hi + 1]), chunk_words) + lo
+        self.ranges = [(int(a), int(b)) for a, b in zip([lo, *cuts[:-1]], cuts) if b > a]
+
+    def set_epoch(self, epoch: int) -> None:
+        pass  # the engine's randomness is keyed by step
+
+    def __len__(self) -> int:
+        return len(self.ranges)
+
+    def __iter__(self):
+        return iter(self.ranges)
 
 
 class _Shard(IterableDataset):
@@ -43,7 +68,7 @@ class _Shard(IterableDataset):
     worker ``i % n`` and resuming after ``skip`` batches skips ``ceil((skip - w) / n)`` in worker w.
     """
 
-    def __init__(self, make_batches, steps: int, arch: Arch):
+    def __init__(self, make_batches, steps: int, arch: Arch | None):
         self.make_batches = make_batches  # (worker, num_workers) -> batches with set_epoch/len
         self.arch = arch
         self.steps = steps
@@ -108,6 +133,7 @@ class CorpusDataModule(pl.LightningDataModule):
         batch_size: int = 1024,
         seed: int = 1,
         num_workers: int = 0,
+        hogwild_chunk_words: int | None = None,
         synthetic_seed: int = 0,
         synthetic_sentences: int = 40000,
     ):
@@ -127,6 +153,7 @@ class CorpusDataModule(pl.LightningDataModule):
         self.window, self.sample, self.shrink_windows = window, sample, shrink_windows
         self.batch_size, self.seed = batch_size, seed
         self.num_workers = num_workers
+        self.hogwild_chunk_words = hogwild_chunk_words  # set: steps are sentence chunks
         self.synthetic_seed, self.synthetic_sentences = synthetic_seed, synthetic_sentences
         self.vocab = None
         self.corpus = None
@@ -199,7 +226,8 @@ class CorpusDataModule(pl.LightningDataModule):
                 f"the corpus gives no full batch per rank ({world} ranks, batch_size "
                 f"{self.batch_size}); use a smaller batch_size or more data"
             )
-        self._shard = _Shard(lambda w, n: self._batches(rank, world, w, n), steps, self.arch)
+        kind = None if self.hogwild_chunk_words else self.arch
+        self._shard = _Shard(lambda w, n: self._batches(rank, world, w, n), steps, kind)
         self._rank_world_used = (rank, world)
 
     def _rank_world(self) -> tuple[int, int]:
@@ -216,6 +244,8 @@ class CorpusDataModule(pl.LightningDataModule):
     def _batches(self, rank: int, world: int, worker: int, num_workers: int):
         from ns_plugins.data import CBOWBatches, SkipGramBatches
 
+        if self.hogwild_chunk_words:
+            return _SentenceChunks(self.corpus, self.hogwild_chunk_words, rank, world)
         cls = SkipGramBatches if self.arch is Arch.skipgram else CBOWBatches
         return cls(
             self.corpus,
@@ -238,6 +268,15 @@ class CorpusDataModule(pl.LightningDataModule):
         return self._shard.steps
 
     @property
+    def keep_probability(self) -> np.ndarray:
+        """word2vec's subsampling keep probability per word id."""
+        from ns_plugins.data import keep_probability
+
+        if getattr(self, "_keep", None) is None:
+            self._keep = keep_probability(self.corpus.counts, self.sample)
+        return self._keep
+
+    @property
     def words_per_step(self) -> float:
         """Corpus words one step covers on all ranks together (for words/s)."""
         return self.corpus.raw_words / self.steps_per_epoch
@@ -245,6 +284,9 @@ class CorpusDataModule(pl.LightningDataModule):
     def shard_summary(self) -> dict:
         """Which part of the corpus this rank trains on: its shard and sentence range."""
         rank, world = self._rank_world_used
+        if self.hogwild_chunk_words:
+            ranges = self._batches(rank, world, 0, 1).ranges
+            return {"index": rank, "count": world, "sentences": [ranges[0][0], ranges[-1][1]]}
         batches = self._batches(rank, world, 0, 1)
         index, n_shards = batches.shard()
         edges = batches._shard_sentences(n_shards)

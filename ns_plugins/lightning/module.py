@@ -84,6 +84,7 @@ class SGNSModule(pl.LightningModule):
         optimizer: Optimizer | str = Optimizer.sgd,
         engine: Engine | str = Engine.batched,
         cbow_mean: bool = True,
+        hogwild_threads: int = 2,
         sparse: bool = True,
         seed: int = 1,
     ):
@@ -97,6 +98,15 @@ class SGNSModule(pl.LightningModule):
         self.arch = Arch(arch)
         self.optimizer_kind = Optimizer(optimizer)
         self.engine = Engine(engine)
+        if self.engine is Engine.auto:
+            raise ValueError(
+                "resolve engine 'auto' before building the module (batched or hogwild)"
+            )
+        if self.engine is Engine.hogwild:
+            if self.arch is Arch.cbow and not cbow_mean:
+                raise ValueError("the hogwild engine averages CBOW contexts (cbow_mean=True)")
+            # The engine updates the weights in place; Lightning only counts the steps.
+            self.automatic_optimization = False
         if self.optimizer_kind is Optimizer.sparse_adam and not sparse:
             raise ValueError(
                 "optimizer sparse_adam needs sparse gradients (device.grad_sync "
@@ -116,6 +126,7 @@ class SGNSModule(pl.LightningModule):
                 "optimizer": self.optimizer_kind.value,
                 "engine": self.engine.value,
                 "cbow_mean": cbow_mean,
+                "hogwild_threads": hogwild_threads,
                 "sparse": sparse,
                 "seed": seed,
             },
@@ -187,6 +198,8 @@ class SGNSModule(pl.LightningModule):
             self.build(self.trainer.datamodule.vocab.counts)
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        if self.engine is Engine.hogwild:
+            return self._hogwild_step(batch)
         rows = self.row_losses(batch)
         loss = self.reduce_loss(rows)
         n = max(int(rows.shape[0]), 1)
@@ -215,6 +228,37 @@ class SGNSModule(pl.LightningModule):
         for opt in self.trainer.optimizers:
             for group in opt.param_groups:
                 group["lr"] = lr
+
+    def _hogwild_step(self, batch: dict) -> Tensor:
+        """One chunk of sentences through the in-place CPU engine (word2vec.c's update rule)."""
+        from ns_plugins.kernels.hogwild import train_chunk
+
+        dm = self.trainer.datamodule
+        s0, s1 = (int(v) for v in batch["sentences"])
+        step = self.trainer.global_step
+        hp = self.hparams
+        alpha = [linear_decay(step + i, self.total_steps, hp.alpha, hp.min_alpha) for i in (0, 1)]
+        stats = train_chunk(
+            dm.corpus.ids,
+            np.ascontiguousarray(dm.corpus.offsets[s0 : s1 + 1]),
+            self.in_embed.weight.data.numpy(),
+            self.out_embed.weight.data.numpy(),
+            dm.keep_probability,
+            self.noise.prob,
+            self.noise.alias,
+            dm.window,
+            hp.negative,
+            alpha[0],
+            alpha[1],
+            seed=(hp.seed * 0x9E3779B1 + step) % (2**63),
+            shrink_windows=dm.shrink_windows,
+            cbow=self.arch is Arch.cbow,
+            workers=hp.hogwild_threads,
+        )
+        self.optimizers().step()  # no gradients: only advances the global step
+        loss = torch.tensor(stats.loss_sum / max(stats.n_pairs, 1))
+        self.log("train/loss", loss, prog_bar=True, on_step=True)
+        return loss
 
     def vectors(self) -> np.ndarray:
         """The word vectors (input embeddings) as float32 numpy."""

@@ -7,6 +7,7 @@ training starts, with a message that names the setting.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import shutil
@@ -92,6 +93,9 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(
             "NCCL cannot all-reduce sparse gradients: use device.grad_sync=local_sgd or dense"
         )
+    for backend, package in ((Backend.triton, "triton"), (Backend.cupy, "cupy")):
+        if cfg.backend.name is backend and importlib.util.find_spec(package) is None:
+            raise ConfigError(f"backend={backend.value} needs the {package} package installed")
     if cfg.model.optimizer is Optimizer.sparse_adam and cfg.device.grad_sync is GradSync.dense:
         raise ConfigError("model.optimizer=sparse_adam needs sparse gradients, not grad_sync=dense")
     resolve_engine(cfg)
@@ -101,12 +105,18 @@ def resolve_engine(cfg: DictConfig) -> Engine:
     engine = cfg.model.engine
     if engine is Engine.batched:
         return engine
-    if engine is Engine.hogwild and cfg.device.accelerator != "cpu":
-        raise ConfigError("model.engine=hogwild runs on CPU only; use model.engine=batched")
-    # The hogwild engine is not wired into the Lightning loop yet; auto falls back to batched.
-    if engine is Engine.hogwild:
-        raise ConfigError("model.engine=hogwild is not available in this version; use batched")
-    return Engine.batched
+    one_cpu = cfg.device.accelerator == "cpu" and _devices(cfg) * _num_nodes(cfg) == 1
+    available = importlib.util.find_spec("numba") is not None
+    if engine is Engine.auto:
+        return Engine.hogwild if one_cpu and available else Engine.batched
+    if not one_cpu:
+        raise ConfigError(
+            "model.engine=hogwild runs in one CPU process (its threads share the weights); "
+            "use device=cpu, or model.engine=batched"
+        )
+    if not available:
+        raise ConfigError("model.engine=hogwild needs numba (pip install numba)")
+    return engine
 
 
 def _strategy(cfg: DictConfig):
@@ -126,6 +136,7 @@ def _strategy(cfg: DictConfig):
 def build(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
     """(datamodule, module, trainer, callbacks dict) for ``cfg``, writing into ``run_dir``."""
     data = cfg.data
+    engine = resolve_engine(cfg)
     cache = Path(data.cache_dir) if data.cache_dir else run_dir / "data"
     dm = CorpusDataModule(
         source=data.source,
@@ -140,6 +151,7 @@ def build(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
         batch_size=cfg.batch_size,
         seed=cfg.seed,
         num_workers=data.num_workers,
+        hogwild_chunk_words=cfg.model.chunk_words if engine is Engine.hogwild else None,
         synthetic_seed=data.synthetic_seed,
         synthetic_sentences=data.synthetic_sentences,
     )
@@ -154,8 +166,9 @@ def build(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
         reduce=cfg.reduce.mode,
         arch=cfg.model.arch,
         optimizer=cfg.model.optimizer,
-        engine=resolve_engine(cfg),
+        engine=engine,
         cbow_mean=cfg.model.cbow_mean,
+        hogwild_threads=cfg.workers,
         sparse=cfg.device.grad_sync is not GradSync.dense,
         seed=cfg.seed,
     )
