@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -181,6 +182,37 @@ def test_train_py_subprocess(tmp_path):
     assert metrics["epochs_completed"] == 1
     words, _ = load_word2vec(tmp_path / "vectors.bin")
     assert len(words) == len((tmp_path / "vocab.tsv").read_text().splitlines())
+
+
+@pytest.mark.slow
+def test_sigint_saves_a_checkpoint_and_exits_130(tmp_path):
+    env = dict(os.environ, PYTHONPATH="", SETUPTOOLS_USE_DISTUTILS="stdlib")
+    args = [*TINY, "epochs=200", "trainer.checkpoint_every_n_steps=2", f"hydra.run.dir={tmp_path}"]
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), "+experiment=sgns", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while not (tmp_path / "checkpoints" / "last.ckpt").exists():  # training is under way
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint within 180 s"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGINT, err[-3000:]
+    assert (tmp_path / "checkpoints" / "interrupted.ckpt").is_file()
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["interrupted"] and 0 < metrics["global_step"] < 200 * 2
+    ckpt = torch.load(tmp_path / "checkpoints" / "interrupted.ckpt", weights_only=True)
+    assert ckpt["global_step"] == metrics["global_step"]
 
 
 def test_train_py_rejects_a_bad_override_before_training(tmp_path):
