@@ -120,6 +120,18 @@ def resolve_engine(cfg: DictConfig) -> Engine:
 
 
 def _strategy(cfg: DictConfig):
+    """The Lightning strategy for ``device.strategy`` and ``device.grad_sync``.
+
+    Gradient sync across ranks, by ``device.grad_sync``:
+
+    * ``sparse``: the embeddings are ``nn.Embedding(sparse=True)`` and DDP all-reduces their sparse
+      gradients (only the touched rows travel). gloo supports this; NCCL does not.
+    * ``dense``: dense embedding gradients, all-reduced by DDP: 2 x V x d floats every step,
+      whatever the batch touched. Exact synchronous SGD on NCCL, but the traffic grows with V.
+    * ``local_sgd`` (the NCCL default): every rank trains on its own shard with no gradient
+      traffic (DDP gets a no-op communication hook) and all ranks average their weights every
+      ``device.average_every`` steps and at the end: 2 x V x d floats per ``average_every`` steps.
+    """
     name = cfg.device.strategy
     if name != "ddp":
         return name
