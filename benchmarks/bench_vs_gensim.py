@@ -7,9 +7,10 @@
 Each trainer runs in its own subprocess (so peak RSS is its own) and times vocabulary building,
 encoding and training together; raw words/s = corpus words x epochs / that time. Both sets of
 vectors are then scored by the same code (``ns_plugins.evaluate``) on WordSim-353, SimLex-999 and
-the Google analogies. Our trainer runs as users run it, ``train.py +experiment=sgns_text`` with the
-hogwild engine (``--ours app``), or through the engine directly (``--ours engine``: vocabulary,
-encoding and ``train_chunk`` with nothing else loaded). ``--variants`` adds the shared-negatives
+the Google analogies. Ours runs through the engine directly (``--ours engine``, the default:
+``ns_plugins.data`` vocabulary and encoding, then ``train_chunk`` chunk by chunk, nothing else
+loaded) or as users run it (``--ours app``: ``train.py +experiment=sgns_text
+model.engine=hogwild``, timed as a whole process). ``--variants`` adds the shared-negatives
 option. Trainers alternate within each repeat so that load from other processes hits all of them.
 """
 
@@ -76,7 +77,8 @@ def _run_engine(args) -> dict:
         V, d = len(vocab), HYPER["vector_size"]
         t1 = time.perf_counter()
         rng = np.random.default_rng(args.seed)
-        W_in = ((rng.random((V, d), dtype=np.float32) - 0.5) / d).astype(np.float32)
+        # gensim 4's initialisation: uniform in [-1/d, 1/d) (word2vec.c uses half that)
+        W_in = ((rng.random((V, d), dtype=np.float32) * 2 - 1) / d).astype(np.float32)
         W_out = np.zeros((V, d), dtype=np.float32)
         # chunks of whole sentences; the learning rate falls linearly over all chunks of all epochs
         cuts = job_bounds(offsets, CHUNK_WORDS)
@@ -268,7 +270,9 @@ def main(argv=None) -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--ours", choices=["app", "engine"], default="app")
+    p.add_argument("--ours", choices=["app", "engine"], default="engine",
+                   help="engine: vocabulary, encoding and train_chunk in a small driver; "
+                   "app: train.py +experiment=sgns_text model.engine=hogwild")  # fmt: skip
     p.add_argument("--variants", default="sg", help="comma list of sg, shared")
     p.add_argument("--no-gensim", action="store_true")
     p.add_argument("--app-args", nargs="*", default=[], help="extra overrides for train.py")
