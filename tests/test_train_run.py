@@ -68,6 +68,40 @@ def test_fast_dev_run_per_experiment(experiment, tmp_path, text_corpus, cache):
     assert vectors.shape == (len(words), 16) and np.isfinite(vectors).all()
 
 
+def test_configured_evaluation_files_are_scored(tmp_path, cache):
+    sim = tmp_path / "sim.tsv"
+    sim.write_text("the\tof\t8.0\nthe\tand\t6.5\nof\tto\t3.0\nand\tto\t1.0\n")
+    questions = tmp_path / "questions.txt"
+    questions.write_text(": fillers\nthe of and to\nof the to and\n")
+    cfg = _cfg(
+        "+experiment=sgns",
+        "trainer.fast_dev_run=true",
+        f"data.cache_dir={cache / 'sgns'}",
+        f"eval.wordsim={sim}",
+        f"eval.simlex={sim}",
+        f"eval.analogies={questions}",
+    )
+    scores = train(cfg, tmp_path / "run")["eval"]
+    assert scores["wordsim353_pairs"] == scores["simlex999_pairs"] == 4
+    assert scores["analogy_answered"] == 2
+    assert "planted_purity" in scores
+
+
+def test_gensim_bundled_evaluation_sets():
+    pytest.importorskip("gensim")
+    from omegaconf import OmegaConf
+
+    from ns_plugins.lightning.callbacks import eval_inputs
+
+    cfg = OmegaConf.create(
+        {"wordsim": None, "simlex": "/mine.txt", "analogies": None, "use_gensim_data": True}
+    )
+    paths = eval_inputs(cfg)
+    assert paths["simlex"] == "/mine.txt"  # a configured path wins
+    assert Path(paths["wordsim"]).name == "wordsim353.tsv" and Path(paths["wordsim"]).is_file()
+    assert Path(paths["analogies"]).name == "questions-words.txt"
+
+
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory, cache):
     run_dir = tmp_path_factory.mktemp("run")

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ns_plugins.config import Arch, Backend, Engine, Optimizer, Reduce
+from ns_plugins.core import ops
 from ns_plugins.core.alias import AliasSampler
 
 __all__ = ["SGNSModule", "linear_decay"]
@@ -34,8 +35,6 @@ def linear_decay(step: int, total: int, alpha: float, min_alpha: float) -> float
 
 def _loss_fn(backend: Backend):
     """(x, W, samples, sparse_grad) -> per-row loss, for the chosen backend."""
-    from ns_plugins.core import ops
-
     if backend is Backend.reference:
         return _reference_loss
     if backend in (Backend.fused, Backend.triton):
@@ -54,20 +53,19 @@ def _loss_fn(backend: Backend):
 
 def _reference_loss(x: Tensor, W: Tensor, samples: Tensor, sparse_grad: bool) -> Tensor:
     """Plain autograd over the gathered rows; an embedding lookup keeps W's gradient sparse."""
-    from ns_plugins.core.ops import naive_loss
-
     rows, local = torch.unique(samples.clamp_min(0), return_inverse=True)
     local = torch.where(samples < 0, -1, local)
     W_rows = nn.functional.embedding(rows, W, sparse=sparse_grad)
-    return naive_loss(x, W_rows, local)
+    return ops.naive_loss(x, W_rows, local)
 
 
 class SGNSModule(pl.LightningModule):
     """Word2vec with negative sampling.
 
     Batches are dicts: skip-gram ``{"center": (B,), "context": (B,)}``; CBOW
-    ``{"center": (B,), "context": (B, C)}`` with ``-1`` padding. ``"words"`` (optional) is the
-    number of corpus words the batch covers, for the words/s figure.
+    ``{"center": (B,), "context": (B, C)}`` with ``-1`` padding; with ``engine="hogwild"``
+    ``{"sentences": (start, stop)}``, a range of the datamodule's corpus trained in place.
+    Without ``counts`` the tables are built in ``configure_model`` from the datamodule's vocabulary.
     """
 
     def __init__(
