@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
@@ -11,13 +13,15 @@ __all__ = ["main"]
 
 
 def _train(cfg: DictConfig) -> None:
-    import sys
-
     from hydra.core.hydra_config import HydraConfig
 
-    from ns_plugins.lightning.run import train
+    from ns_plugins.lightning.run import ConfigError, train
 
-    metrics = train(cfg, HydraConfig.get().runtime.output_dir)
+    try:
+        metrics = train(cfg, HydraConfig.get().runtime.output_dir)
+    except ConfigError as err:  # a setting, not a bug: no traceback
+        print(f"ns-train: error: {err}", file=sys.stderr)
+        sys.exit(2)
     if metrics.get("interrupted"):
         sys.exit(128 + int(metrics["interrupt_signal"]))  # the shell's convention
 

@@ -254,6 +254,10 @@ def test_train_py_rejects_a_bad_override_before_training(tmp_path):
     assert proc.returncode != 0
     assert "backend/foo" in proc.stderr and "reference" in proc.stderr
     assert not (tmp_path / "checkpoints").exists()
+    missing = tmp_path / "missing.txt"
+    proc = _train_py("+experiment=sgns_text", f"data.path={missing}", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 2
+    assert f"corpus not found: data.path={missing}" in proc.stderr
 
 
 @pytest.mark.parametrize("experiment", ["sgns", "cbow"])
