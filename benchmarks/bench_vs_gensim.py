@@ -105,20 +105,41 @@ def _run_engine(args) -> dict:
 
 def _child(args) -> None:
     result = _run_gensim(args) if args.trainer == "gensim" else _run_engine(args)
+    result["peak_rss_mib"] = _peak_rss_mib(os.getpid())
     (Path(args.out) / "result.json").write_text(json.dumps(result))
 
 
 # ---------------------------------------------------------------------------- the parent
 
 
+def _peak_rss_mib(pid: int) -> float:
+    """Peak resident set of a running process (VmHWM: the high-water mark of its own address space;
+    unlike wait4's ru_maxrss it does not include what the parent held before fork and exec)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return math.nan
+
+
 def _wait(cmd, log_path) -> tuple[float, float, int]:
-    """Run ``cmd``; (wall seconds, peak RSS MiB of the process tree's largest member, status)."""
+    """Run ``cmd``; (wall seconds, peak RSS MiB, exit status). The peak is sampled until exit."""
     t0 = time.perf_counter()
+    peak = math.nan
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return time.perf_counter() - t0, usage.ru_maxrss / 1024, proc.returncode
+        while True:
+            rss = _peak_rss_mib(proc.pid)
+            if not math.isnan(rss):
+                peak = rss if math.isnan(peak) else max(peak, rss)
+            try:
+                proc.wait(timeout=0.1)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+    return time.perf_counter() - t0, peak, proc.returncode
 
 
 def _app_command(args, variant, out) -> list[str]:
@@ -160,6 +181,7 @@ def _run_one(args, trainer, variant, rep, work) -> dict:
         words = (out / "words.txt").read_text().split("\n")
         vectors = np.load(out / "vectors.npy")
         seconds, train_seconds, raw = res["seconds"], res["train_seconds"], res["raw_words"]
+        rss = max(rss, res["peak_rss_mib"])
     scores = _evaluate(args, words, vectors)
     rate = raw * args.epochs / seconds
     train_rate = raw * args.epochs / train_seconds
