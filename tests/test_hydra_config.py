@@ -30,8 +30,10 @@ def _compose(*overrides):
         return compose("train", overrides=list(overrides))
 
 
-def test_config_dir_is_the_repo_conf():
-    assert CONF == Path(__file__).resolve().parents[1] / "conf"
+def test_config_dir_is_the_repo_conf_or_its_packaged_copy():
+    repo_conf = Path(__file__).resolve().parents[1] / "conf"
+    assert CONF == repo_conf or CONF.parent.name == "ns_plugins"
+    assert (CONF / "train.yaml").read_text() == (repo_conf / "train.yaml").read_text()
     assert {"sgns", "cbow", "sgns_text"} <= set(EXPERIMENTS)
     assert {"cpu", "gpu", "ddp", "ddp_cpu"} <= set(DEVICES)
 
@@ -116,8 +118,36 @@ def test_searchpath_plugin_does_not_import_torch():
         "from hydra._internal.config_search_path_impl import ConfigSearchPathImpl\n"
         "sp = ConfigSearchPathImpl()\n"
         "NsPluginsSearchPathPlugin().manipulate_search_path(sp)\n"
-        "assert any(e.path == 'pkg://ns_plugins.conf' for e in sp.get_path()), sp\n"
+        "paths = [e.path for e in sp.get_path() if e.provider == 'ns_plugins']\n"
+        "assert paths and paths[0].endswith('conf'), paths\n"
         "import ns_plugins.config\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=CONF.parent, timeout=60)
+
+
+def test_installed_wheel_exposes_configs_to_other_hydra_apps(tmp_path):
+    """Another Hydra app finds `device/ddp_cpu` through the packaged SearchPathPlugin."""
+    import importlib.util
+
+    if importlib.util.find_spec("hydra_plugins.ns_plugins") is None:
+        pytest.skip("ns_plugins is not installed from a wheel (editable or source checkout)")
+    app = tmp_path / "other_app.py"
+    app.write_text(
+        "import sys, hydra\n"
+        "from omegaconf import OmegaConf\n"
+        "@hydra.main(version_base=None, config_path=None)\n"
+        "def main(cfg):\n"
+        "    assert 'torch' not in sys.modules\n"
+        "    print(OmegaConf.to_yaml(cfg))\n"
+        "main()\n"
+    )
+    out = subprocess.run(
+        [sys.executable, str(app), "+device=ddp_cpu", "hydra.run.dir=" + str(tmp_path / "run")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "ddp" in out.stdout and "gloo" in out.stdout
