@@ -131,6 +131,11 @@ class EvalConfig:
 
 
 @dataclass
+class ReportConfig:
+    words: list[str] = field(default_factory=list)  # extra nearest-neighbour rows in report.html
+
+
+@dataclass
 class TrainConfig:
     backend: BackendConfig = field(default_factory=BackendConfig)
     reduce: ReduceConfig = field(default_factory=ReduceConfig)
@@ -139,6 +144,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     # gensim's hyperparameter names
     vector_size: int = 100
     window: int = 5

@@ -151,3 +151,10 @@ def test_installed_wheel_exposes_configs_to_other_hydra_apps(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert "ddp" in out.stdout and "gloo" in out.stdout
+
+
+def test_report_words_override():
+    cfg = _compose("+experiment=sgns", "report.words=[w0,w1]")
+    assert list(cfg.report.words) == ["w0", "w1"]
+    with pytest.raises(ConfigCompositionException):
+        _compose("+experiment=sgns", "report.colour=red")  # unknown key: rejected by the schema
