@@ -23,6 +23,7 @@ schedule.
 
 from __future__ import annotations
 
+import itertools
 import math
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
@@ -326,7 +327,7 @@ def _train_jobs(
     ids,
     offsets,
     bounds,
-    jobs,
+    job,
     W_in,
     W_out,
     keep_prob,
@@ -358,61 +359,56 @@ def _train_jobs(
     loss = 0.0
     pairs = 0
     words = 0
-    for job in jobs:
-        state = seed_state(seed, job)
-        for s in range(bounds[job], bounds[job + 1]):
-            a = offsets[s]
-            b = offsets[s + 1]
-            alpha = alpha_start + (alpha_end - alpha_start) * ((a - first) / span)
-            # frequent-word subsampling: a coin only for words that can be dropped
-            n = 0
-            for p in range(a, b):
-                w = ids[p]
-                kp = keep_prob[w]
-                if kp < 1.0 and kp <= next_uniform(state):
-                    continue
-                sent[n] = w
-                n += 1
-            words += n
-            for i in range(n):
-                reach = window - next_below(state, window) if shrink_windows else window
-                lo = max(0, i - reach)
-                hi = min(n, i + reach + 1)
-                nc = 0
-                for j in range(lo, hi):
-                    if j != i:
-                        ctx[nc] = sent[j]
-                        nc += 1
-                if nc == 0:
-                    continue
-                if cbow:
-                    draw_targets(state, sent[i], negative, alias_prob, alias_idx, targets)
-                    loss += cbow_update(
-                        W_in, W_out, ctx, nc, targets, alpha, neu1, neu1e, compute_loss
-                    )
-                    pairs += 1
-                elif shared_negatives:
-                    draw_targets(state, sent[i], negative, alias_prob, alias_idx, targets)
-                    loss += sg_block_update(
-                        W_in, W_out, ctx, nc, targets, alpha, dX, dY, compute_loss
-                    )
-                    pairs += nc
-                else:
-                    # all draws of this center first (the order of the stream is unchanged), so
-                    # the rows of its pairs can be fetched from memory together
-                    for c in range(nc):
-                        draw_targets(state, sent[i], negative, alias_prob, alias_idx, T[c])
-                    for c in range(nc):
-                        _prefetch_row(W_in, ctx[c])
-                        for k in range(1, negative + 1):
-                            if T[c, k] >= 0:
-                                _prefetch_row(W_out, T[c, k])
-                    for c in range(nc):
-                        loss += sg_update(W_in, W_out, ctx[c], T[c], alpha, neu1e, compute_loss)
-                    pairs += nc
-    out[0] = loss
-    out[1] = pairs
-    out[2] = words
+    state = seed_state(seed, job)
+    for s in range(bounds[job], bounds[job + 1]):
+        a = offsets[s]
+        b = offsets[s + 1]
+        alpha = alpha_start + (alpha_end - alpha_start) * ((a - first) / span)
+        # frequent-word subsampling: a coin only for words that can be dropped
+        n = 0
+        for p in range(a, b):
+            w = ids[p]
+            kp = keep_prob[w]
+            if kp < 1.0 and kp <= next_uniform(state):
+                continue
+            sent[n] = w
+            n += 1
+        words += n
+        for i in range(n):
+            reach = window - next_below(state, window) if shrink_windows else window
+            lo = max(0, i - reach)
+            hi = min(n, i + reach + 1)
+            nc = 0
+            for j in range(lo, hi):
+                if j != i:
+                    ctx[nc] = sent[j]
+                    nc += 1
+            if nc == 0:
+                continue
+            if cbow:
+                draw_targets(state, sent[i], negative, alias_prob, alias_idx, targets)
+                loss += cbow_update(W_in, W_out, ctx, nc, targets, alpha, neu1, neu1e, compute_loss)
+                pairs += 1
+            elif shared_negatives:
+                draw_targets(state, sent[i], negative, alias_prob, alias_idx, targets)
+                loss += sg_block_update(W_in, W_out, ctx, nc, targets, alpha, dX, dY, compute_loss)
+                pairs += nc
+            else:
+                # all draws of this center first (the order of the stream is unchanged), so
+                # the rows of its pairs can be fetched from memory together
+                for c in range(nc):
+                    draw_targets(state, sent[i], negative, alias_prob, alias_idx, T[c])
+                for c in range(nc):
+                    _prefetch_row(W_in, ctx[c])
+                    for k in range(1, negative + 1):
+                        if T[c, k] >= 0:
+                            _prefetch_row(W_out, T[c, k])
+                for c in range(nc):
+                    loss += sg_update(W_in, W_out, ctx[c], T[c], alpha, neu1e, compute_loss)
+                pairs += nc
+    out[0] += loss
+    out[1] += pairs
+    out[2] += words
 
 
 # ---------------------------------------------------------------- Python entry
@@ -464,7 +460,7 @@ def train_chunk(
     shared_negatives: bool = False,
     *,
     workers: int = 2,
-    job_words: int = 10_000,
+    job_words: int = 4_000,
     compute_loss: bool = True,
 ) -> ChunkStats:
     """Train ``W_in`` / ``W_out`` in place on one chunk of an encoded corpus.
@@ -472,7 +468,7 @@ def train_chunk(
     ``ids`` (int32/int64) are vocabulary ids, sentence ``s`` is ``ids[offsets[s]:offsets[s+1]]``
     (``offsets`` may start anywhere in ``ids``). ``keep_prob[w]`` is the probability of keeping
     word ``w`` (>= 1 keeps it always), ``alias_prob`` / ``alias_idx`` the alias table of the noise
-    distribution. The chunk is cut into jobs of about ``job_words`` words, handed round-robin to
+    distribution. The chunk is cut into jobs of about ``job_words`` words, handed one by one to
     ``workers`` threads that update the weights without locks. One worker and one seed give
     identical results run after run.
     """
@@ -525,29 +521,35 @@ def train_chunk(
     outs = np.zeros((n_threads, 3), dtype=np.float64)
     seed = int(seed) & (2**64 - 1)
 
+    # Jobs are handed out one at a time (next() on a shared counter is atomic under the GIL), so
+    # a thread slowed by other processes does not hold the chunk back; each job's random stream
+    # depends only on (seed, job), never on the thread that runs it.
+    next_job = itertools.count()
+
     def run(t):
-        _train_jobs(
-            ids,
-            offsets,
-            bounds,
-            np.arange(t, n_jobs, n_threads, dtype=np.int64),
-            W_in,
-            W_out,
-            keep_prob,
-            alias_prob,
-            alias_idx,
-            int(window),
-            int(negative),
-            float(alpha_start),
-            float(alpha_end),
-            np.uint64(seed),
-            bool(shrink_windows),
-            bool(cbow),
-            bool(shared_negatives),
-            bool(compute_loss),
-            max_len,
-            outs[t],
-        )
+        while (job := next(next_job)) < n_jobs:
+            _train_jobs(
+                ids,
+                offsets,
+                bounds,
+                job,
+                W_in,
+                W_out,
+                keep_prob,
+                alias_prob,
+                alias_idx,
+                int(window),
+                int(negative),
+                float(alpha_start),
+                float(alpha_end),
+                np.uint64(seed),
+                bool(shrink_windows),
+                bool(cbow),
+                bool(shared_negatives),
+                bool(compute_loss),
+                max_len,
+                outs[t],
+            )
 
     if n_threads == 1:
         run(0)
