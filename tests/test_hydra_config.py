@@ -110,10 +110,13 @@ def test_unknown_experiment_fails():
         _compose("+experiment=nope")
 
 
-def test_searchpath_plugin_does_not_import_torch():
+def test_searchpath_plugin_does_not_import_torch(tmp_path):
     code = (
         "import sys\n"
-        "from ns_plugins.hydra_searchpath import NsPluginsSearchPathPlugin\n"
+        "try:\n"  # the wheel ships the module as hydra_plugins.ns_plugins
+        "    from hydra_plugins.ns_plugins import NsPluginsSearchPathPlugin\n"
+        "except ImportError:\n"
+        "    from ns_plugins.hydra_searchpath import NsPluginsSearchPathPlugin\n"
         "from hydra.core.config_search_path import ConfigSearchPath\n"
         "from hydra._internal.config_search_path_impl import ConfigSearchPathImpl\n"
         "sp = ConfigSearchPathImpl()\n"
@@ -123,7 +126,7 @@ def test_searchpath_plugin_does_not_import_torch():
         "import ns_plugins.config\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=CONF.parent, timeout=60)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, timeout=60)
 
 
 def test_installed_wheel_exposes_configs_to_other_hydra_apps(tmp_path):
