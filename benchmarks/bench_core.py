@@ -6,6 +6,8 @@ and naive torch autograd, in one run on this machine.
 Loss rows time forward + backward (median of N). The memory-traffic floor counts the bytes that
 must move for a sparse step: read x and the (k+1) gathered rows, write gx, read-modify-write the
 touched gradient rows, read the ids; divided by the copy bandwidth measured here in the same run.
+``--cpu-time`` reports process CPU seconds instead of wall time: steadier on a shared machine, and
+fair to single-threaded peers (divide by the thread count for an idle machine's wall time).
 """
 
 from __future__ import annotations
@@ -27,14 +29,17 @@ os.environ.setdefault("SETUPTOOLS_USE_DISTUTILS", "stdlib")
 SHAPES = [(10000, 100, 10000, 5), (4096, 300, 100000, 5), (65536, 128, 1000000, 5)]
 
 
+CLOCK = time.perf_counter
+
+
 def median_time(fn, repeat, warmup=1):
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeat):
-        t = time.perf_counter()
+        t = CLOCK()
         fn()
-        times.append(time.perf_counter() - t)
+        times.append(CLOCK() - t)
     return statistics.median(times)
 
 
@@ -155,16 +160,27 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="only the first two shapes")
     ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--cpu-time", action="store_true", help="process CPU time, not wall time")
     args = ap.parse_args()
+    global CLOCK
+    if args.cpu_time:
+        CLOCK = time.process_time
     torch.manual_seed(0)
     chainer = load_chainer()
-    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
-          f"torch {torch.__version__} ({torch.get_num_threads()} threads); "
-          f"date {time.strftime('%Y-%m-%d')}; commit {commit()}")
+    print(
+        f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads); "
+        f"date {time.strftime('%Y-%m-%d')}; commit {commit()}"
+    )
     bw = copy_bandwidth()
-    print(f"measured copy bandwidth: {bw / 1e9:.1f} GB/s (read + write)\n")
-    header = (f"{'(B, d, V, k)':<26}{'chainer ms':>11}{'naive ms':>10}{'dense ms':>10}"
-              f"{'sparse ms':>10}{'floor ms':>10}{'xChainer':>9}{'xNaive':>8}{'sparse/floor':>13}")
+    print(
+        f"clock: {'process CPU time' if args.cpu_time else 'wall time'}; "
+        f"measured copy bandwidth: {bw / 1e9:.1f} GB/s (read + write)\n"
+    )
+    header = (
+        f"{'(B, d, V, k)':<26}{'chainer ms':>11}{'naive ms':>10}{'dense ms':>10}"
+        f"{'sparse ms':>10}{'floor ms':>10}{'xChainer':>9}{'xNaive':>8}{'sparse/floor':>13}"
+    )
     print("loss forward + backward, median")
     print(header)
     for B, d, V, k in SHAPES[: 2 if args.quick else 3]:
@@ -172,11 +188,13 @@ def main():
         floor = floor_bytes(B, d, k) / bw
         ch = r.get("chainer 7.8.1")
         best = min(r["ours (dense grad)"], r["ours (sparse rows)"])
-        print(f"{str((B, d, V, k)):<26}"
-              f"{(ch * 1e3 if ch else float('nan')):>11.1f}{r['naive torch'] * 1e3:>10.1f}"
-              f"{r['ours (dense grad)'] * 1e3:>10.1f}{r['ours (sparse rows)'] * 1e3:>10.1f}"
-              f"{floor * 1e3:>10.2f}{(ch / best if ch else float('nan')):>9.1f}"
-              f"{r['naive torch'] / best:>8.1f}{r['ours (sparse rows)'] / floor:>13.1f}")
+        print(
+            f"{str((B, d, V, k)):<26}"
+            f"{(ch * 1e3 if ch else float('nan')):>11.1f}{r['naive torch'] * 1e3:>10.1f}"
+            f"{r['ours (dense grad)'] * 1e3:>10.1f}{r['ours (sparse rows)'] * 1e3:>10.1f}"
+            f"{floor * 1e3:>10.2f}{(ch / best if ch else float('nan')):>9.1f}"
+            f"{r['naive torch'] / best:>8.1f}{r['ours (sparse rows)'] / floor:>13.1f}"
+        )
     print("\nalias sampler, median")
     print(f"{'':<22}{'ours':>10}{'chainer':>10}{'ratio':>8}")
     for name, ours, ch, unit in bench_alias(chainer, args.quick):

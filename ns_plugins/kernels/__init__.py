@@ -1,1 +1,1 @@
-"""Loss kernels, one module per backend, all keeping the contract of ``ns_plugins.core.reference``."""
+"""Loss kernels, one module per backend, each keeping the contract of ``core.reference``."""
