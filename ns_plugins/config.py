@@ -108,6 +108,8 @@ class ModelConfig:
     engine: Engine = Engine.batched
     cbow_mean: bool = True  # CBOW: average (True) or sum the context vectors
     chunk_words: int = 50_000  # hogwild engine: corpus words per training step
+    # hogwild skip-gram: one set of negatives per center word for its whole window (HogBatch)
+    shared_negatives: bool = False
 
 
 @dataclass

@@ -260,11 +260,12 @@ def test_train_py_rejects_a_bad_override_before_training(tmp_path):
     assert f"corpus not found: data.path={missing}" in proc.stderr
 
 
-@pytest.mark.parametrize("experiment", ["sgns", "cbow"])
-def test_hogwild_engine(experiment, tmp_path, cache):
+@pytest.mark.parametrize("experiment, shared", [("sgns", False), ("sgns", True), ("cbow", False)])
+def test_hogwild_engine(experiment, shared, tmp_path, cache):
     cfg = _cfg(
         f"+experiment={experiment}",
         "model.engine=hogwild",
+        f"model.shared_negatives={shared}",
         "model.chunk_words=1500",
         "epochs=2",
         f"data.cache_dir={cache / experiment}",
@@ -304,3 +305,9 @@ def test_ddp_cpu_two_processes(tmp_path, grad_sync):
     (a0, a1), (b0, b1) = ranks[0]["shard"]["sentences"], ranks[1]["shard"]["sentences"]
     assert a0 == 0 and a1 == b0 and b1 == 600 and a0 < a1 < b1
     assert (tmp_path / "vectors.bin").is_file()
+
+
+def test_shared_negatives_needs_hogwild_skipgram(tmp_path):
+    cfg = _cfg("+experiment=sgns", "model.engine=batched", "model.shared_negatives=true")
+    with pytest.raises(ConfigError, match="shared_negatives"):
+        train(cfg, tmp_path)

@@ -83,6 +83,7 @@ class SGNSModule(pl.LightningModule):
         engine: Engine | str = Engine.batched,
         cbow_mean: bool = True,
         hogwild_threads: int = 2,
+        shared_negatives: bool = False,
         sparse: bool = True,
         seed: int = 1,
     ):
@@ -100,6 +101,8 @@ class SGNSModule(pl.LightningModule):
             raise ValueError(
                 "resolve engine 'auto' before building the module (batched or hogwild)"
             )
+        if shared_negatives and (self.engine is not Engine.hogwild or self.arch is Arch.cbow):
+            raise ValueError("shared_negatives needs the hogwild engine and skip-gram")
         if self.engine is Engine.hogwild:
             if self.arch is Arch.cbow and not cbow_mean:
                 raise ValueError("the hogwild engine averages CBOW contexts (cbow_mean=True)")
@@ -125,6 +128,7 @@ class SGNSModule(pl.LightningModule):
                 "engine": self.engine.value,
                 "cbow_mean": cbow_mean,
                 "hogwild_threads": hogwild_threads,
+                "shared_negatives": shared_negatives,
                 "sparse": sparse,
                 "seed": seed,
             },
@@ -251,6 +255,7 @@ class SGNSModule(pl.LightningModule):
             seed=(hp.seed * 0x9E3779B1 + step) % (2**63),
             shrink_windows=dm.shrink_windows,
             cbow=self.arch is Arch.cbow,
+            shared_negatives=hp.get("shared_negatives", False),
             workers=hp.hogwild_threads,
         )
         self.optimizers().step()  # no gradients: only advances the global step

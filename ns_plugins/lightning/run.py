@@ -19,7 +19,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ns_plugins.config import Backend, DataSource, Engine, GradSync, Optimizer
+from ns_plugins.config import Arch, Backend, DataSource, Engine, GradSync, Optimizer
 from ns_plugins.lightning.callbacks import (
     ExportVectors,
     GracefulInterrupt,
@@ -98,7 +98,12 @@ def check_config(cfg: DictConfig) -> None:
             raise ConfigError(f"backend={backend.value} needs the {package} package installed")
     if cfg.model.optimizer is Optimizer.sparse_adam and cfg.device.grad_sync is GradSync.dense:
         raise ConfigError("model.optimizer=sparse_adam needs sparse gradients, not grad_sync=dense")
-    resolve_engine(cfg)
+    engine = resolve_engine(cfg)
+    if cfg.model.shared_negatives and (engine is not Engine.hogwild or cfg.model.arch is Arch.cbow):
+        raise ConfigError(
+            "model.shared_negatives=true needs skip-gram on the hogwild engine "
+            f"(got model.arch={cfg.model.arch.value}, engine {engine.value})"
+        )
 
 
 def resolve_engine(cfg: DictConfig) -> Engine:
@@ -181,6 +186,7 @@ def build(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
         engine=engine,
         cbow_mean=cfg.model.cbow_mean,
         hogwild_threads=cfg.workers,
+        shared_negatives=cfg.model.shared_negatives,
         sparse=cfg.device.grad_sync is not GradSync.dense,
         seed=cfg.seed,
     )
