@@ -10,7 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("ns_plugins.chainer", reason="needs Chainer: pip install 'ns_plugins[chainer]'")
+pytest.importorskip(
+    "ns_plugins.chainer",
+    reason="needs Chainer: pip install 'ns_plugins[chainer]'",
+    exc_type=ImportError,  # ns_plugins.chainer raises ImportError naming the extra
+)
 from ns_plugins.chainer import import_fixes  # noqa: E402
 
 import_fixes.apply()

@@ -9,7 +9,8 @@ from ns_plugins.export import load_word2vec, save_word2vec
 def _random_embeddings(seed, n=50, dim=7):
     rng = np.random.default_rng(seed)
     words = [f"w{i}" for i in range(n - 3)] + ["naïve", "日本", "x-y_z"]
-    vectors = rng.standard_normal((n, dim)).astype(np.float32) * 10.0 ** rng.integers(-6, 6)
+    scale = 10.0 ** rng.integers(-6, 6)
+    vectors = (rng.standard_normal((n, dim)) * scale).astype(np.float32)  # float32 in numpy 1 and 2
     return words, vectors
 
 
