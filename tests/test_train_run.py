@@ -1,6 +1,7 @@
 """End-to-end training runs: in-process from composed configs, and `python train.py` itself."""
 
 import csv
+import importlib.util
 import json
 import os
 import signal
@@ -123,6 +124,11 @@ def test_run_directory_layout(full_run):
     with open(run_dir / "csv" / "metrics.csv") as f:
         columns = set(next(csv.reader(f)))
     assert {"train/loss", "train/lr", "train/words_per_sec", "eval/planted_purity"} <= columns
+    tensorboard = any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX"))
+    events = list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert bool(events) == tensorboard  # TensorBoard logs exactly when it is installed
+    if events:
+        assert events[0].stat().st_size > 100
 
 
 def test_exported_vectors_reload_and_match_the_weights(full_run):

@@ -223,11 +223,19 @@ def build(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
         enable_model_summary=False,
         num_sanity_val_steps=0,
         use_distributed_sampler=False,
-        logger=pl.loggers.CSVLogger(run_dir, name="csv", version=""),
+        logger=_loggers(run_dir),
         callbacks=[*extra_callbacks, *cbs.values()],
         default_root_dir=run_dir,
     )
     return dm, model, trainer, cbs
+
+
+def _loggers(run_dir: Path) -> list:
+    """CSV always (the report reads it); TensorBoard as well when it is installed."""
+    loggers = [pl.loggers.CSVLogger(run_dir, name="csv", version="")]
+    if any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")):
+        loggers.append(pl.loggers.TensorBoardLogger(run_dir, name="tensorboard", version=""))
+    return loggers
 
 
 def train(cfg: DictConfig, run_dir, extra_callbacks=()) -> dict:
