@@ -179,6 +179,35 @@ def _softplus(z):
 # ---------------------------------------------------------------- update rules
 
 
+@nb.njit(inline="always", **_JIT)
+def _targets_update(h, W_out, targets, alpha, neu1e, compute_loss):
+    """Hidden vector ``h`` against ``targets`` (column 0 the positive, -1 = skip): SGD on each
+    output row in place, its gradient for ``h`` summed into ``neu1e``. Returns the loss (0 unless
+    asked)."""
+    d = h.shape[0]
+    loss = 0.0
+    for k in range(targets.shape[0]):
+        t = targets[k]
+        if t < 0:
+            continue
+        out = W_out[t]
+        acc = _like(0.0, W_out)
+        for j in range(d):
+            acc += h[j] * out[j]
+        f = np.float64(acc)
+        label = 1.0 if k == 0 else 0.0
+        g = (label - _sigmoid(f)) * alpha
+        if compute_loss:
+            loss += _softplus(-f) if k == 0 else _softplus(f)
+        gs = _like(g, W_out)
+        # one fused pass over the row: gradient for h from the old output row, then SGD
+        for j in range(d):
+            o = out[j]
+            neu1e[j] += gs * o
+            out[j] = o + gs * h[j]
+    return loss
+
+
 @nb.njit(**_JIT)
 def sg_update(W_in, W_out, inp, targets, alpha, neu1e, compute_loss):
     """One skip-gram step: input row ``inp`` against ``targets`` (column 0 the positive, the rest
@@ -192,26 +221,7 @@ def sg_update(W_in, W_out, inp, targets, alpha, neu1e, compute_loss):
     x = W_in[inp]
     for j in range(d):
         neu1e[j] = 0.0
-    loss = 0.0
-    for k in range(targets.shape[0]):
-        t = targets[k]
-        if t < 0:
-            continue
-        out = W_out[t]
-        acc = _like(0.0, W_in)
-        for j in range(d):
-            acc += x[j] * out[j]
-        f = np.float64(acc)
-        label = 1.0 if k == 0 else 0.0
-        g = (label - _sigmoid(f)) * alpha
-        if compute_loss:
-            loss += _softplus(-f) if k == 0 else _softplus(f)
-        gs = _like(g, W_in)
-        # one fused pass over the row: gradient for the input from the old output row, then SGD
-        for j in range(d):
-            o = out[j]
-            neu1e[j] += gs * o
-            out[j] = o + gs * x[j]
+    loss = _targets_update(x, W_out, targets, alpha, neu1e, compute_loss)
     for j in range(d):
         x[j] += neu1e[j]
     return loss
@@ -293,25 +303,7 @@ def cbow_update(W_in, W_out, inputs, n_inputs, targets, alpha, neu1, neu1e, comp
             neu1[j] += W_in[r, j]
     for j in range(d):
         neu1[j] *= inv
-    loss = 0.0
-    for k in range(targets.shape[0]):
-        t = targets[k]
-        if t < 0:
-            continue
-        out = W_out[t]
-        acc = _like(0.0, W_in)
-        for j in range(d):
-            acc += neu1[j] * out[j]
-        f = np.float64(acc)
-        label = 1.0 if k == 0 else 0.0
-        g = (label - _sigmoid(f)) * alpha
-        if compute_loss:
-            loss += _softplus(-f) if k == 0 else _softplus(f)
-        gs = _like(g, W_in)
-        for j in range(d):
-            o = out[j]
-            neu1e[j] += gs * o
-            out[j] = o + gs * neu1[j]
+    loss = _targets_update(neu1, W_out, targets, alpha, neu1e, compute_loss)
     for c in range(n_inputs):
         r = inputs[c]
         for j in range(d):
