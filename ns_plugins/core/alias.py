@@ -8,6 +8,7 @@ is quantised.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -110,7 +111,8 @@ class AliasSampler:
         shape = _as_shape(shape)
         bucket = rng.integers(0, self.prob.size, size=shape, dtype=np.int64)
         coin = rng.random(size=shape)
-        return np.where(coin < self.prob[bucket], bucket, self.alias[bucket])
+        # take() is the fastest gather numpy has for a flat table
+        return np.where(coin < self.prob.take(bucket), bucket, self.alias.take(bucket))
 
     def sampler(self, rng=None):
         rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
@@ -137,9 +139,12 @@ class AliasSampler:
             device = generator.device
         prob, alias = self._tables(device)
         shape = _as_shape(shape)
-        bucket = torch.randint(0, prob.numel(), shape, generator=generator, device=prob.device)
-        coin = torch.rand(shape, generator=generator, device=prob.device, dtype=torch.float64)
-        return torch.where(coin < prob[bucket], bucket, alias[bucket])
+        n = math.prod(shape)
+        bucket = torch.randint(0, prob.numel(), (n,), generator=generator, device=prob.device)
+        coin = torch.rand(n, generator=generator, device=prob.device, dtype=torch.float64)
+        # index_select on a flat index is torch's fastest gather (advanced indexing is slower)
+        accept = coin < prob.index_select(0, bucket)
+        return torch.where(accept, bucket, alias.index_select(0, bucket)).view(shape)
 
     def torch_sampler(self, generator=None, device=None):
         return lambda shape: self.sample_torch(shape, generator=generator, device=device)
