@@ -111,8 +111,7 @@ class AliasSampler:
         shape = _as_shape(shape)
         bucket = rng.integers(0, self.prob.size, size=shape, dtype=np.int64)
         coin = rng.random(size=shape)
-        # take() is the fastest gather numpy has for a flat table
-        return np.where(coin < self.prob.take(bucket), bucket, self.alias.take(bucket))
+        return _select(bucket.reshape(-1), coin.reshape(-1), self.prob, self.alias).reshape(shape)
 
     def sampler(self, rng=None):
         rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
@@ -142,6 +141,9 @@ class AliasSampler:
         n = math.prod(shape)
         bucket = torch.randint(0, prob.numel(), (n,), generator=generator, device=prob.device)
         coin = torch.rand(n, generator=generator, device=prob.device, dtype=torch.float64)
+        if bucket.device.type == "cpu":
+            _select(bucket.numpy(), coin.numpy(), self.prob, self.alias)  # in place
+            return bucket.view(shape)
         # index_select on a flat index is torch's fastest gather (advanced indexing is slower)
         accept = coin < prob.index_select(0, bucket)
         return torch.where(accept, bucket, alias.index_select(0, bucket)).view(shape)
@@ -162,6 +164,15 @@ class AliasSampler:
         bucket = rs.randint(0, prob.size, size=shape, dtype=cupy.int64)
         coin = rs.random_sample(size=shape, dtype=cupy.float64)
         return cupy.where(coin < prob[bucket], bucket, alias[bucket])
+
+
+def _select(bucket: np.ndarray, coin: np.ndarray, prob: np.ndarray, alias: np.ndarray):
+    """Keep the bucket where the coin falls under its threshold, else take its alias."""
+    try:
+        from ns_plugins.kernels.numba_cpu import alias_select
+    except ImportError:  # numba is optional
+        return np.where(coin < prob.take(bucket), bucket, alias.take(bucket))
+    return alias_select(bucket, coin, prob, alias)
 
 
 def _as_shape(shape) -> tuple[int, ...]:
