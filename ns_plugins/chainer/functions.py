@@ -9,6 +9,7 @@ Type checks, errors, outputs and returned samples are those of Chainer 7.8.1.
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 import chainer
@@ -20,6 +21,7 @@ from chainer.utils import argument, type_check
 
 from ns_plugins.core.ops import ns_loss_bwd, ns_loss_fwd, ns_loss_sparse
 from ns_plugins.kernels import cupy_ns
+from ns_plugins.kernels.numba_cpu import all_zero
 
 
 def _as_torch(a):
@@ -83,10 +85,43 @@ def _loss_grad(gy, x, W, samples):
     return _dense_grads(x, W, gx.numpy(), rows.numpy(), gW_rows.numpy())
 
 
+class _GradientPool:
+    """Dense V x d gradient arrays for Chainer, reused between steps.
+
+    A fresh ``numpy.zeros`` costs a page fault for every page the touched rows land on, which at
+    V = 100k and above is most of a step. An array is handed out again only when nothing else
+    references it (Chainer's ``cleargrads`` releases it); the rows written last time are zeroed,
+    and one read pass checks that nothing else wrote to it (an optimizer hook such as WeightDecay
+    adds to the gradient in place), clearing it fully if something did.
+    """
+
+    def __init__(self):
+        self._free: dict = {}  # (shape, dtype) -> [array, rows written into it]
+
+    def take(self, shape, dtype, rows):
+        key = (shape, numpy.dtype(dtype).str)
+        entry = self._free.get(key)
+        if entry is not None:
+            array, last_rows = entry
+            # references: the entry list, the local name, getrefcount's argument
+            if sys.getrefcount(array) == 3:
+                array[last_rows] = 0
+                if not all_zero(array):
+                    array.fill(0)
+                entry[1] = rows
+                return array
+        array = numpy.empty(shape, dtype)
+        array.fill(0)  # resident now: later checks read memory instead of faulting pages in
+        self._free[key] = [array, rows]
+        return array
+
+
+_POOL = _GradientPool()
+
+
 def _dense_grads(x, W, gx, rows, gW_rows):
-    """Chainer wants a dense gW. numpy.zeros maps untouched pages lazily, so only the rows the
-    batch touched cost anything here (a filled V x d buffer would cost a full write)."""
-    gW = numpy.zeros(W.shape, W.dtype)
+    """Chainer wants a dense gW: the touched rows written into an all-zero V x d array."""
+    gW = _POOL.take(W.shape, W.dtype, rows)
     gW[rows] = gW_rows
     return gx.astype(x.dtype, copy=False), gW
 

@@ -211,3 +211,19 @@ def alias_select(bucket: np.ndarray, coin: np.ndarray, prob, alias) -> np.ndarra
     instead of numpy's gather, compare, gather and select."""
     _alias_select(bucket, coin, prob, alias)
     return bucket
+
+
+@numba.njit(nogil=True, parallel=True, cache=True)
+def _count_nonzero(flat):
+    n = 0
+    for i in prange(flat.shape[0]):
+        if flat[i] != 0:
+            n += 1
+    return n
+
+
+def all_zero(array: np.ndarray) -> bool:
+    """True when a contiguous array holds only zeros (a parallel read pass)."""
+    if array.dtype not in (np.float32, np.float64):  # numba has no float16 arithmetic
+        return not array.any()
+    return _count_nonzero(array.reshape(-1)) == 0
