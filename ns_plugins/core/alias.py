@@ -121,7 +121,6 @@ class AliasSampler:
     def _tables(self, device):
         import torch
 
-        device = torch.device(device if device is not None else "cpu")
         key = str(device)
         if key not in self._device_tables:
             self._device_tables[key] = (
@@ -136,14 +135,15 @@ class AliasSampler:
 
         if device is None and generator is not None:
             device = generator.device
-        prob, alias = self._tables(device)
+        device = torch.device(device if device is not None else "cpu")
         shape = _as_shape(shape)
         n = math.prod(shape)
-        bucket = torch.randint(0, prob.numel(), (n,), generator=generator, device=prob.device)
-        coin = torch.rand(n, generator=generator, device=prob.device, dtype=torch.float64)
-        if bucket.device.type == "cpu":
+        bucket = torch.randint(0, len(self), (n,), generator=generator, device=device)
+        coin = torch.rand(n, generator=generator, device=device, dtype=torch.float64)
+        if device.type == "cpu":  # the numpy tables serve CPU tensors: no torch copies kept
             _select(bucket.numpy(), coin.numpy(), self.prob, self.alias)  # in place
             return bucket.view(shape)
+        prob, alias = self._tables(device)
         # index_select on a flat index is torch's fastest gather (advanced indexing is slower)
         accept = coin < prob.index_select(0, bucket)
         return torch.where(accept, bucket, alias.index_select(0, bucket)).view(shape)
