@@ -9,9 +9,12 @@ shuffled positive center with a uniform id in [1, vocabulary_size - 1], labels a
 
 from __future__ import annotations
 
+import array
 import gc
 
 import numpy as np
+
+from ns_plugins.kernels.skipgram_pairs import shuffled_couples, window_pairs
 
 __all__ = ["make_sampling_table", "skipgrams"]
 
@@ -28,6 +31,15 @@ def make_sampling_table(size: int, sampling_factor: float = 1e-5) -> np.ndarray:
     inv_fq = rank * (np.log(rank) + gamma) + 0.5 - 1.0 / (12.0 * rank)
     f = sampling_factor * inv_fq
     return np.minimum(1.0, f / np.sqrt(f))
+
+
+def _as_ids(sequence) -> np.ndarray:
+    if isinstance(sequence, list):  # Keras's usual input; array.array converts it fastest and
+        try:  # refuses anything that is not an integer, leaving the error to the checks below
+            return np.frombuffer(array.array("q", sequence), dtype=np.int64)
+        except (TypeError, OverflowError):
+            pass
+    return np.asarray(sequence)
 
 
 def _as_lists(*arrays):
@@ -69,12 +81,12 @@ def skipgrams(
     ``return_arrays=True`` returns numpy arrays (couples ``(N, 2)``, labels ``(N,)`` or ``(N, 2)``)
     instead of lists, which skips the slowest step.
     """
-    seq = np.asarray(sequence)
+    seq = _as_ids(sequence)
     if seq.ndim != 1:
         raise ValueError(f"sequence must be 1-D, got shape {seq.shape}")
     if seq.size and not np.issubdtype(seq.dtype, np.integer):
         raise ValueError(f"sequence must hold integer word ids, got dtype {seq.dtype}")
-    seq = seq.astype(np.int64)
+    seq = seq.astype(np.int64, copy=False)
     vocabulary_size = int(vocabulary_size)
     window_size = int(window_size)
     if window_size < 0:
@@ -98,27 +110,10 @@ def skipgrams(
             )
         center = center[table[seq[center]] >= rng.random(center.size)]
 
-    # contexts: offsets -w..-1, 1..w in order, so that row-major order is Keras's loop order
-    d = np.concatenate((np.arange(-window_size, 0), np.arange(1, window_size + 1)))
-    j = center[:, None] + d
-    ok = (j >= 0) & (j < seq.size)
-    ok[ok] = seq[j[ok]] != 0
-    words = np.broadcast_to(seq[center][:, None], j.shape)[ok]
-    contexts = seq[j[ok]]
+    words, contexts = window_pairs(seq, center, window_size)
     n_pos = words.size
 
     n_neg = int(n_pos * negative_samples) if negative_samples > 0 and n_pos else 0
-    n = n_pos + n_neg
-    # Negative k pairs the k-th word of a shuffled copy of the positive words (reused in turn)
-    # with a random context. After the final shuffle only the multiset of those words matters, so
-    # whole cycles need no shuffling, only the partial last one.
-    if shuffle:
-        cycles, rest = divmod(n_neg, n_pos) if n_pos else (0, 0)
-        neg_words = np.tile(words, cycles)
-        if rest:
-            neg_words = np.concatenate((neg_words, words[rng.permutation(n_pos)[:rest]]))
-    else:
-        neg_words = rng.permutation(words)[np.arange(n_neg) % n_pos] if n_neg else words[:0]
     if n_neg:
         if negatives == "uniform":
             if vocabulary_size < 2:
@@ -128,24 +123,23 @@ def skipgrams(
             neg_ctx = _unigram_negatives(seq, vocabulary_size, counts, ns_exponent, n_neg, rng)
     else:
         neg_ctx = contexts[:0]
-
-    couples = np.empty((n, 2), dtype=np.int64)
-    couples[:n_pos, 0], couples[n_pos:, 0] = words, neg_words
-    couples[:n_pos, 1], couples[n_pos:, 1] = contexts, neg_ctx
-    if shuffle and n:
-        # Shuffle rows in place as single 16-byte items (one pass of swaps, no index array); the
-        # label rides along in bit 62 of the word id.
-        flag = np.int64(1 << 62)
-        couples[:n_pos, 0] |= flag
-        rng.shuffle(couples.view("V16").ravel())  # raw bytes: no float semantics
-        positive = couples[:, 0] >= flag
-        couples[:, 0] &= flag - 1
+    # Negative m pairs the m-th word of a shuffled copy of the positive words (reused in turn)
+    # with a random context. After the final shuffle only the multiset of those words matters, so
+    # whole cycles need no shuffling, only the partial last one.
+    if shuffle:
+        cycles, rest = divmod(n_neg, n_pos) if n_pos else (0, 0)
+        rest_words = words[rng.permutation(n_pos)[:rest]] if rest else words[:0]
+        couples, positive = shuffled_couples(words, contexts, cycles, rest_words, neg_ctx, rng)
     else:
-        positive = np.arange(n) < n_pos
+        neg_words = rng.permutation(words)[np.arange(n_neg) % n_pos] if n_neg else words[:0]
+        couples = np.stack(
+            (np.concatenate((words, neg_words)), np.concatenate((contexts, neg_ctx))), 1
+        )
+        positive = (np.arange(couples.shape[0]) < n_pos).astype(np.int64)
     if categorical:
-        labels = np.stack((~positive, positive), axis=1).astype(np.int64)
+        labels = np.stack((1 - positive, positive), axis=1)
     else:
-        labels = positive.astype(np.int64)
+        labels = positive
     if return_arrays:
         return couples, labels
     return _as_lists(couples, labels)
