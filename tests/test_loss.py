@@ -243,3 +243,26 @@ def test_every_cpu_kernel_matches_reference(kernels, dtype):
         loss, gx, rows, gW_rows = kernels.forward_backward_sparse(x, W, samples, gy)
         assert _rel(loss, loss_ref) < tol and _rel(gx, gx_ref) < tol
         assert _rel(torch.zeros_like(W).index_add_(0, rows, gW_rows), gW_ref) < tol
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("V", [3, 700, 1500])
+def test_scatter_dense_rewrites_any_array(dtype, V):
+    """The dense W gradient written into an array that holds leftovers (NaN, -0.0, old rows):
+    touched rows get the gradient, every other row exactly zero."""
+    from ns_plugins.kernels import numba_cpu
+
+    x, W, samples = _inputs(7, 64, 9, V, 6, dtype)
+    gy = torch.rand(64, dtype=dtype) + 0.5
+    g, _, _ = numba_cpu.rows_grad(gy, x, W, samples, False)
+    out = np.full((V, 9), np.nan, dtype=x.numpy().dtype)
+    out[::2] = 0.0
+    out[1::3] = -0.0
+    numba_cpu.scatter_dense(g, x, samples, out)
+    s = samples.numpy()
+    _, gW_ref = reference.ns_loss_grad(
+        gy.double().numpy(), x.double().numpy(), W.double().numpy(), s
+    )
+    assert _rel(out, gW_ref) < TOL[dtype]
+    untouched = np.setdiff1d(np.arange(V), np.maximum(s, 0))
+    assert np.all(out[untouched].view(np.uint8) == 0)  # +0.0 bit for bit

@@ -1,9 +1,9 @@
-"""``chainer.functions.negative_sampling`` computed by the shared torch kernels.
+"""``chainer.functions.negative_sampling`` computed by the shared kernels.
 
 Three nodes, each the derivative of the previous one, so Chainer's double backprop works:
 the loss, its gradient (x, W, gy) -> (gx, gW), and that gradient's vector-Jacobian product.
-numpy inputs run the core torch op on shared memory; cupy inputs the CuPy kernels (the
-second-order node goes through torch on the GPU too).
+numpy inputs run the core's fused CPU kernels on shared memory; cupy inputs the CuPy kernels.
+The second-order node goes through the core torch op on either device.
 Type checks, errors, outputs and returned samples are those of Chainer 7.8.1.
 """
 
@@ -19,9 +19,8 @@ from chainer import backend, function_node
 from chainer.backends import cuda
 from chainer.utils import argument, type_check
 
-from ns_plugins.core.ops import ns_loss_bwd, ns_loss_fwd, ns_loss_sparse
-from ns_plugins.kernels import cupy_ns
-from ns_plugins.kernels.numba_cpu import all_zero
+from ns_plugins.core.ops import ns_loss_bwd, ns_loss_fwd
+from ns_plugins.kernels import cupy_ns, numba_cpu
 
 
 def _as_torch(a):
@@ -63,7 +62,7 @@ def _widen(a):
 
 
 # The loss and its gradient: cupy arrays run the CuPy kernels (no torch on the GPU path), numpy
-# arrays the core torch op on views of the same memory.
+# arrays the core's CPU kernels on views of the same memory.
 def _loss_rows(x, W, samples):
     """Per-row loss in float32/float64 (float16 inputs are widened first, as Chainer does)."""
     x, W = _widen(x), _widen(W)
@@ -78,11 +77,18 @@ def _loss_grad(gy, x, W, samples):
     if isinstance(x, cuda.ndarray):
         gx, gW = cupy_ns.backward(gy, _widen(x), _widen(W), samples, validate=False)
         return gx.astype(x.dtype, copy=False), gW.astype(W.dtype, copy=False)
+    _, gx, g = _pair_grads(gy, x, W, samples, with_loss=False)
+    return _dense_grads(x, W, samples, gx, g)
+
+
+def _pair_grads(gy, x, W, samples, with_loss):
+    """CPU: (loss rows, gx, g) for sum_b gy_b loss_b, g[b, k] the gradient of each pair's score;
+    float16 inputs computed in float32."""
     with torch.no_grad():
-        xt = _as_torch(x)
+        xt, Wt = _as_torch(_widen(x)), _as_torch(_widen(W))
         gyt = _rows_grad(_as_torch(numpy.asarray(gy)).to(xt.dtype), x.shape[0])
-        _, gx, rows, gW_rows = ns_loss_sparse(xt, _as_torch(W), _samples_torch(samples), gyt)
-    return _dense_grads(x, W, gx.numpy(), rows.numpy(), gW_rows.numpy())
+        g, gx, loss = numba_cpu.rows_grad(gyt, xt, Wt, _samples_torch(samples), with_loss)
+    return loss.numpy(), gx.numpy(), g
 
 
 class _GradientPool:
@@ -90,49 +96,34 @@ class _GradientPool:
 
     A fresh ``numpy.zeros`` costs a page fault for every page the touched rows land on, which at
     V = 100k and above is most of a step. An array is handed out again only when nothing else
-    references it (Chainer's ``cleargrads`` releases it); the rows written last time are zeroed,
-    and one read pass checks that nothing else wrote to it (an optimizer hook such as WeightDecay
-    adds to the gradient in place), clearing it fully if something did.
+    references it (Chainer's ``cleargrads`` releases it); ``scatter_dense`` then rewrites it in
+    one pass, also clearing whatever else wrote to it in between (an optimizer hook such as
+    WeightDecay adds to the gradient in place).
     """
 
     def __init__(self):
-        self._free: dict = {}  # (shape, dtype) -> [array, rows written into it]
+        self._arrays: dict = {}  # (shape, dtype) -> array
 
-    def take(self, shape, dtype, rows):
+    def take(self, shape, dtype):
         key = (shape, numpy.dtype(dtype).str)
-        entry = self._free.get(key)
-        if entry is not None:
-            array, last_rows = entry
-            # references: the entry list, the local name, getrefcount's argument
-            if sys.getrefcount(array) == 3:
-                array[last_rows] = 0
-                if not all_zero(array):
-                    array.fill(0)
-                entry[1] = rows
-                return array
-        array = numpy.empty(shape, dtype)
-        array.fill(0)  # resident now: later checks read memory instead of faulting pages in
-        self._free[key] = [array, rows]
+        array = self._arrays.get(key)
+        # references: the dict, the local name, getrefcount's argument
+        if array is None or sys.getrefcount(array) != 3:
+            array = numpy.empty(shape, dtype)
+            array.fill(0)  # resident now: later passes read memory instead of faulting pages in
+            self._arrays[key] = array
         return array
 
 
 _POOL = _GradientPool()
 
 
-def _dense_grads(x, W, gx, rows, gW_rows):
-    """Chainer wants a dense gW: the touched rows written into an all-zero V x d array."""
-    gW = _POOL.take(W.shape, W.dtype, rows)
-    gW[rows] = gW_rows
-    return gx.astype(x.dtype, copy=False), gW
-
-
-def _fused_step(x, W, samples):
-    """Loss rows and the gradients for gy = 1 in one pass (CPU): (loss, (gx, rows, gW_rows))."""
+def _dense_grads(x, W, samples, gx, g):
+    """(gx, gW) in the dtypes of x and W, gW dense as Chainer wants it, built in a pooled array."""
+    gW = _POOL.take(W.shape, _widen(W).dtype)
     with torch.no_grad():
-        loss, gx, rows, gW_rows = ns_loss_sparse(
-            _as_torch(_widen(x)), _as_torch(_widen(W)), _samples_torch(samples)
-        )
-    return loss.numpy(), (gx.numpy(), rows.numpy(), gW_rows.numpy())
+        numba_cpu.scatter_dense(g, _as_torch(_widen(x)), _samples_torch(samples), gW)
+    return gx.astype(x.dtype, copy=False), gW.astype(W.dtype, copy=False)
 
 
 class NegativeSamplingFunction(function_node.FunctionNode):
@@ -178,7 +169,7 @@ class NegativeSamplingFunction(function_node.FunctionNode):
         self.ignore_mask = t != self.ignore_label
         samples = self._make_samples(t)
         if self.fuse_grad and not isinstance(x, cuda.ndarray):
-            loss, self.grads = _fused_step(x, W, samples)
+            loss, *self.grads = _pair_grads(1.0, x, W, samples, with_loss=True)
         else:
             loss = _loss_rows(x, W, samples)
         if self.reduce == "sum":
@@ -201,18 +192,18 @@ class NegativeSamplingFunctionGrad(function_node.FunctionNode):
     def __init__(self, reduce, samples, grads=None):
         self.reduce = reduce
         self.samples = samples
-        self.grads = grads  # (gx, rows, gW_rows) for gy = 1 from the fused forward, if any
+        self.grads = grads  # (gx, g) for gy = 1 from the fused forward, if any
 
     def forward(self, inputs):
         self.retain_inputs((0, 1, 2))
         x, W, gy = inputs
         if self.grads is None:
             return _loss_grad(gy, x, W, self.samples)
-        gx, rows, gW_rows = self.grads
+        gx, g = self.grads
         scale = gx.dtype.type(gy)
-        if scale != 1:  # loss.backward() sends 1: skip two passes over the gradients
-            gx, gW_rows = gx * scale, gW_rows * scale
-        return _dense_grads(x, W, gx, rows, gW_rows)
+        if scale != 1:  # loss.backward() sends 1
+            gx, g = gx * scale, g * scale
+        return _dense_grads(x, W, self.samples, gx, g)
 
     def backward(self, indexes, grad_outputs):
         x, W, gy = self.get_retained_inputs()

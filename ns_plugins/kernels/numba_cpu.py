@@ -156,7 +156,9 @@ def forward(x, W, samples):
     return loss
 
 
-def _rows(gy, x, W, samples, with_loss):
+def rows_grad(gy, x, W, samples, with_loss):
+    """(g, gx, loss): the pair gradients g[b, k] = d(gy_b loss_b)/d s_bk as numpy, gx, and the
+    per-row loss when ``with_loss`` (else an empty tensor)."""
     B, K = samples.shape
     g = np.empty((B, K), dtype=_np(x).dtype)
     gx = torch.empty_like(x)
@@ -166,7 +168,7 @@ def _rows(gy, x, W, samples, with_loss):
 
 
 def backward(gy, x, W, samples):
-    g, gx, _ = _rows(gy, x, W, samples, False)
+    g, gx, _ = rows_grad(gy, x, W, samples, False)
     s = _np(samples)
     order, starts, rows = _segments(s, W.shape[0])
     gW = torch.zeros_like(W)
@@ -185,7 +187,7 @@ def _sparse(g, x, W, samples):
 
 
 def sparse_backward(gy, x, W, samples):
-    g, gx, _ = _rows(gy, x, W, samples, False)
+    g, gx, _ = rows_grad(gy, x, W, samples, False)
     rows, gW_rows = _sparse(g, x, W, samples)
     return gx, rows, gW_rows
 
@@ -193,7 +195,7 @@ def sparse_backward(gy, x, W, samples):
 def forward_backward_sparse(x, W, samples, gy=None):
     if gy is None:
         gy = torch.ones(x.shape[0], dtype=x.dtype)
-    g, gx, loss = _rows(gy, x, W, samples, True)
+    g, gx, loss = rows_grad(gy, x, W, samples, True)
     rows, gW_rows = _sparse(g, x, W, samples)
     return loss, gx, rows, gW_rows
 
@@ -214,16 +216,33 @@ def alias_select(bucket: np.ndarray, coin: np.ndarray, prob, alias) -> np.ndarra
 
 
 @numba.njit(nogil=True, parallel=True, cache=True)
-def _count_nonzero(flat):
-    n = 0
-    for i in prange(flat.shape[0]):
-        if flat[i] != 0:
-            n += 1
-    return n
+def _clear_other_rows(bits, rows):
+    V = bits.shape[0]
+    chunk = 512
+    for c in prange((V + chunk - 1) // chunk):
+        lo, hi = c * chunk, min(c * chunk + chunk, V)
+        r = np.searchsorted(rows, lo)
+        for v in range(lo, hi):
+            if r < rows.shape[0] and rows[r] == v:
+                r += 1
+                continue
+            acc = bits[v, 0]
+            for j in range(1, bits.shape[1]):
+                acc |= bits[v, j]
+            if acc != 0:  # read every row, write only those something else wrote to
+                bits[v, :] = 0
 
 
-def all_zero(array: np.ndarray) -> bool:
-    """True when a contiguous array holds only zeros (a parallel read pass)."""
-    if array.dtype not in (np.float32, np.float64):  # numba has no float16 arithmetic
-        return not array.any()
-    return _count_nonzero(array.reshape(-1)) == 0
+_BITS = {4: np.uint32, 8: np.uint64}
+
+
+def scatter_dense(g: np.ndarray, x: torch.Tensor, samples: torch.Tensor, out: np.ndarray) -> None:
+    """``out`` (V, d), float32/float64, C-contiguous, any contents: becomes the dense W gradient
+    for the pair gradients ``g`` (from ``rows_grad``), zeros in rows no sample touches.
+
+    Rows that are already zero are only read, so an array reused between steps costs one read of
+    it plus the touched rows, and nothing but ``out`` is allocated at V x d size."""
+    s = _np(samples)
+    order, starts, rows = _segments(s, out.shape[0])
+    _clear_other_rows(out.view(_BITS[out.dtype.itemsize]), rows)
+    _scatter_sorted(order, starts, g, _np(x), s.shape[1], out, rows)
