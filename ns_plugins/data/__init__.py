@@ -1,29 +1,34 @@
 """Corpus pipeline: text -> vocabulary -> ids on disk -> subsampled skip-gram / CBOW batches,
-Keras-compatible ``skipgrams``, and a synthetic corpus with planted structure."""
+Keras-compatible ``skipgrams``, and a synthetic corpus with planted structure.
 
-from .encode import EncodedCorpus, encode_corpus, prepare_corpus
-from .keras import make_sampling_table, skipgrams
-from .pairs import CBOWBatches, SkipGramBatches, keep_probability, negative_sampler
-from .reader import CorpusStats, read_sentences, simple_tokenize
-from .synthetic import SyntheticCorpus, analogy_accuracy, neighbour_purity, synthetic_corpus
-from .vocab import Vocab
+Names load on first use, so a program that only reads and encodes a corpus never imports torch
+(the batch iterators are torch ``IterableDataset``s).
+"""
 
-__all__ = [
-    "CBOWBatches",
-    "CorpusStats",
-    "EncodedCorpus",
-    "SkipGramBatches",
-    "SyntheticCorpus",
-    "Vocab",
-    "analogy_accuracy",
-    "encode_corpus",
-    "keep_probability",
-    "make_sampling_table",
-    "negative_sampler",
-    "neighbour_purity",
-    "prepare_corpus",
-    "read_sentences",
-    "simple_tokenize",
-    "skipgrams",
-    "synthetic_corpus",
-]
+import importlib
+
+_EXPORTS = {
+    "encode": ("EncodedCorpus", "encode_corpus", "prepare_corpus"),
+    "keras": ("make_sampling_table", "skipgrams"),
+    "pairs": ("CBOWBatches", "SkipGramBatches"),
+    "sampling": ("keep_probability", "negative_sampler"),
+    "reader": ("CorpusStats", "read_sentences", "simple_tokenize"),
+    "synthetic": ("SyntheticCorpus", "analogy_accuracy", "neighbour_purity", "synthetic_corpus"),
+    "vocab": ("Vocab",),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name):
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__
