@@ -15,7 +15,7 @@ __all__ = ["main"]
 def _train(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    from ns_plugins.lightning.run import ConfigError, train
+    from ns_plugins.runs import ConfigError, train
 
     try:
         metrics = train(cfg, HydraConfig.get().runtime.output_dir)

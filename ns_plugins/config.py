@@ -54,7 +54,7 @@ class Optimizer(Enum):
 class Engine(Enum):
     batched = "batched"  # data loader + loss op + optimizer; runs anywhere Lightning does
     hogwild = "hogwild"  # in-place multithreaded CPU updates, like the word2vec C tool
-    auto = "auto"  # hogwild on CPU when available, batched otherwise
+    auto = "auto"  # hogwild on one CPU process, batched otherwise
 
 
 class DataSource(Enum):

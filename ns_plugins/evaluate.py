@@ -9,8 +9,9 @@
 
 Vocabularies are in frequency order, most frequent first, as everywhere in this package. With
 ``case_insensitive`` a word that occurs in several cases takes the vector of its most frequent form.
-All scoring runs as chunked matrix products, so a 46k-word vocabulary against the 19.5k Google
-questions takes seconds.
+All scoring runs as chunked numpy matrix products, so a 46k-word vocabulary against the 19.5k
+Google questions takes seconds. Vectors may be numpy arrays or torch tensors; this module does not
+import torch itself, so evaluating saved vectors never loads it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
 __all__ = [
     "load_similarity",
@@ -33,8 +33,9 @@ __all__ = [
     "evaluate_all",
 ]
 
-# Rows of the question batch times vocabulary entries held at once (float32): ~128 MiB.
-_CHUNK_ELEMS = 1 << 25
+# Query rows times vocabulary entries scored at once: 32 MiB of float32, reused across batches.
+# Fewer rows make the matrix product slower per row; picking the top k adds only a few MiB.
+_CHUNK_ELEMS = 1 << 23
 
 
 # --------------------------------------------------------------------------- files
@@ -94,11 +95,11 @@ def load_analogies(path) -> list[tuple[str, list[tuple[str, str, str, str]]]]:
 # --------------------------------------------------------------------------- helpers
 
 
-def _as_matrix(words: Sequence[str], vectors) -> torch.Tensor:
-    if isinstance(vectors, torch.Tensor):
-        vectors = vectors.detach().to("cpu", torch.float32)
-    else:
-        vectors = torch.as_tensor(np.asarray(vectors, dtype=np.float32))
+def _as_matrix(words: Sequence[str], vectors) -> np.ndarray:
+    if hasattr(vectors, "detach") and hasattr(vectors, "cpu"):
+        # a torch tensor, taken without importing torch (.float() also covers bfloat16)
+        vectors = vectors.detach().cpu().float().numpy()
+    vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.ndim != 2:
         raise ValueError(f"vectors must be 2-D (words x dim), got shape {tuple(vectors.shape)}")
     if vectors.shape[0] != len(words):
@@ -106,9 +107,63 @@ def _as_matrix(words: Sequence[str], vectors) -> torch.Tensor:
     return vectors
 
 
-def _unit(vectors: torch.Tensor) -> torch.Tensor:
-    norms = vectors.norm(dim=1, keepdim=True)
-    return vectors / torch.where(norms > 0, norms, torch.ones_like(norms))
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.where(norms > 0, norms, 1)
+
+
+def _top_k(scores: np.ndarray, k: int, nan_possible: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``(values, indices)`` of the ``k`` largest entries of each row, largest first.
+
+    NaN ranks above every number, as in ``torch.topk``; equal values come lowest index first, so
+    the result never depends on the order a partition leaves ties in. Needs ``1 <= k <= columns``;
+    ``scores`` is used as scratch.
+    """
+    if nan_possible:
+        # true scores are dot products of unit vectors, never +inf, so +inf can stand for NaN
+        scores[np.isnan(scores)] = np.inf
+    m, n = scores.shape
+    blocks = max(64, 4 * k)
+    if n < 2 * blocks:  # short rows: partition them whole
+        bound = np.partition(scores, n - k, axis=1)[:, n - k, None]
+        mask = scores >= bound
+        many = np.count_nonzero(mask) > 4 * k * m
+        if not many:
+            rows, cols = np.nonzero(mask)
+    else:
+        # The k-th largest block maximum bounds each row's k-th largest value from below and few
+        # entries reach it; only blocks whose maximum does need a second look. That is one pass
+        # over the scores instead of a partition of whole rows. The last block runs on into the
+        # tail, which is always looked at.
+        width = n // blocks
+        split = blocks * width
+        maxima = np.maximum.reduceat(scores, np.arange(0, split, width), axis=1)
+        bound = np.partition(maxima, blocks - k, axis=1)[:, blocks - k, None]
+        br, bb = np.nonzero(maxima >= bound)
+        many = br.size > 4 * k * m
+        if not many:
+            body = scores[:, :split].reshape(m, blocks, width)
+            sr, sc = np.divmod(np.flatnonzero(body[br, bb] >= bound[br]), width)
+            tr, tc = np.nonzero(scores[:, split:] >= bound)
+            rows = np.concatenate([br[sr], tr])
+            cols = np.concatenate([bb[sr] * width + sc, tc + split])
+    if many:
+        # ties galore (rows of zero vectors, say): one row at a time keeps the memory bounded
+        values = np.empty((m, k), dtype=scores.dtype)
+        top = np.empty((m, k), dtype=np.int64)
+        for r, row in enumerate(scores):
+            cols = np.flatnonzero(row >= bound[r])
+            top[r] = cols[np.argsort(-row[cols], kind="stable")[:k]]
+            values[r] = row[top[r]]
+    else:
+        vals = scores[rows, cols]
+        order = np.lexsort((cols, -vals, rows))
+        # every row has at least k candidates, so its best k follow its first one
+        take = np.searchsorted(rows[order], np.arange(m))[:, None] + np.arange(k)
+        values, top = vals[order][take], cols[order][take]
+    if nan_possible:
+        values[values == np.inf] = np.nan
+    return values, top
 
 
 def _lookup(words: Sequence[str], restrict_vocab: int | None, case_insensitive: bool):
@@ -162,7 +217,7 @@ def similarity_spearman(
     """
     if isinstance(pairs, (str, Path)):
         pairs = load_similarity(pairs)
-    vecs = _as_matrix(words, vectors).double()
+    vecs = _as_matrix(words, vectors)
     index, norm, _ = _lookup(words, restrict_vocab, case_insensitive)
     ia, ib, gold = [], [], []
     n_oov = 0
@@ -176,17 +231,18 @@ def similarity_spearman(
             n_oov += 1
     if not gold:
         return math.nan, 0, n_oov
-    unit = _unit(vecs)
-    model = (unit[ia] * unit[ib]).sum(dim=1).numpy()
+    # only the rows in use, in float64
+    ua, ub = _unit(vecs[ia].astype(np.float64)), _unit(vecs[ib].astype(np.float64))
+    model = (ua * ub).sum(axis=1)
     return _spearman(np.array(gold), model), len(gold), n_oov
 
 
 def _answer_3cosadd(
-    unit: torch.Tensor,
-    canon: torch.Tensor,
-    questions: torch.Tensor,
+    unit: np.ndarray,
+    canon: np.ndarray,
+    questions: np.ndarray,
     topn: int = 5,
-) -> torch.Tensor:
+) -> np.ndarray:
     """Predicted index for each ``(a, b, c)`` row of ``questions`` (-1 when nothing is left).
 
     Follows gensim: take the ``topn`` words nearest to ``b - a + c`` other than the question words'
@@ -194,25 +250,27 @@ def _answer_3cosadd(
     are, the last one. ``canon`` maps each index to the index of its case-folded form.
     """
     n = unit.shape[0]
-    out = torch.full((questions.shape[0],), -1, dtype=torch.int64)
+    out = np.full(questions.shape[0], -1, dtype=np.int64)
     k = min(topn, n)
-    if k == 0:
+    if k == 0 or questions.shape[0] == 0:
         return out
+    nan_possible = bool(np.isnan(unit).any())
     rows = max(1, _CHUNK_ELEMS // n)
+    buf = np.empty((min(rows, questions.shape[0]), n), dtype=np.float32)
     for s in range(0, questions.shape[0], rows):
         q = questions[s : s + rows]
         target = unit[q[:, 1]] - unit[q[:, 0]] + unit[q[:, 2]]
-        scores = target @ unit.T
-        scores.scatter_(1, q, float("-inf"))
-        top_scores, top = scores.topk(k, dim=1)
-        valid = top_scores > float("-inf")
+        scores = np.matmul(target, unit.T, out=buf[: len(q)])
+        np.put_along_axis(scores, q, -np.inf, axis=1)
+        top_scores, top = _top_k(scores, k, nan_possible)
+        valid = top_scores > -np.inf
         cq = canon[top]
         fresh = valid & (cq != q[:, :1]) & (cq != q[:, 1:2]) & (cq != q[:, 2:3])
         # first fresh candidate; otherwise the last valid one (gensim keeps the loop's last value)
-        last_valid = valid.sum(dim=1) - 1
-        first_fresh = torch.where(fresh.any(dim=1), fresh.int().argmax(dim=1), last_valid)
-        pick = top.gather(1, first_fresh.clamp(min=0)[:, None])[:, 0]
-        out[s : s + rows] = torch.where(first_fresh >= 0, pick, -1)
+        last_valid = valid.sum(axis=1) - 1
+        first_fresh = np.where(fresh.any(axis=1), fresh.argmax(axis=1), last_valid)
+        pick = np.take_along_axis(top, np.maximum(first_fresh, 0)[:, None], axis=1)[:, 0]
+        out[s : s + rows] = np.where(first_fresh >= 0, pick, -1)
     return out
 
 
@@ -226,7 +284,7 @@ def _analogy_sections(
     vecs = _as_matrix(words, vectors)
     index, norm, n_ok = _lookup(words, restrict_vocab, case_insensitive)
     unit = _unit(vecs[:n_ok])
-    canon = torch.tensor([index[norm(w)] for w in words[:n_ok]], dtype=torch.int64)
+    canon = np.array([index[norm(w)] for w in words[:n_ok]], dtype=np.int64)
 
     names, quads, owner = [], [], []
     skipped = total = 0
@@ -240,13 +298,13 @@ def _analogy_sections(
                 owner.append(len(names) - 1)
             else:
                 skipped += 1
-    quads_t = torch.tensor(quads, dtype=torch.int64).reshape(-1, 4)
-    predicted = _answer_3cosadd(unit, canon, quads_t[:, :3])
+    quads_a = np.array(quads, dtype=np.int64).reshape(-1, 4)
+    predicted = _answer_3cosadd(unit, canon, quads_a[:, :3])
     # compared by case-folded form, as gensim compares upper-cased words
-    correct = (predicted >= 0) & (canon[predicted.clamp(min=0)] == quads_t[:, 3])
-    owner_t = torch.tensor(owner, dtype=torch.int64)
-    per_correct = torch.bincount(owner_t[correct], minlength=len(names)).tolist()
-    per_answered = torch.bincount(owner_t, minlength=len(names)).tolist()
+    correct = (predicted >= 0) & (canon[np.maximum(predicted, 0)] == quads_a[:, 3])
+    owner_a = np.array(owner, dtype=np.int64)
+    per_correct = np.bincount(owner_a[correct], minlength=len(names)).tolist()
+    per_answered = np.bincount(owner_a, minlength=len(names)).tolist()
 
     def acc(c, n):
         return c / n if n else 0.0  # gensim's convention for an empty section
@@ -298,14 +356,20 @@ def nearest_neighbours(
     if not found or len(words) < 2:
         return {}
     unit = _unit(vecs)
-    qi = torch.tensor([index[q] for q in found])
-    scores = unit[qi] @ unit.T
-    scores[torch.arange(len(found)), qi] = float("-inf")
-    top_scores, top = scores.topk(min(k, len(words) - 1), dim=1)
-    return {
-        q: [(words[j], float(s)) for j, s in zip(row.tolist(), srow.tolist())]
-        for q, row, srow in zip(found, top, top_scores)
-    }
+    qi = np.array([index[q] for q in found], dtype=np.int64)
+    k = min(k, len(words) - 1)
+    nan_possible = bool(np.isnan(unit).any())
+    rows = max(1, _CHUNK_ELEMS // len(words))
+    buf = np.empty((min(rows, len(found)), len(words)), dtype=np.float32)
+    out = {}
+    for lo in range(0, len(found), rows):
+        q = qi[lo : lo + rows]
+        scores = np.matmul(unit[q], unit.T, out=buf[: len(q)])
+        scores[np.arange(len(q)), q] = -np.inf
+        top_scores, top = _top_k(scores, k, nan_possible)
+        for word, row, srow in zip(found[lo : lo + rows], top.tolist(), top_scores.tolist()):
+            out[word] = [(words[j], s) for j, s in zip(row, srow)]
+    return out
 
 
 def planted_scores(words: Sequence[str], vectors, ground_truth, k: int = 10) -> dict[str, float]:
@@ -324,7 +388,7 @@ def planted_scores(words: Sequence[str], vectors, ground_truth, k: int = 10) -> 
     if isinstance(ground_truth, (str, Path)):
         ground_truth = json.loads(Path(ground_truth).read_text(encoding="utf-8"))
     words = list(words)
-    vectors = _as_matrix(words, vectors).numpy()
+    vectors = _as_matrix(words, vectors)
     present = set(words)
     scores: dict[str, float] = {}
     clusters = ground_truth.get("clusters") or {}

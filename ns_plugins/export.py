@@ -53,7 +53,7 @@ def save_word2vec(path, words: Sequence[str], vectors, binary: bool = False) -> 
         raise ValueError(f"vectors must be 2-D (words x dim), got shape {vectors.shape}")
     if not np.issubdtype(vectors.dtype, np.number):
         raise ValueError(f"vectors must be numeric, got dtype {vectors.dtype}")
-    vectors = vectors.astype(_F32)
+    vectors = vectors.astype(_F32, copy=False)
     if not np.isfinite(vectors).all():
         raise ValueError("vectors contain NaN or infinity")
     words = _check_words(words, vectors.shape[0])

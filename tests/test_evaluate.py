@@ -1,4 +1,6 @@
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -200,6 +202,83 @@ def test_nearest_neighbours_against_brute_force():
         np.testing.assert_allclose([s for _, s in neighbours], scores[top], atol=1e-6)
     with pytest.raises(ValueError, match="k must be"):
         ev.nearest_neighbours(words, vecs, ["w1"], k=0)
+
+
+def test_import_does_not_load_torch():
+    code = "import sys, ns_plugins.evaluate, ns_plugins.report; print('torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
+
+
+def _tied_world(seed, n=300, dim=6):
+    """Vectors with no, one or four entries of +-1: unit vectors have entries 0, +-0.5 or +-1, so
+    every score is exact in float32 and float64 alike, and many scores tie. Some of the rarer
+    words are upper-case variants of frequent ones."""
+    rng = np.random.default_rng(seed)
+    vecs = np.zeros((n, dim), dtype=np.float32)
+    for row in vecs:
+        nonzero = rng.choice(dim, rng.choice([0, 1, 4, 4, 4]), replace=False)
+        row[nonzero] = rng.choice([-1.0, 1.0], nonzero.size)
+    words = [f"w{i}" for i in range(n)]
+    variants = zip(rng.choice(range(n // 2, n), 30, replace=False), rng.choice(n // 2, 30, False))
+    for i, j in variants:
+        words[i] = f"W{j}"
+    return words, vecs, rng
+
+
+def _brute_force_3cosadd(words, vecs, question, restrict):
+    """gensim's rule for one question, in float64: of the 5 best words other than the question
+    words' own entries (equal scores lowest index first), the first whose upper-case form is not a
+    question word's, else the last. Returns the answer's upper-case form."""
+    unit = vecs[:restrict].astype(np.float64)
+    norms = np.linalg.norm(unit, axis=1, keepdims=True)
+    unit /= np.where(norms > 0, norms, 1)
+    index = {}
+    for i, w in enumerate(words[:restrict]):
+        index.setdefault(w.upper(), i)
+    a, b, c = (index[w.upper()] for w in question)
+    scores = unit @ (unit[b] - unit[a] + unit[c])
+    scores[[a, b, c]] = -np.inf
+    top = [j for j in np.argsort(-scores, kind="stable")[:5] if scores[j] > -np.inf]
+    fresh = [j for j in top if index[words[j].upper()] not in (a, b, c)]
+    return words[fresh[0] if fresh else top[-1]].upper() if top else None
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_tied_scores_against_brute_force(seed):
+    torch = pytest.importorskip("torch")
+    words, vecs, rng = _tied_world(seed)
+    restrict = 250
+    known = {w.upper() for w in words[:restrict]}
+    sections, expected = [], []
+    for i in range(300):
+        # random case, repeated words, and now and then a word past restrict_vocab
+        q = [w.swapcase() if rng.random() < 0.2 else w for w in rng.choice(words[:260], 3)]
+        answerable = known.issuperset(w.upper() for w in q)
+        answer = _brute_force_3cosadd(words, vecs, q, restrict) if answerable else None
+        # the brute-force answer half the time (so most of them should come out right)
+        d = answer.lower() if answer and rng.random() < 0.5 else str(rng.choice(words))
+        sections.append((f"q{i}", [(*q, d)]))
+        if known.issuperset(w.upper() for w in (*q, d)):
+            expected.append({"answered": 1, "correct": int(d.upper() == answer)})
+        else:
+            expected.append({"answered": 0, "correct": 0})
+    res = ev.analogy_accuracy(words, vecs, sections, restrict_vocab=restrict)
+    assert [{k: s[k] for k in ("answered", "correct")} for s in res["sections"]] == expected
+    assert 0 < res["correct"] < res["answered"] < res["total"]
+
+    unit = vecs.astype(np.float64)
+    norms = np.linalg.norm(unit, axis=1, keepdims=True)
+    unit /= np.where(norms > 0, norms, 1)
+    queries = [str(w) for w in rng.choice(words, 40)]
+    got = ev.nearest_neighbours(words, vecs, queries, k=7)
+    assert got == ev.nearest_neighbours(words, torch.from_numpy(vecs), queries, k=7)
+    for q, neighbours in got.items():
+        scores = unit @ unit[words.index(q)]
+        scores[words.index(q)] = -np.inf
+        top = np.argsort(-scores, kind="stable")[:7]
+        assert neighbours == [(words[j], scores[j]) for j in top]
 
 
 def _planted(seed, n_clusters=4, per=15, dim=12, spread=0.2):

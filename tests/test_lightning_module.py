@@ -7,8 +7,9 @@ import torch
 from ns_plugins.config import Arch
 from ns_plugins.core import reference
 from ns_plugins.data import EncodedCorpus, Vocab
-from ns_plugins.lightning import CorpusDataModule, SGNSModule, linear_decay
+from ns_plugins.lightning import CorpusDataModule, SGNSModule
 from ns_plugins.lightning.datamodule import _Shard
+from ns_plugins.runs import linear_decay
 
 V, D, K = 40, 8, 4
 

@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 
 from ns_plugins.config import config_dir
 from ns_plugins.export import load_word2vec
-from ns_plugins.lightning.run import ConfigError, train
+from ns_plugins.runs import ConfigError, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -92,7 +92,7 @@ def test_gensim_bundled_evaluation_sets():
     pytest.importorskip("gensim")
     from omegaconf import OmegaConf
 
-    from ns_plugins.lightning.callbacks import eval_inputs
+    from ns_plugins.runs import eval_inputs
 
     cfg = OmegaConf.create(
         {"wordsim": None, "simlex": "/mine.txt", "analogies": None, "use_gensim_data": True}
@@ -264,27 +264,6 @@ def test_train_py_rejects_a_bad_override_before_training(tmp_path):
     proc = _train_py("+experiment=sgns_text", f"data.path={missing}", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 2
     assert f"corpus not found: data.path={missing}" in proc.stderr
-
-
-@pytest.mark.parametrize("experiment, shared", [("sgns", False), ("sgns", True), ("cbow", False)])
-def test_hogwild_engine(experiment, shared, tmp_path, cache):
-    cfg = _cfg(
-        f"+experiment={experiment}",
-        "model.engine=hogwild",
-        f"model.shared_negatives={shared}",
-        "model.chunk_words=1500",
-        "epochs=2",
-        f"data.cache_dir={cache / experiment}",
-    )
-    metrics = train(cfg, tmp_path)
-    n_words = 600 * 11  # about 11 words a sentence
-    assert 2 * n_words / 1500 * 0.7 < metrics["global_step"] < 2 * n_words / 1500 * 1.4
-    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
-    w_out = ckpt["state_dict"]["out_embed.weight"]
-    assert torch.count_nonzero(w_out) > 0  # trained in place, and the checkpoint saw it
-    _, vectors = load_word2vec(tmp_path / "vectors.bin")
-    np.testing.assert_array_equal(vectors, ckpt["state_dict"]["in_embed.weight"].numpy())
-    assert metrics["final_loss"] is not None and np.isfinite(metrics["final_loss"])
 
 
 @pytest.mark.distributed

@@ -1,6 +1,7 @@
-"""Lightning training: SGNSModule, CorpusDataModule, callbacks, and the run behind ``ns-train``."""
+"""Lightning training: SGNSModule, CorpusDataModule, callbacks, and the batched run behind
+``ns-train``."""
 
 from ns_plugins.lightning.datamodule import CorpusDataModule
-from ns_plugins.lightning.module import SGNSModule, linear_decay
+from ns_plugins.lightning.module import SGNSModule
 
-__all__ = ["CorpusDataModule", "SGNSModule", "linear_decay"]
+__all__ = ["CorpusDataModule", "SGNSModule"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import signal
 import time
@@ -12,13 +11,14 @@ import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 
+from ns_plugins.runs import RunEvaluator, export_run
+
 __all__ = [
     "ExportVectors",
     "GracefulInterrupt",
     "PeriodicEvaluation",
     "Throughput",
     "WeightAveraging",
-    "export_run",
 ]
 
 
@@ -61,68 +61,18 @@ class Throughput(pl.Callback):
         return {"words": int(self.words), "train_seconds": self.seconds, "words_per_sec": rate}
 
 
-def eval_inputs(eval_cfg) -> dict:
-    """Paths of the evaluation sets that are configured (or bundled with gensim when allowed)."""
-    paths = {
-        "wordsim": eval_cfg.wordsim,
-        "simlex": eval_cfg.simlex,
-        "analogies": eval_cfg.analogies,
-    }
-    if eval_cfg.use_gensim_data:
-        try:
-            from gensim.test.utils import datapath
-        except ImportError:
-            datapath = None
-        bundled = {
-            "wordsim": "wordsim353.tsv",
-            "simlex": "simlex999.txt",
-            "analogies": "questions-words.txt",
-        }
-        for key, name in bundled.items():
-            if paths[key] is None and datapath is not None and Path(datapath(name)).is_file():
-                paths[key] = datapath(name)
-    return {k: v for k, v in paths.items() if v}
-
-
 class PeriodicEvaluation(pl.Callback):
     """Scores the word vectors at each epoch end (and every ``every_n_steps`` steps when > 0) on
-    rank 0: similarity and analogy sets when configured, the planted structure on synthetic
-    data, and nearest neighbours of a few query words. Logs ``eval/*``."""
+    rank 0 with a ``RunEvaluator``, and logs ``eval/*``."""
 
-    def __init__(self, inputs: dict, queries=(), k: int = 10, every_n_steps: int = 0):
-        self.inputs = dict(inputs)
-        self.queries = list(queries)
-        self.k = k
+    def __init__(self, evaluator: RunEvaluator, every_n_steps: int = 0):
+        self.evaluator = evaluator
         self.every_n_steps = every_n_steps
-        self.scores: dict = {}
-        self.neighbours: dict = {}
-        self._loaded: dict | None = None
-
-    def _load(self):
-        if self._loaded is None:
-            from ns_plugins import evaluate
-
-            loaded = {}
-            if "wordsim" in self.inputs:
-                loaded["wordsim"] = evaluate.load_similarity(self.inputs["wordsim"])
-            if "simlex" in self.inputs:
-                loaded["simlex"] = evaluate.load_similarity(self.inputs["simlex"])
-            if "analogies" in self.inputs:
-                loaded["analogies"] = evaluate.load_analogies(self.inputs["analogies"])
-            self._loaded = loaded
-        return self._loaded
 
     def evaluate(self, trainer: pl.Trainer, pl_module) -> dict:
-        from ns_plugins import evaluate
-
-        words = _vocab_words(trainer)
-        vectors = pl_module.vectors()
-        truth = trainer.datamodule.ground_truth
-        scores = evaluate.evaluate_all(words, vectors, ground_truth=truth, **self._load())
-        queries = self.queries or words[: min(5, len(words))]
-        self.neighbours = evaluate.nearest_neighbours(words, vectors, queries, k=self.k)
-        self.scores = scores
-        return scores
+        return self.evaluator.evaluate(
+            _vocab_words(trainer), pl_module.vectors(), trainer.datamodule.ground_truth
+        )
 
     def _run(self, trainer, pl_module):
         if trainer.sanity_checking:
@@ -140,18 +90,6 @@ class PeriodicEvaluation(pl.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module):
         self._run(trainer, pl_module)
-
-
-def export_run(run_dir: Path, words, vectors, counts) -> None:
-    """The vectors in word2vec text and binary formats and the vocabulary with counts."""
-    from ns_plugins.export import save_word2vec
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_word2vec(run_dir / "vectors.txt", words, vectors, binary=False)
-    save_word2vec(run_dir / "vectors.bin", words, vectors, binary=True)
-    with open(run_dir / "vocab.tsv", "w", encoding="utf-8") as f:
-        for w, c in zip(words, counts):
-            f.write(f"{w}\t{int(c)}\n")
 
 
 class ExportVectors(pl.Callback):
@@ -230,10 +168,3 @@ class WeightAveraging(pl.Callback):
 
     def on_train_end(self, trainer, pl_module):
         self._average(trainer, pl_module)
-
-
-def write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-    tmp.replace(path)

@@ -8,7 +8,6 @@ resuming skips exactly the batches already trained on.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ns_plugins.config import Arch, DataSource
+from ns_plugins.runs import open_run_data, prepare_run_data
 
 __all__ = ["CorpusDataModule"]
 
@@ -26,39 +26,14 @@ def _to_tensor(a) -> torch.Tensor:
     return a if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a))
 
 
-def as_batch(raw, arch: Arch | None) -> dict:
+def as_batch(raw, arch: Arch) -> dict:
     """A batch from the pipeline as int64 tensors: skip-gram gives (centers, contexts), CBOW
-    (contexts (B, C) padded with -1, centers); the hogwild engine (``arch`` None) a range of
-    sentences."""
-    if arch is None:
-        return {"sentences": torch.tensor(raw, dtype=torch.int64)}
+    (contexts (B, C) padded with -1, centers)."""
     if arch is Arch.skipgram:
         center, context = raw
     else:
         context, center = raw
     return {"center": _to_tensor(center).long(), "context": _to_tensor(context).long()}
-
-
-class _SentenceChunks:
-    """Chunks of whole sentences of about ``chunk_words`` words from one rank's part of the
-    corpus: the steps of the hogwild engine, which reads the ids itself."""
-
-    def __init__(self, corpus, chunk_words: int, rank: int, world: int):
-        from ns_plugins.kernels.hogwild import job_bounds
-
-        n = corpus.n_sentences
-        lo, hi = n * rank // world, n * (rank + 1) // world
-        cuts = job_bounds(np.asarray(corpus.offsets[lo : hi + 1]), chunk_words) + lo
-        self.ranges = [(int(a), int(b)) for a, b in zip([lo, *cuts[:-1]], cuts) if b > a]
-
-    def set_epoch(self, epoch: int) -> None:
-        pass  # the engine's randomness is keyed by step
-
-    def __len__(self) -> int:
-        return len(self.ranges)
-
-    def __iter__(self):
-        return iter(self.ranges)
 
 
 class _Shard(IterableDataset):
@@ -68,7 +43,7 @@ class _Shard(IterableDataset):
     worker ``i % n`` and resuming after ``skip`` batches skips ``ceil((skip - w) / n)`` in worker w.
     """
 
-    def __init__(self, make_batches, steps: int, arch: Arch | None):
+    def __init__(self, make_batches, steps: int, arch: Arch):
         self.make_batches = make_batches  # (worker, num_workers) -> batches with set_epoch/len
         self.arch = arch
         self.steps = steps
@@ -133,7 +108,6 @@ class CorpusDataModule(pl.LightningDataModule):
         batch_size: int = 1024,
         seed: int = 1,
         num_workers: int = 0,
-        hogwild_chunk_words: int | None = None,
         synthetic_seed: int = 0,
         synthetic_sentences: int = 40000,
     ):
@@ -153,71 +127,29 @@ class CorpusDataModule(pl.LightningDataModule):
         self.window, self.sample, self.shrink_windows = window, sample, shrink_windows
         self.batch_size, self.seed = batch_size, seed
         self.num_workers = num_workers
-        self.hogwild_chunk_words = hogwild_chunk_words  # set: steps are sentence chunks
         self.synthetic_seed, self.synthetic_sentences = synthetic_seed, synthetic_sentences
         self.vocab = None
         self.corpus = None
         self.ground_truth: dict | None = None
         self._shard: _Shard | None = None
 
-    # ------------------------------------------------------------------ files
-    @property
-    def corpus_path(self) -> Path:
-        return (
-            Path(self.path) if self.source is DataSource.text else self.cache_dir / "synthetic.txt"
-        )
-
-    @property
-    def encoded_dir(self) -> Path:
-        return self.cache_dir / "encoded"
-
-    def _recipe(self) -> dict:
-        """What the encoded files depend on; a cache built from another recipe is rebuilt."""
-        recipe = {
-            "source": self.source.value,
-            "min_count": self.min_count,
-            "max_vocab_size": self.max_vocab_size,
-        }
-        if self.source is DataSource.text:
-            stat = Path(self.path).stat()
-            recipe.update(
-                path=str(Path(self.path).resolve()), size=stat.st_size, mtime=stat.st_mtime
-            )
-        else:
-            recipe.update(seed=self.synthetic_seed, sentences=self.synthetic_sentences)
-        return recipe
-
     def prepare_data(self) -> None:
         """Local rank 0 only: write the synthetic corpus, build the vocabulary, encode the ids."""
-        from ns_plugins.data import Vocab, encode_corpus, synthetic_corpus
-
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        recipe_file = self.cache_dir / "recipe.json"
-        recipe = self._recipe()
-        if (self.encoded_dir / "meta.json").is_file() and recipe_file.is_file():
-            if json.loads(recipe_file.read_text()) == recipe:
-                return  # encoded by an earlier run sharing this cache (or before a resume)
-        if self.source is DataSource.synthetic:
-            synth = synthetic_corpus(self.synthetic_seed, n_sentences=self.synthetic_sentences)
-            synth.write(self.corpus_path)
-            truth = {"clusters": synth.clusters, "analogies": synth.analogies}
-            (self.cache_dir / "ground_truth.json").write_text(json.dumps(truth))
-        else:
-            (self.cache_dir / "ground_truth.json").unlink(missing_ok=True)
-        vocab = Vocab.build(self.corpus_path, self.min_count, self.max_vocab_size)
-        encode_corpus(self.corpus_path, vocab, self.encoded_dir)
-        recipe_file.write_text(json.dumps(recipe))
+        prepare_run_data(
+            self.cache_dir,
+            self.source,
+            self.path,
+            self.min_count,
+            self.max_vocab_size,
+            self.synthetic_seed,
+            self.synthetic_sentences,
+        )
 
     def setup(self, stage: str | None = None) -> None:
-        from ns_plugins.data import EncodedCorpus
-
         if self.corpus is not None:
             return
-        self.corpus = EncodedCorpus.open(self.encoded_dir)
+        self.corpus, self.ground_truth = open_run_data(self.cache_dir)
         self.vocab = self.corpus.vocab
-        truth = self.cache_dir / "ground_truth.json"
-        if truth.is_file():
-            self.ground_truth = json.loads(truth.read_text())
         rank, world = self._rank_world()
         steps = len(self._batches(rank, world, 0, 1))
         steps = self._min_over_ranks(steps)
@@ -226,8 +158,7 @@ class CorpusDataModule(pl.LightningDataModule):
                 f"the corpus gives no full batch per rank ({world} ranks, batch_size "
                 f"{self.batch_size}); use a smaller batch_size or more data"
             )
-        kind = None if self.hogwild_chunk_words else self.arch
-        self._shard = _Shard(lambda w, n: self._batches(rank, world, w, n), steps, kind)
+        self._shard = _Shard(lambda w, n: self._batches(rank, world, w, n), steps, self.arch)
         self._rank_world_used = (rank, world)
 
     def _rank_world(self) -> tuple[int, int]:
@@ -244,8 +175,6 @@ class CorpusDataModule(pl.LightningDataModule):
     def _batches(self, rank: int, world: int, worker: int, num_workers: int):
         from ns_plugins.data import CBOWBatches, SkipGramBatches
 
-        if self.hogwild_chunk_words:
-            return _SentenceChunks(self.corpus, self.hogwild_chunk_words, rank, world)
         cls = SkipGramBatches if self.arch is Arch.skipgram else CBOWBatches
         return cls(
             self.corpus,
@@ -268,15 +197,6 @@ class CorpusDataModule(pl.LightningDataModule):
         return self._shard.steps
 
     @property
-    def keep_probability(self) -> np.ndarray:
-        """word2vec's subsampling keep probability per word id."""
-        from ns_plugins.data import keep_probability
-
-        if getattr(self, "_keep", None) is None:
-            self._keep = keep_probability(self.corpus.counts, self.sample)
-        return self._keep
-
-    @property
     def words_per_step(self) -> float:
         """Corpus words one step covers on all ranks together (for words/s)."""
         return self.corpus.raw_words / self.steps_per_epoch
@@ -284,9 +204,6 @@ class CorpusDataModule(pl.LightningDataModule):
     def shard_summary(self) -> dict:
         """Which part of the corpus this rank trains on: its shard and sentence range."""
         rank, world = self._rank_world_used
-        if self.hogwild_chunk_words:
-            ranges = self._batches(rank, world, 0, 1).ranges
-            return {"index": rank, "count": world, "sentences": [ranges[0][0], ranges[-1][1]]}
         batches = self._batches(rank, world, 0, 1)
         index, n_shards = batches.shard()
         edges = batches._shard_sentences(n_shards)

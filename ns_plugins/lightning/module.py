@@ -19,18 +19,12 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from ns_plugins.config import Arch, Backend, Engine, Optimizer, Reduce
+from ns_plugins.config import Arch, Backend, Optimizer, Reduce
 from ns_plugins.core import ops
 from ns_plugins.core.alias import AliasSampler
+from ns_plugins.runs import linear_decay
 
-__all__ = ["SGNSModule", "linear_decay"]
-
-
-def linear_decay(step: int, total: int, alpha: float, min_alpha: float) -> float:
-    """word2vec's learning rate: linear from ``alpha`` at step 0 to ``min_alpha`` at ``total``."""
-    if total <= 0:
-        return alpha
-    return alpha - (alpha - min_alpha) * min(step / total, 1.0)
+__all__ = ["SGNSModule"]
 
 
 def _loss_fn(backend: Backend):
@@ -63,9 +57,10 @@ class SGNSModule(pl.LightningModule):
     """Word2vec with negative sampling.
 
     Batches are dicts: skip-gram ``{"center": (B,), "context": (B,)}``; CBOW
-    ``{"center": (B,), "context": (B, C)}`` with ``-1`` padding; with ``engine="hogwild"``
-    ``{"sentences": (start, stop)}``, a range of the datamodule's corpus trained in place.
-    Without ``counts`` the tables are built in ``configure_model`` from the datamodule's vocabulary.
+    ``{"center": (B,), "context": (B, C)}`` with ``-1`` padding. (The in-place CPU engine,
+    ``model.engine=hogwild``, runs without Lightning: ``ns_plugins.hogwild_run``.)
+    Without ``counts`` the tables are built in ``configure_model`` from the datamodule's
+    vocabulary.
     """
 
     def __init__(
@@ -80,10 +75,7 @@ class SGNSModule(pl.LightningModule):
         reduce: Reduce | str = Reduce.sum,
         arch: Arch | str = Arch.skipgram,
         optimizer: Optimizer | str = Optimizer.sgd,
-        engine: Engine | str = Engine.batched,
         cbow_mean: bool = True,
-        hogwild_threads: int = 2,
-        shared_negatives: bool = False,
         sparse: bool = True,
         seed: int = 1,
     ):
@@ -96,18 +88,6 @@ class SGNSModule(pl.LightningModule):
         self.reduce = Reduce(reduce)
         self.arch = Arch(arch)
         self.optimizer_kind = Optimizer(optimizer)
-        self.engine = Engine(engine)
-        if self.engine is Engine.auto:
-            raise ValueError(
-                "resolve engine 'auto' before building the module (batched or hogwild)"
-            )
-        if shared_negatives and (self.engine is not Engine.hogwild or self.arch is Arch.cbow):
-            raise ValueError("shared_negatives needs the hogwild engine and skip-gram")
-        if self.engine is Engine.hogwild:
-            if self.arch is Arch.cbow and not cbow_mean:
-                raise ValueError("the hogwild engine averages CBOW contexts (cbow_mean=True)")
-            # The engine updates the weights in place; Lightning only counts the steps.
-            self.automatic_optimization = False
         if self.optimizer_kind is Optimizer.sparse_adam and not sparse:
             raise ValueError(
                 "optimizer sparse_adam needs sparse gradients (device.grad_sync "
@@ -125,10 +105,7 @@ class SGNSModule(pl.LightningModule):
                 "reduce": self.reduce.value,
                 "arch": self.arch.value,
                 "optimizer": self.optimizer_kind.value,
-                "engine": self.engine.value,
                 "cbow_mean": cbow_mean,
-                "hogwild_threads": hogwild_threads,
-                "shared_negatives": shared_negatives,
                 "sparse": sparse,
                 "seed": seed,
             },
@@ -200,8 +177,6 @@ class SGNSModule(pl.LightningModule):
             self.build(self.trainer.datamodule.vocab.counts)
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        if self.engine is Engine.hogwild:
-            return self._hogwild_step(batch)
         rows = self.row_losses(batch)
         loss = self.reduce_loss(rows)
         n = max(int(rows.shape[0]), 1)
@@ -230,38 +205,6 @@ class SGNSModule(pl.LightningModule):
         for opt in self.trainer.optimizers:
             for group in opt.param_groups:
                 group["lr"] = lr
-
-    def _hogwild_step(self, batch: dict) -> Tensor:
-        """One chunk of sentences through the in-place CPU engine (word2vec.c's update rule)."""
-        from ns_plugins.kernels.hogwild import train_chunk
-
-        dm = self.trainer.datamodule
-        s0, s1 = (int(v) for v in batch["sentences"])
-        step = self.trainer.global_step
-        hp = self.hparams
-        alpha = [linear_decay(step + i, self.total_steps, hp.alpha, hp.min_alpha) for i in (0, 1)]
-        stats = train_chunk(
-            dm.corpus.ids,
-            np.ascontiguousarray(dm.corpus.offsets[s0 : s1 + 1]),
-            self.in_embed.weight.data.numpy(),
-            self.out_embed.weight.data.numpy(),
-            dm.keep_probability,
-            self.noise.prob,
-            self.noise.alias,
-            dm.window,
-            hp.negative,
-            alpha[0],
-            alpha[1],
-            seed=(hp.seed * 0x9E3779B1 + step) % (2**63),
-            shrink_windows=dm.shrink_windows,
-            cbow=self.arch is Arch.cbow,
-            shared_negatives=hp.get("shared_negatives", False),
-            workers=hp.hogwild_threads,
-        )
-        self.optimizers().step()  # no gradients: only advances the global step
-        loss = torch.tensor(stats.loss_sum / max(stats.n_pairs, 1))
-        self.log("train/loss", loss, prog_bar=True, on_step=True)
-        return loss
 
     def vectors(self) -> np.ndarray:
         """The word vectors (input embeddings) as float32 numpy."""
