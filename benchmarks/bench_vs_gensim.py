@@ -8,8 +8,8 @@ Each trainer runs in its own subprocess (so peak RSS is its own) and times vocab
 encoding and training together; raw words/s = corpus words x epochs / that time. Both sets of
 vectors are then scored by the same code (``ns_plugins.evaluate``) on WordSim-353, SimLex-999 and
 the Google analogies. Ours runs as users run it (``--ours app``, the default: ``train.py
-+experiment=sgns_text model.engine=hogwild``, timed by the app around ``Trainer.fit``, which
-builds the vocabulary and encodes the corpus too) or through the engine alone (``--ours engine``:
++experiment=sgns_text model.engine=hogwild``, timed by the app from the start of the run:
+vocabulary, encoding and training) or through the engine alone (``--ours engine``:
 ``ns_plugins.data`` vocabulary and encoding, then ``train_chunk`` chunk by chunk in a small driver
 with gensim's initialisation). ``--variants`` adds the shared-negatives
 option. Trainers alternate within each repeat so that load from other processes hits all of them.
@@ -176,7 +176,7 @@ def _run_one(args, trainer, variant, rep, work) -> dict:
         from ns_plugins.export import load_word2vec
 
         words, vectors = load_word2vec(out / "vectors.txt")
-        # the app times Trainer.fit: vocabulary, encoding and training, as the children do
+        # the app times vocabulary, encoding and training, as the children do
         res = json.loads((out / "metrics.json").read_text())
         seconds, train_seconds, raw = res["wall_seconds"], res["train_seconds"], args.raw_words
     else:

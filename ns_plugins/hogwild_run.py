@@ -143,6 +143,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     from ns_plugins.data import keep_probability, negative_sampler
     from ns_plugins.kernels.hogwild import job_bounds, train_chunk
 
+    t_start = time.perf_counter()  # wall_seconds covers vocabulary and encoding, as gensim's does
     cache = cache_dir_of(cfg, run_dir)
     prepare_run_data_for(cfg, cache)
     corpus, truth = open_run_data(cache)
@@ -187,7 +188,6 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             metrics_log.log(at_step, (at_step - 1) // per_epoch, finite)
 
     bar = _progress(cfg.trainer.enable_progress_bar and not cfg.trainer.fast_dev_run, total, step)
-    t_start = time.perf_counter()
     with _Interrupt() as interrupt:
         while step < total:
             epoch, i = divmod(step, per_epoch)
