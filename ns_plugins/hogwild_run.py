@@ -140,12 +140,20 @@ def _progress(enabled: bool, total: int, initial: int):
 
 def train(cfg: DictConfig, run_dir: Path) -> dict:
     """Train as ``cfg`` says (already checked), write ``run_dir``, return the final metrics."""
-    from ns_plugins.data import keep_probability, negative_sampler
-    from ns_plugins.kernels.hogwild import job_bounds, train_chunk
-
     t_start = time.perf_counter()  # wall_seconds covers vocabulary and encoding, as gensim's does
     cache = cache_dir_of(cfg, run_dir)
     prepare_run_data_for(cfg, cache)
+    # The weights and the corpus are gone when _train returns: the report that follows (matplotlib)
+    # then does not add to the process's peak memory.
+    metrics = _train(cfg, run_dir, cache, t_start)
+    finish_run(cfg, run_dir, metrics, cache)
+    return metrics
+
+
+def _train(cfg: DictConfig, run_dir: Path, cache: Path, t_start: float) -> dict:
+    from ns_plugins.data import keep_probability, negative_sampler
+    from ns_plugins.kernels.hogwild import job_bounds, train_chunk
+
     corpus, truth = open_run_data(cache)
     vocab = corpus.vocab
     V, d = len(vocab), int(cfg.vector_size)
@@ -248,7 +256,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         evaluate(step)
     metrics_log.write()
     export_run(run_dir, vocab.words, W_in, vocab.counts)
-    metrics = {
+    return {
         "engine": "hogwild",
         "global_step": step,
         "epochs_completed": step // per_epoch,
@@ -264,5 +272,3 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         "interrupt_checkpoint": str(interrupt_ckpt) if interrupt_ckpt else None,
         "config": config_dict(cfg),
     }
-    finish_run(cfg, run_dir, metrics, cache)
-    return metrics

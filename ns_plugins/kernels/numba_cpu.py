@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from numba import prange
 
+from ns_plugins.kernels.prefetch import prefetch_row
+
 __all__ = ["forward", "backward", "sparse_backward", "forward_backward_sparse", "supports"]
 
 # Reassociation lets the dot products vectorise; no assumptions about NaN or inf.
@@ -60,6 +62,9 @@ def _rows_pass(gy, x, W, samples, g, gx, loss):
     d = x.shape[1]
     want_loss = loss.shape[0] > 0
     for b in prange(B):
+        if b + 1 < B:  # the next row's K gathers load while this row computes
+            for k in range(K):
+                prefetch_row(W, max(samples[b + 1, k], 0))
         if samples[b, 0] < 0:
             g[b, :] = 0.0
             gx[b, :] = 0.0
