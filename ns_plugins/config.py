@@ -107,6 +107,8 @@ class ModelConfig:
     optimizer: Optimizer = Optimizer.sgd
     engine: Engine = Engine.batched
     cbow_mean: bool = True  # CBOW: average (True) or sum the context vectors
+    # input vectors start uniform in +-init_scale / vector_size: 0.5 is word2vec.c's, 1.0 gensim 4's
+    init_scale: float = 0.5
     chunk_words: int = 50_000  # hogwild engine: corpus words per training step
     # hogwild skip-gram: one set of negatives per center word for its whole window (HogBatch)
     shared_negatives: bool = False

@@ -119,12 +119,12 @@ def _load_checkpoint(path, V: int, d: int):
     return np.ascontiguousarray(W_in), np.ascontiguousarray(W_out), step, rows
 
 
-def _initial_weights(V: int, d: int, seed: int):
-    """word2vec's initialisation: input vectors uniform in [-0.5/d, 0.5/d), output zeros
-    (built in place: no V x d temporaries)."""
+def _initial_weights(V: int, d: int, seed: int, scale: float):
+    """Input vectors uniform in [-scale/d, scale/d) (word2vec.c: scale 0.5), output zeros; built
+    in place, with no V x d temporaries."""
     W_in = np.random.default_rng(seed).random((V, d), dtype=np.float32)
     W_in -= 0.5
-    W_in /= d
+    W_in *= 2 * scale / d
     return W_in, np.zeros((V, d), dtype=np.float32)
 
 
@@ -178,7 +178,7 @@ def _train(cfg: DictConfig, run_dir: Path, cache: Path, t_start: float) -> dict:
         metrics_log.rows = [r for r in rows if r["step"] <= step]
         log.info("resuming from %s at step %d", cfg.ckpt_path, step)
     else:
-        W_in, W_out = _initial_weights(V, d, cfg.seed)
+        W_in, W_out = _initial_weights(V, d, cfg.seed, cfg.model.init_scale)
         step = 0
     evaluator = RunEvaluator(eval_inputs(cfg.eval), cfg.eval.queries, cfg.eval.k)
     ckpt_dir = run_dir / "checkpoints"

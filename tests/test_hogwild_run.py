@@ -137,3 +137,14 @@ assert not heavy, heavy
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "vectors.txt").is_file()
+
+
+@pytest.mark.parametrize("scale", [0.5, 1.0])
+def test_initial_vectors_follow_init_scale(scale, tmp_path, cache):
+    cfg = _cfg("+experiment=sgns", "trainer.max_steps=0", f"model.init_scale={scale}",
+               f"data.cache_dir={cache / 'init'}")  # fmt: skip
+    assert train(cfg, tmp_path)["global_step"] == 0
+    _, vectors = load_word2vec(tmp_path / "vectors.bin")
+    bound = scale / 16
+    assert np.abs(vectors).max() < bound and np.abs(vectors).max() > 0.95 * bound
+    assert abs(vectors.mean()) < 0.05 * bound  # centred

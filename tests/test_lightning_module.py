@@ -41,6 +41,8 @@ def test_word2vec_initialisation():
     assert m.in_embed.sparse and m.out_embed.sparse
     dense = SGNSModule(np.arange(1, V + 1), vector_size=D, sparse=False)
     assert not dense.in_embed.sparse
+    wide = SGNSModule(np.arange(1, V + 1), vector_size=D, init_scale=1.0).in_embed.weight
+    assert 0.5 / D < wide.abs().max() <= 1.0 / D
 
 
 @pytest.mark.parametrize("backend", ["reference", "fused"])

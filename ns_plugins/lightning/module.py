@@ -1,6 +1,7 @@
 """SGNSModule: skip-gram / CBOW with negative sampling as a LightningModule.
 
-Two embedding tables as word2vec has them: ``in_embed`` (the word vectors, uniform in ±0.5/d) and
+Two embedding tables as word2vec has them: ``in_embed`` (the word vectors, uniform in
+±init_scale/d; word2vec.c's 0.5 by default) and
 ``out_embed`` (the context vectors, zeros). Both are ``nn.Embedding(sparse=True)`` so each step
 touches only the rows in the batch and DDP all-reduces them as sparse tensors; with
 ``sparse=False`` the gradients are dense (what NCCL can all-reduce).
@@ -76,6 +77,7 @@ class SGNSModule(pl.LightningModule):
         arch: Arch | str = Arch.skipgram,
         optimizer: Optimizer | str = Optimizer.sgd,
         cbow_mean: bool = True,
+        init_scale: float = 0.5,
         sparse: bool = True,
         seed: int = 1,
     ):
@@ -106,6 +108,7 @@ class SGNSModule(pl.LightningModule):
                 "arch": self.arch.value,
                 "optimizer": self.optimizer_kind.value,
                 "cbow_mean": cbow_mean,
+                "init_scale": init_scale,
                 "sparse": sparse,
                 "seed": seed,
             },
@@ -128,7 +131,8 @@ class SGNSModule(pl.LightningModule):
         self.in_embed = nn.Embedding(counts.size, d, sparse=sparse)
         self.out_embed = nn.Embedding(counts.size, d, sparse=sparse)
         with torch.no_grad():
-            self.in_embed.weight.uniform_(-0.5 / d, 0.5 / d)
+            scale = self.hparams.init_scale / d
+            self.in_embed.weight.uniform_(-scale, scale)
             self.out_embed.weight.zero_()
         self.noise = AliasSampler.from_counts(counts, self.hparams.ns_exponent)
 

@@ -98,6 +98,7 @@ def build(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
         arch=cfg.model.arch,
         optimizer=cfg.model.optimizer,
         cbow_mean=cfg.model.cbow_mean,
+        init_scale=cfg.model.init_scale,
         sparse=cfg.device.grad_sync is not GradSync.dense,
         seed=cfg.seed,
     )
