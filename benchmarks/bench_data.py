@@ -18,6 +18,7 @@ is single-threaded, so on a shared machine the CPU seconds are the steadier comp
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import platform
 import statistics
@@ -54,6 +55,10 @@ def timed(fn, repeat, warmup=0):
         fn()
     walls, cpus, out = [], [], None
     for _ in range(repeat):
+        # Drop the previous result first: Python's cyclic GC walks every live object while
+        # millions of lists are built, so a result kept alive would slow the next call.
+        out = None
+        gc.collect()
         w, c = time.perf_counter(), time.process_time()
         out = fn()
         cpus.append(time.process_time() - c)

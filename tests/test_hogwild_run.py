@@ -148,3 +148,17 @@ def test_initial_vectors_follow_init_scale(scale, tmp_path, cache):
     bound = scale / 16
     assert np.abs(vectors).max() < bound and np.abs(vectors).max() > 0.95 * bound
     assert abs(vectors.mean()) < 0.05 * bound  # centred
+
+
+def test_report_reads_a_hogwild_checkpoint(tmp_path, cache):
+    from ns_plugins.report import load_run
+
+    cfg = _cfg("+experiment=sgns", "trainer.max_steps=2", f"data.cache_dir={cache / 'report'}")
+    train(cfg, tmp_path)
+    ckpt = tmp_path / "checkpoints" / "last.npz"
+    run = load_run(ckpt)
+    assert run.vectors_from == ckpt
+    with np.load(ckpt) as saved:
+        np.testing.assert_array_equal(run.vectors, saved["in_embed"])
+    words, _ = load_word2vec(tmp_path / "vectors.txt")
+    assert run.words == words and "train/loss" in run.curves

@@ -1,7 +1,7 @@
 """Run reports: a self-contained ``report.html`` (figures inlined) for a training run.
 
 ``build_report(PATH)`` or ``python -m ns_plugins.report PATH`` with a run directory, a vectors
-file (.txt/.bin) or a Lightning checkpoint (.ckpt).
+file (.txt/.bin) or a checkpoint (Lightning .ckpt, hogwild .npz).
 """
 
 from ns_plugins.report.build import build_report

@@ -13,7 +13,7 @@ def main(argv=None) -> int:
         prog="python -m ns_plugins.report",
         description="Write report.html for a training run, a vectors file or a checkpoint.",
     )
-    parser.add_argument("path", help="run directory, vectors .txt/.bin, or Lightning .ckpt")
+    parser.add_argument("path", help="run directory, vectors .txt/.bin, or checkpoint .ckpt/.npz")
     parser.add_argument("--words", nargs="*", default=[], help="words to show neighbours of")
     parser.add_argument("--out", help="where to write the HTML (default: report.html beside)")
     parser.add_argument(

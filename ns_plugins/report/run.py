@@ -20,7 +20,7 @@ from ns_plugins.export import load_word2vec
 __all__ = ["Run", "load_run", "read_metrics_csv", "embedding_from_checkpoint"]
 
 _VECTOR_FILES = ("vectors.txt", "vectors.bin", "vectors.txt.gz", "vectors.bin.gz")
-_CHECKPOINT_SUFFIX = ".ckpt"
+_CHECKPOINT_SUFFIXES = (".ckpt", ".npz")  # Lightning runs, hogwild runs
 
 
 @dataclass
@@ -84,16 +84,23 @@ def _find_metrics_csv(run_dir: Path) -> Path | None:
 
 def _find_checkpoint(run_dir: Path) -> Path | None:
     ckpts = sorted(
-        (run_dir / "checkpoints").glob(f"*{_CHECKPOINT_SUFFIX}"), key=lambda p: p.stat().st_mtime
+        (p for p in (run_dir / "checkpoints").glob("*") if p.suffix in _CHECKPOINT_SUFFIXES),
+        key=lambda p: p.stat().st_mtime,
     )
     return ckpts[-1] if ckpts else None
 
 
 def embedding_from_checkpoint(path) -> np.ndarray:
-    """The input embedding (a 2-D float tensor named like ``*in*embed*weight``) of a checkpoint."""
+    """The input embedding of a checkpoint: ``in_embed`` of a hogwild run's ``.npz``, or the 2-D
+    float tensor named like ``*in*embed*weight`` of a Lightning ``.ckpt``."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as ckpt:
+            if "in_embed" not in ckpt.files:
+                raise ValueError(f"{path}: no in_embed array in this checkpoint")
+            return np.asarray(ckpt["in_embed"], dtype=np.float32)
     import torch
 
-    path = Path(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:
@@ -157,10 +164,12 @@ def _load_config(run: Run) -> None:
 
 
 def load_run(path) -> Run:
-    """Read a run directory, a vectors file (.txt/.bin) or a checkpoint (.ckpt)."""
+    """Read a run directory, a vectors file (.txt/.bin) or a checkpoint (.ckpt, .npz)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"nothing at {path}: give a run directory, vectors file or .ckpt")
+        raise FileNotFoundError(
+            f"nothing at {path}: give a run directory, vectors file or checkpoint (.ckpt, .npz)"
+        )
     if path.is_dir():
         run = Run(source=path, run_dir=path)
         vec_file = next((path / n for n in _VECTOR_FILES if (path / n).is_file()), None)
@@ -168,7 +177,7 @@ def load_run(path) -> Run:
     else:
         run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
         run = Run(source=path, run_dir=run_dir)
-        is_ckpt = path.suffix == _CHECKPOINT_SUFFIX
+        is_ckpt = path.suffix in _CHECKPOINT_SUFFIXES
         vec_file, ckpt = (None, path) if is_ckpt else (path, None)
 
     vocab_file = _find_upwards(ckpt.parent if ckpt else run.run_dir, "vocab.tsv")
@@ -199,7 +208,7 @@ def load_run(path) -> Run:
             run.words = [f"#{i}" for i in range(len(run.vectors))]
             run.notes.append(f"words unknown for {ckpt.name} ({why}); rows are shown as #id")
     else:
-        run.missing.append("vectors.txt / vectors.bin / checkpoints/*.ckpt (embeddings)")
+        run.missing.append("vectors.txt / vectors.bin / checkpoints/*.ckpt or *.npz (embeddings)")
 
     if run.words is not None and vocab_words is not None:
         if run.words == vocab_words:
