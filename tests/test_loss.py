@@ -247,15 +247,16 @@ def test_every_cpu_kernel_matches_reference(kernels, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("V", [3, 700, 1500])
-def test_scatter_dense_rewrites_any_array(dtype, V):
+@pytest.mark.parametrize("d", [9, 10])  # float32 rows of 36 and 40 bytes: 4- and 8-byte words
+def test_scatter_dense_rewrites_any_array(dtype, V, d):
     """The dense W gradient written into an array that holds leftovers (NaN, -0.0, old rows):
     touched rows get the gradient, every other row exactly zero."""
     from ns_plugins.kernels import numba_cpu
 
-    x, W, samples = _inputs(7, 64, 9, V, 6, dtype)
+    x, W, samples = _inputs(7, 64, d, V, 6, dtype)
     gy = torch.rand(64, dtype=dtype) + 0.5
     g, _, _ = numba_cpu.rows_grad(gy, x, W, samples, False)
-    out = np.full((V, 9), np.nan, dtype=x.numpy().dtype)
+    out = np.full((V, d), np.nan, dtype=x.numpy().dtype)
     out[::2] = 0.0
     out[1::3] = -0.0
     numba_cpu.scatter_dense(g, x, samples, out)
