@@ -239,6 +239,7 @@ def _train(cfg: DictConfig, run_dir: Path, cache: Path, t_start: float) -> dict:
                 bar.update(1)
             if (every_eval and step % every_eval == 0) or step % per_epoch == 0:
                 evaluate(step)
+                metrics_log.write()  # curves on disk while a long run goes on
                 window_t = time.perf_counter()  # evaluation time is not training time
             if every_ckpt and step % every_ckpt == 0:
                 _save_checkpoint(ckpt_dir / "last.npz", W_in, W_out, step, metrics_log.rows)
