@@ -8,6 +8,7 @@ Lightning in ``ns_plugins.lightning.run``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
@@ -173,21 +174,39 @@ def prepare_run_data(
         recipe.update(seed=synthetic_seed, sentences=synthetic_sentences)
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    recipe_file, encoded = cache_dir / "recipe.json", cache_dir / "encoded"
-    if (encoded / "meta.json").is_file() and recipe_file.is_file():
-        if json.loads(recipe_file.read_text()) == recipe:
-            return  # encoded by an earlier run sharing this cache (or before a resume)
-    if source is DataSource.synthetic:
-        path = cache_dir / "synthetic.txt"
-        synth = synthetic_corpus(synthetic_seed, n_sentences=synthetic_sentences)
-        synth.write(path)
-        truth = {"clusters": synth.clusters, "analogies": synth.analogies}
-        (cache_dir / "ground_truth.json").write_text(json.dumps(truth))
-    else:
-        (cache_dir / "ground_truth.json").unlink(missing_ok=True)
-    vocab = Vocab.build(path, min_count, max_vocab_size)
-    encode_corpus(path, vocab, encoded)
-    recipe_file.write_text(json.dumps(recipe))
+    # Several processes may share the cache (nodes on one file system, runs started together):
+    # one writes it, the others wait and then find it written.
+    with _exclusive(cache_dir / ".lock"):
+        recipe_file, encoded = cache_dir / "recipe.json", cache_dir / "encoded"
+        if (encoded / "meta.json").is_file() and recipe_file.is_file():
+            if json.loads(recipe_file.read_text()) == recipe:
+                return  # encoded by an earlier run sharing this cache (or before a resume)
+        if source is DataSource.synthetic:
+            path = cache_dir / "synthetic.txt"
+            synth = synthetic_corpus(synthetic_seed, n_sentences=synthetic_sentences)
+            synth.write(path)
+            truth = {"clusters": synth.clusters, "analogies": synth.analogies}
+            (cache_dir / "ground_truth.json").write_text(json.dumps(truth))
+        else:
+            (cache_dir / "ground_truth.json").unlink(missing_ok=True)
+        vocab = Vocab.build(path, min_count, max_vocab_size)
+        encode_corpus(path, vocab, encoded)
+        recipe_file.write_text(json.dumps(recipe))
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path):
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no cross-process lock
+        yield
+        return
+    with open(lock_path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def prepare_run_data_for(cfg: DictConfig, cache_dir: Path) -> None:

@@ -301,6 +301,51 @@ def test_ddp_cpu_two_processes(tmp_path, grad_sync):
     assert (tmp_path / "vectors.bin").is_file()
 
 
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_two_nodes_over_gloo(tmp_path):
+    """num_nodes=2 as a cluster starts it: one process per node, told its NODE_RANK and the
+    master's address; here both nodes are on this machine and share the corpus cache."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    args = ["+experiment=sgns", *TINY, "epochs=1", "device=ddp_cpu", "devices=1", "num_nodes=2",
+            f"data.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
+    procs = []
+    for node in (0, 1):
+        env = dict(
+            os.environ,
+            PYTHONPATH="",
+            SETUPTOOLS_USE_DISTUTILS="stdlib",
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+            NODE_RANK=str(node),
+        )
+        run_dir = f"hydra.run.dir={tmp_path / str(node)}"
+        cmd = [sys.executable, str(ROOT / "train.py"), *args, run_dir]
+        procs.append(
+            subprocess.Popen(
+                cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+            )
+        )
+    try:
+        errs = [p.communicate(timeout=300)[1] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [0, 0], errs[0][-2000:] + errs[1][-2000:]
+    ranks = [json.loads((tmp_path / f"{r}/ranks/rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    assert ranks[0]["global_step"] == ranks[1]["global_step"] > 0
+    assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
+    (a0, a1), (b0, b1) = ranks[0]["shard"]["sentences"], ranks[1]["shard"]["sentences"]
+    assert a0 == 0 and a1 == b0 and b1 == 600 and a0 < a1 < b1
+    assert (tmp_path / "0" / "vectors.bin").is_file()
+
+
 def test_shared_negatives_needs_hogwild_skipgram(tmp_path):
     cfg = _cfg("+experiment=sgns", "model.engine=batched", "model.shared_negatives=true")
     with pytest.raises(ConfigError, match="shared_negatives"):
