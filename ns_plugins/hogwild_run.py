@@ -193,7 +193,7 @@ def _train(cfg: DictConfig, run_dir: Path, cache: Path, t_start: float) -> dict:
         scores = evaluator.evaluate(vocab.words, W_in, truth)
         finite = {f"eval/{k}": float(v) for k, v in scores.items() if np.isfinite(v)}
         if finite:
-            metrics_log.log(at_step, (at_step - 1) // per_epoch, finite)
+            metrics_log.log(at_step, max(at_step - 1, 0) // per_epoch, finite)
 
     bar = _progress(cfg.trainer.enable_progress_bar and not cfg.trainer.fast_dev_run, total, step)
     with _Interrupt() as interrupt:
