@@ -120,7 +120,7 @@ class TrainerConfig:
     fast_dev_run: bool = False
     log_every_n_steps: int = 50
     enable_progress_bar: bool = True
-    checkpoint_every_n_steps: int = 0  # 0: only last.ckpt at the end (and on interrupt)
+    checkpoint_every_n_steps: int = 0  # 0: last.ckpt / last.npz at epoch ends (and on interrupt)
 
 
 @dataclass

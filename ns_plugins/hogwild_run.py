@@ -241,7 +241,8 @@ def _train(cfg: DictConfig, run_dir: Path, cache: Path, t_start: float) -> dict:
                 evaluate(step)
                 metrics_log.write()  # curves on disk while a long run goes on
                 window_t = time.perf_counter()  # evaluation time is not training time
-            if every_ckpt and step % every_ckpt == 0:
+            if (every_ckpt and step % every_ckpt == 0) or step % per_epoch == 0:
+                # at each epoch end too, as Lightning's ModelCheckpoint does by default
                 _save_checkpoint(ckpt_dir / "last.npz", W_in, W_out, step, metrics_log.rows)
             if interrupt.received is not None:
                 interrupt_ckpt = _save_checkpoint(

@@ -65,13 +65,15 @@ def test_run_directory(experiment, shared, tmp_path, cache):
     assert len(words) == len((tmp_path / "vocab.tsv").read_text().splitlines())
 
 
-def _signal_at(monkeypatch, call: int):
-    """Raise SIGTERM inside the ``call``-th training step (1-based), as a user would."""
+def _signal_at(monkeypatch, call: int, before=lambda: None):
+    """Raise SIGTERM inside the ``call``-th training step (1-based), as a user would, after
+    calling ``before``."""
     real, calls = hogwild.train_chunk, []
 
     def step(*args, **kwargs):
         calls.append(1)
         if len(calls) == call:
+            before()
             signal.raise_signal(signal.SIGTERM)
         return real(*args, **kwargs)
 
@@ -83,9 +85,16 @@ def test_interrupt_then_resume_matches_an_uninterrupted_run(tmp_path, cache, mon
     args = ["+experiment=sgns", "epochs=2", "workers=1", f"data.cache_dir={cache / 'resume'}"]
     full = train(_cfg(*args), tmp_path / "full")
     stop_at = full["global_step"] // 2 + 1  # mid-way through the second epoch
+    last_steps = []
+
+    def read_last():  # the checkpoint written at the end of the first epoch
+        with np.load(tmp_path / "part" / "checkpoints" / "last.npz") as last:
+            last_steps.append(int(last["global_step"]))
+
     with monkeypatch.context() as m:
-        _signal_at(m, stop_at)
+        _signal_at(m, stop_at, before=read_last)
         part = train(_cfg(*args), tmp_path / "part")
+    assert last_steps == [full["global_step"] // 2]
     assert part["interrupted"] and part["interrupt_signal"] == signal.SIGTERM
     assert part["global_step"] == stop_at
     assert signal.getsignal(signal.SIGTERM) is not None  # handlers were put back
