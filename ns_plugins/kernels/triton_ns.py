@@ -98,6 +98,20 @@ def _load_w(w_ptr, swv, swd, ids, rd, valid, D, ACC: tl.constexpr):
 
 
 @triton.jit
+def _store_grads(gx_ptr, gw_ptr, coef, x, w, rb, rd, slots, valid, B, D):
+    """For columns ``rd``: gx rows of the block, and the W-gradient slots added atomically."""
+    gx = tl.sum(coef[:, :, None] * w, axis=1)
+    tl.store(
+        gx_ptr + rb[:, None] * D + rd[None, :],
+        gx.to(gx_ptr.dtype.element_ty),
+        mask=(rb[:, None] < B) & (rd[None, :] < D),
+    )
+    gm = valid[:, :, None] & (rd[None, None, :] < D)
+    gptr = gw_ptr + slots[:, :, None] * D + rd[None, None, :]
+    tl.atomic_add(gptr, coef[:, :, None] * x[:, None, :], mask=gm, sem="relaxed")
+
+
+@triton.jit
 def _ns_fwd_kernel(
     x_ptr, w_ptr, s_ptr, loss_ptr,
     B, D, V,
@@ -171,30 +185,13 @@ def _ns_bwd_kernel(
         tl.store(loss_ptr + rb, loss.to(loss_ptr.dtype.element_ty), mask=rb < B)
 
     if ND == 1:
-        rd = tl.arange(0, BLOCK_D)
-        gx = tl.sum(coef[:, :, None] * w, axis=1)
-        tl.store(
-            gx_ptr + rb[:, None] * D + rd[None, :],
-            gx.to(gx_ptr.dtype.element_ty),
-            mask=(rb[:, None] < B) & (rd[None, :] < D),
-        )
-        gm = valid[:, :, None] & (rd[None, None, :] < D)
-        gptr = gw_ptr + slots[:, :, None] * D + rd[None, None, :]
-        tl.atomic_add(gptr, coef[:, :, None] * x[:, None, :], mask=gm, sem="relaxed")
+        _store_grads(gx_ptr, gw_ptr, coef, x, w, rb, tl.arange(0, BLOCK_D), slots, valid, B, D)
     else:
         for c in range(ND):
             rd = c * BLOCK_D + tl.arange(0, BLOCK_D)
             x = _load_x(x_ptr, sxb, sxd, rb, rd, live, D, ACC)
             w = _load_w(w_ptr, swv, swd, ids, rd, valid, D, ACC)
-            gx = tl.sum(coef[:, :, None] * w, axis=1)
-            tl.store(
-                gx_ptr + rb[:, None] * D + rd[None, :],
-                gx.to(gx_ptr.dtype.element_ty),
-                mask=(rb[:, None] < B) & (rd[None, :] < D),
-            )
-            gm = valid[:, :, None] & (rd[None, None, :] < D)
-            gptr = gw_ptr + slots[:, :, None] * D + rd[None, None, :]
-            tl.atomic_add(gptr, coef[:, :, None] * x[:, None, :], mask=gm, sem="relaxed")
+            _store_grads(gx_ptr, gw_ptr, coef, x, w, rb, rd, slots, valid, B, D)
 
 
 # ----------------------------------------------------------------------------- host side
