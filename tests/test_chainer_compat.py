@@ -6,18 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import chainer_setup  # noqa: F401  (skips without Chainer, applies the import fixes)
 import numpy as np
 import pytest
 
-pytest.importorskip(
-    "ns_plugins.chainer",
-    reason="needs Chainer: pip install 'ns_plugins[chainer]'",
-    exc_type=ImportError,  # ns_plugins.chainer raises ImportError naming the extra
-)
-from ns_plugins.chainer import import_fixes  # noqa: E402
-
-import_fixes.apply()
-import chainer  # noqa: E402, F401  (loaded here, so the chainer marker finds it working)
+# isort: split
+import chainer  # noqa: F401  (loaded here, so the chainer marker finds it working)
 
 pytestmark = [pytest.mark.chainer, pytest.mark.slow]
 

@@ -1,24 +1,18 @@
 """negative_sampling drop-in: parity with Chainer 7.8.1 and with the float64 reference."""
 
+import chainer_setup  # noqa: F401  (skips without Chainer, applies the import fixes)
 import numpy as np
 import pytest
 
-pytest.importorskip(
-    "ns_plugins.chainer",
-    reason="needs Chainer: pip install 'ns_plugins[chainer]'",
-    exc_type=ImportError,  # ns_plugins.chainer raises ImportError naming the extra
-)
-from ns_plugins.chainer import import_fixes  # noqa: E402
+# isort: split
 
-import_fixes.apply()  # Chainer 7.8.1 does not import on new setuptools without it
+import chainer
+import chainer.functions as F
+from chainer import gradient_check
+from chainer.utils import type_check
 
-import chainer  # noqa: E402
-import chainer.functions as F  # noqa: E402
-from chainer import gradient_check  # noqa: E402
-from chainer.utils import type_check  # noqa: E402
-
-from ns_plugins.chainer import negative_sampling  # noqa: E402
-from ns_plugins.core import reference  # noqa: E402
+from ns_plugins.chainer import negative_sampling
+from ns_plugins.core import reference
 
 pytestmark = pytest.mark.chainer
 

@@ -7,25 +7,19 @@ import sys
 import textwrap
 from pathlib import Path
 
+import chainer_setup  # noqa: F401  (skips without Chainer, applies the import fixes)
 import numpy as np
 import pytest
 
-pytest.importorskip(
-    "ns_plugins.chainer",
-    reason="needs Chainer: pip install 'ns_plugins[chainer]'",
-    exc_type=ImportError,  # ns_plugins.chainer raises ImportError naming the extra
-)
-from ns_plugins.chainer import import_fixes  # noqa: E402
+# isort: split
 
-import_fixes.apply()
+import chainer
+import chainer.functions as F
+import chainer.links as L
+import chainer.utils
 
-import chainer  # noqa: E402
-import chainer.functions as F  # noqa: E402
-import chainer.links as L  # noqa: E402
-import chainer.utils  # noqa: E402
-
-import ns_plugins.chainer as nsc  # noqa: E402
-from ns_plugins.chainer import autoinstall, installer  # noqa: E402
+import ns_plugins.chainer as nsc
+from ns_plugins.chainer import autoinstall, import_fixes, installer
 
 pytestmark = pytest.mark.chainer
 

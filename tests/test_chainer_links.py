@@ -2,26 +2,20 @@
 
 import io
 
+import chainer_setup  # noqa: F401  (skips without Chainer, applies the import fixes)
 import numpy as np
 import pytest
 
-pytest.importorskip(
-    "ns_plugins.chainer",
-    reason="needs Chainer: pip install 'ns_plugins[chainer]'",
-    exc_type=ImportError,  # ns_plugins.chainer raises ImportError naming the extra
-)
-from ns_plugins.chainer import import_fixes  # noqa: E402
+# isort: split
 
-import_fixes.apply()
+import chainer
+import chainer.functions as F
+import chainer.links as L
+from chainer import serializers
+from chainer.utils import walker_alias as chainer_walker_alias
+from scipy import stats
 
-import chainer  # noqa: E402
-import chainer.functions as F  # noqa: E402
-import chainer.links as L  # noqa: E402
-from chainer import serializers  # noqa: E402
-from chainer.utils import walker_alias as chainer_walker_alias  # noqa: E402
-from scipy import stats  # noqa: E402
-
-from ns_plugins.chainer import NegativeSampling, WalkerAlias  # noqa: E402
+from ns_plugins.chainer import NegativeSampling, WalkerAlias
 
 pytestmark = pytest.mark.chainer
 
