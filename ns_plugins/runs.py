@@ -112,7 +112,7 @@ def check_config(cfg: DictConfig) -> None:
             f"(got model.arch={cfg.model.arch.value}, engine {engine.value})"
         )
     if engine is Engine.hogwild:
-        if not cfg.model.cbow_mean:
+        if cfg.model.arch is Arch.cbow and not cfg.model.cbow_mean:
             raise ConfigError("the hogwild engine averages CBOW contexts (model.cbow_mean=true)")
         if cfg.model.chunk_words < 1:
             raise ConfigError(f"model.chunk_words must be >= 1, got {cfg.model.chunk_words}")
