@@ -15,11 +15,12 @@ __all__ = ["main"]
 def _train(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    from ns_plugins.runs import ConfigError, train
+    from ns_plugins.errors import UsageError
+    from ns_plugins.runs import train
 
     try:
         metrics = train(cfg, HydraConfig.get().runtime.output_dir)
-    except ConfigError as err:  # a setting, not a bug: no traceback
+    except UsageError as err:  # a setting or a file, not a bug: no traceback
         print(f"ns-train: error: {err}", file=sys.stderr)
         sys.exit(2)
     if metrics.get("interrupted"):

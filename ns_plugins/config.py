@@ -96,6 +96,8 @@ class DataConfig:
     path: str | None = None  # text corpus (plain or .gz), one sentence per line
     cache_dir: str | None = None  # where the encoded corpus goes; default: the run directory
     max_vocab_size: int | None = None
+    # use this vocabulary (``word<TAB>count`` lines, as a run's vocab.tsv) instead of counting
+    vocab_file: str | None = None
     num_workers: int = 0
     synthetic_seed: int = 0
     synthetic_sentences: int = 40000  # ~11 tokens each
@@ -167,6 +169,8 @@ class TrainConfig:
     devices: int | None = None
     num_nodes: int | None = None
     ckpt_path: str | None = None  # resume from this checkpoint
+    # start from these weights (.npz: words, in_embed, out_embed); other words start random
+    init_vectors: str | None = None
 
 
 SCHEMA_NAME = "ns_train_schema"

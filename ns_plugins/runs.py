@@ -18,6 +18,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from ns_plugins.config import Arch, Backend, DataSource, Engine, GradSync, Optimizer
+from ns_plugins.errors import UsageError
 
 __all__ = [
     "PLANTED_PURITY_LEARNED",
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 PLANTED_PURITY_LEARNED = 0.8
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """A setting that cannot work; raised before training starts."""
 
 
