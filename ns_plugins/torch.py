@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ns_plugins.core.alias import AliasSampler
-from ns_plugins.core.ops import ns_loss
+from ns_plugins.core.ops import IdOutOfRangeError, ns_loss
 
 __all__ = ["negative_sampling", "NegativeSampling", "check_reduce"]
 
@@ -52,10 +52,13 @@ def _check_inputs(x, t, W, sample_size) -> None:
         lo, hi = int(t.min()), int(t.max())
         if lo < -1 or hi >= W.shape[0]:
             bad = lo if lo < -1 else hi
-            raise ValueError(f"label {bad} is out of range [-1, {W.shape[0]}) (-1 means ignore)")
+            raise IdOutOfRangeError(
+                f"t holds label {bad}, out of range [-1, {W.shape[0]}) (-1 means ignore)"
+            )
 
 
-def _draw(sampler, shape, V, device) -> torch.Tensor:
+def _draw(sampler, shape, V, t) -> torch.Tensor:
+    """The sampler's ids with column 0 set to ``t``; its negatives checked to lie in [0, V)."""
     samples = sampler(shape)
     if not isinstance(samples, torch.Tensor):
         samples = torch.as_tensor(np.asarray(samples))
@@ -63,13 +66,16 @@ def _draw(sampler, shape, V, device) -> torch.Tensor:
         raise ValueError(f"sampler returned shape {tuple(samples.shape)}, expected {shape}")
     if samples.dtype.is_floating_point or samples.dtype.is_complex or samples.dtype == torch.bool:
         raise TypeError(f"sampler must return integer ids, got {samples.dtype}")
-    samples = samples.to(device=device, dtype=torch.int64)
-    if samples.numel() and (int(samples.min()) < 0 or int(samples.max()) >= V):
-        raise ValueError(
-            f"sampler returned ids outside [0, {V}): min {int(samples.min())}, "
-            f"max {int(samples.max())}"
-        )
-    return samples.clone()
+    samples = samples.to(device=t.device, dtype=torch.int64, copy=True)
+    samples[:, 0] = t.to(torch.int64)
+    neg = samples[:, 1:]
+    if neg.numel():
+        lo, hi = torch.stack([neg.min(), neg.max()]).tolist()
+        if lo < 0 or hi >= V:
+            raise IdOutOfRangeError(
+                f"sampler returned id {lo if lo < 0 else hi}, out of range [0, {V})"
+            )
+    return samples
 
 
 def negative_sampling(x, t, W, sampler, sample_size, reduce="sum", *, return_samples=False):
@@ -77,8 +83,7 @@ def negative_sampling(x, t, W, sampler, sample_size, reduce="sum", *, return_sam
     check_reduce(reduce)
     _check_inputs(x, t, W, sample_size)
     B = x.shape[0]
-    samples = _draw(sampler, (B, sample_size + 1), W.shape[0], x.device)
-    samples[:, 0] = t.to(device=x.device, dtype=torch.int64)
+    samples = _draw(sampler, (B, sample_size + 1), W.shape[0], t.to(x.device))
     rows = ns_loss(x, W, samples)
     loss = rows.sum() if reduce == "sum" else rows
     return (loss, samples) if return_samples else loss

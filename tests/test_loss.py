@@ -174,12 +174,12 @@ def test_module_like_chainer_link():
         (dict(t=torch.zeros(3, dtype=torch.long)), ValueError, "batch sizes differ"),
         (dict(W=torch.randn(10, 5)), ValueError, "features"),
         (dict(W=torch.randn(10, 3, dtype=torch.float64)), TypeError, "same dtype"),
-        (dict(t=torch.tensor([0, 1, 10, 2])), ValueError, "label 10 is out of range"),
-        (dict(t=torch.tensor([0, -2, 1, 2])), ValueError, "label -2 is out of range"),
+        (dict(t=torch.tensor([0, 1, 10, 2])), IndexError, r"label 10, out of range \[-1, 10\)"),
+        (dict(t=torch.tensor([0, -2, 1, 2])), ValueError, "label -2, out of range"),
         (dict(sample_size=-1), ValueError, "sample_size"),
         (dict(sampler=lambda s: torch.zeros(s[0], 2, dtype=torch.long)), ValueError, "shape"),
         (dict(sampler=lambda s: torch.zeros(s)), TypeError, "integer ids"),
-        (dict(sampler=lambda s: torch.full(s, 10)), ValueError, "outside"),
+        (dict(sampler=lambda s: torch.full(s, 10)), ValueError, r"id 10, out of range \[0, 10\)"),
         (dict(reduce="mean"), ValueError, "only 'sum' and 'no' are valid for 'reduce'"),
     ],
 )
@@ -267,3 +267,109 @@ def test_scatter_dense_rewrites_any_array(dtype, V, d):
     assert _rel(out, gW_ref) < TOL[dtype]
     untouched = np.setdiff1d(np.arange(V), np.maximum(s, 0))
     assert np.all(out[untouched].view(np.uint8) == 0)  # +0.0 bit for bit
+
+
+def _bad_samples():
+    """(name, samples, bad id): 4 rows over V = 10, each case with one id no kernel may see."""
+    good = torch.tensor([[0, 1, 2], [3, 4, 5], [-1, 6, 7], [9, 8, 0]])
+    cases = []
+    for name, (i, j, v) in {
+        "label V": (1, 0, 10),
+        "label 10**7": (3, 0, 10**7),
+        "label -2": (0, 0, -2),
+        "negative id -1": (2, 2, -1),
+        "negative id -3": (0, 1, -3),
+        "negative id V": (3, 2, 10),
+        "negative id 10**7": (1, 1, 10**7),
+    }.items():
+        s = good.clone()
+        s[i, j] = v
+        cases.append((name, s, v))
+    return cases
+
+
+@pytest.mark.parametrize("name, samples, bad", _bad_samples(), ids=[c[0] for c in _bad_samples()])
+def test_op_rejects_ids_out_of_range_before_any_kernel(name, samples, bad):
+    x = torch.randn(4, 3, dtype=torch.float64)
+    W0 = torch.randn(10, 3, dtype=torch.float64)
+    W = W0.clone().requires_grad_()
+    gy = torch.ones(4, dtype=torch.float64)
+    calls = [
+        lambda: ops.ns_loss(x, W, samples),
+        lambda: ops.ns_loss(x, W, samples, sparse_grad=True),
+        lambda: torch.ops.ns_plugins.ns_loss_fwd(x, W, samples),
+        lambda: torch.ops.ns_plugins.ns_loss_bwd(gy, x, W, samples),
+        lambda: ops.ns_loss_sparse(x, W.detach(), samples, gy),
+    ]
+    for call in calls:
+        with pytest.raises(IndexError, match=rf" {bad}, out of range \[-?[01], 10\)"):
+            call()
+    assert torch.equal(W.detach(), W0) and W.grad is None
+
+
+def test_op_rejects_bad_shapes_and_dtypes():
+    x, W = torch.randn(4, 3), torch.randn(10, 3)
+    with pytest.raises(ValueError, match="samples must be 2-D"):
+        ops.ns_loss(x, W, torch.zeros(4, dtype=torch.long))  # 1-D samples
+    with pytest.raises(ValueError, match="samples must be 2-D"):
+        ops.ns_loss(x, W, torch.zeros(3, 2, dtype=torch.long))  # batch differs
+    with pytest.raises(TypeError, match="integer ids"):
+        ops.ns_loss(x, W, torch.zeros(4, 2))  # float ids
+    with pytest.raises(TypeError, match="one dtype"):
+        ops.ns_loss(x, W.double(), torch.zeros(4, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="gy must have shape"):
+        ops.ns_loss_sparse(x, W, torch.zeros(4, 2, dtype=torch.long), torch.ones(3))
+    # int32 ids stay accepted
+    s = torch.randint(0, 10, (4, 2))
+    torch.testing.assert_close(ops.ns_loss(x, W, s.int()), ops.ns_loss(x, W, s))
+
+
+def test_op_checks_ids_under_torch_compile():
+    x, W = torch.randn(4, 3), torch.randn(10, 3, requires_grad=True)
+    compiled = torch.compile(lambda x, W, s: ops.ns_loss(x, W, s).sum(), fullgraph=True)
+    good = torch.randint(0, 10, (4, 3))
+    compiled(x, W, good).backward()
+    bad = good.clone()
+    bad[2, 1] = 10**7
+    W.grad = None
+    with pytest.raises(IndexError, match="10000000, out of range"):
+        compiled(x, W, bad)
+    assert W.grad is None
+    with pytest.raises(Exception, match="samples must be 2-D"):  # caught while tracing
+        compiled(x, W, good[:, 0])
+
+
+@pytest.mark.parametrize(
+    "t, sampler, exc, message",
+    [
+        (torch.tensor([0, 1, 10, 2]), None, IndexError, r"label 10, out of range \[-1, 10\)"),
+        (torch.tensor([0, 10**7, 1, 2]), None, IndexError, "label 10000000, out of range"),
+        (None, lambda s: torch.full(s, 10**7), IndexError, r"id 10000000, out of range \[0, 10\)"),
+        (None, lambda s: -torch.ones(s, dtype=torch.long), IndexError, "id -1, out of range"),
+        (None, lambda s: np.full(s, 2.7), TypeError, "integer ids"),
+        (None, lambda s: torch.zeros(s[0], dtype=torch.long), ValueError, "sampler returned shape"),
+    ],
+)
+def test_front_end_rejects_bad_ids_and_leaves_W_untouched(t, sampler, exc, message):
+    x = torch.randn(4, 3, requires_grad=True)
+    W0 = torch.randn(10, 3)
+    W = W0.clone().requires_grad_()
+    t = torch.tensor([0, 1, -1, 9]) if t is None else t
+    sampler = sampler or (lambda s: torch.randint(0, 10, s))
+    with pytest.raises(exc, match=message):
+        negative_sampling(x, t, W, sampler, 2)
+    assert torch.equal(W.detach(), W0) and W.grad is None and x.grad is None
+
+
+def test_front_end_ignores_the_samplers_column_0():
+    """Column 0 is overwritten by t, so what the sampler put there is never checked or used."""
+    x, W = torch.randn(3, 2), torch.randn(5, 2)
+    t = torch.tensor([4, -1, 0])
+
+    def sampler(shape):
+        s = torch.randint(0, 5, shape)
+        s[:, 0] = -7
+        return s
+
+    loss, samples = negative_sampling(x, t, W, sampler, 3, reduce="no", return_samples=True)
+    assert torch.equal(samples[:, 0], t) and loss[1] == 0

@@ -6,6 +6,12 @@ and an autograd formula, so the loss works under ``torch.compile(fullgraph=True)
 double backward. On CPU the fused numba kernel runs for float32/float64 when numba is installed,
 ``ns_plugins.kernels.torch_cpu`` otherwise (and for float16/bfloat16); on CUDA the fused Triton
 kernel runs when Triton is importable, else the same torch code runs on the device.
+
+Every entry point checks its input before a kernel runs (the kernels index W with the ids as
+given): shapes and dtypes in the fake implementations too, so a traced graph fails at compile
+time; the ids (column 0 in ``[-1, V)``, -1 meaning ignore, the other columns in ``[0, V)``) in the
+real implementations with one min/max pass, which is where values exist under
+``torch.compile`` (a custom op is opaque to the tracer, so the check runs at call time).
 """
 
 from __future__ import annotations
@@ -16,7 +22,79 @@ from torch import Tensor
 
 from ns_plugins.kernels import torch_cpu
 
-__all__ = ["ns_loss", "ns_loss_sparse", "ns_loss_fwd", "ns_loss_bwd"]
+__all__ = [
+    "ns_loss",
+    "ns_loss_sparse",
+    "ns_loss_fwd",
+    "ns_loss_bwd",
+    "IdOutOfRangeError",
+    "check_args",
+    "check_ids",
+]
+
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+class IdOutOfRangeError(ValueError, IndexError):
+    """An id that would index outside W; a ValueError and an IndexError (as numpy's AxisError)."""
+
+
+def _is_int(t: Tensor) -> bool:
+    return not (t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool)
+
+
+def check_args(x: Tensor, W: Tensor, samples: Tensor, gy: Tensor | None = None) -> None:
+    """Shapes and dtypes of the op's arguments (no values read: safe on fake tensors)."""
+    if x.dim() != 2:
+        raise ValueError(f"x must be 2-D (batch, features), got shape {tuple(x.shape)}")
+    if W.dim() != 2:
+        raise ValueError(f"W must be 2-D (vocabulary, features), got shape {tuple(W.shape)}")
+    if x.dtype not in _FLOATS or W.dtype != x.dtype:
+        raise TypeError(f"x and W must be floating point of one dtype, got {x.dtype}, {W.dtype}")
+    if x.shape[1] != W.shape[1]:
+        raise ValueError(f"x has {x.shape[1]} features but W has {W.shape[1]} columns")
+    if samples.dim() != 2 or samples.shape[0] != x.shape[0] or samples.shape[1] < 1:
+        raise ValueError(
+            f"samples must be 2-D (B, k+1) with B = {x.shape[0]} and k >= 0 (column 0 the "
+            f"positive id), got shape {tuple(samples.shape)}"
+        )
+    if not _is_int(samples):
+        raise TypeError(f"samples must hold integer ids, got {samples.dtype}")
+    if not (x.device == W.device == samples.device):
+        raise ValueError(
+            f"x, W and samples must be on one device, got {x.device}, {W.device}, {samples.device}"
+        )
+    if gy is not None and tuple(gy.shape) != (x.shape[0],):
+        raise ValueError(f"gy must have shape ({x.shape[0]},), got {tuple(gy.shape)}")
+
+
+def check_ids(samples: Tensor, V: int, name: str = "samples") -> None:
+    """Column 0 in [-1, V) (-1: row ignored), the negatives' columns in [0, V).
+
+    One min/max pass and one host sync; raises IdOutOfRangeError naming the bad value.
+    """
+    if samples.numel() == 0:
+        return
+    pos, neg = samples[:, 0], samples[:, 1:]
+    parts = [pos.min(), pos.max()]
+    if neg.numel():
+        parts += [neg.min(), neg.max()]
+    bounds = torch.stack(parts).tolist()
+    if bounds[0] < -1 or bounds[1] >= V:
+        bad = bounds[0] if bounds[0] < -1 else bounds[1]
+        raise IdOutOfRangeError(
+            f"{name}[:, 0] holds label {bad}, out of range [-1, {V}) (-1 means ignore)"
+        )
+    if neg.numel() and (bounds[2] < 0 or bounds[3] >= V):
+        bad = bounds[2] if bounds[2] < 0 else bounds[3]
+        raise IdOutOfRangeError(
+            f"{name}[:, 1:] (the negatives) holds id {bad}, out of range [0, {V})"
+        )
+
+
+def _checked(x: Tensor, W: Tensor, samples: Tensor, gy: Tensor | None = None) -> None:
+    check_args(x, W, samples, gy)
+    check_ids(samples, W.shape[0])
 
 
 try:
@@ -36,21 +114,25 @@ def _kernels(x, W):
 
 @torch.library.custom_op("ns_plugins::ns_loss_fwd", mutates_args=())
 def ns_loss_fwd(x: Tensor, W: Tensor, samples: Tensor) -> Tensor:
+    _checked(x, W, samples)
     return _kernels(x, W).forward(x, W, samples)
 
 
 @ns_loss_fwd.register_fake
 def _(x, W, samples):
+    check_args(x, W, samples)
     return x.new_empty(x.shape[0])
 
 
 @torch.library.custom_op("ns_plugins::ns_loss_bwd", mutates_args=())
 def ns_loss_bwd(gy: Tensor, x: Tensor, W: Tensor, samples: Tensor) -> tuple[Tensor, Tensor]:
+    _checked(x, W, samples, gy)
     return _kernels(x, W).backward(gy, x, W, samples)
 
 
 @ns_loss_bwd.register_fake
 def _(gy, x, W, samples):
+    check_args(x, W, samples, gy)
     return torch.empty_like(x), torch.empty_like(W)
 
 
@@ -119,7 +201,7 @@ class _SparseGradLoss(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, gy):
-        x, W, samples = ctx.saved_tensors
+        x, W, samples = ctx.saved_tensors  # checked by ns_loss_fwd in forward
         gx, rows, gW_rows = _kernels(x, W).sparse_backward(gy, x, W, samples)
         gW = torch.sparse_coo_tensor(
             rows.unsqueeze(0), gW_rows, W.shape, is_coalesced=True, check_invariants=False
@@ -136,6 +218,7 @@ def ns_loss(x: Tensor, W: Tensor, samples: Tensor, *, sparse_grad: bool = False)
 
 def ns_loss_sparse(x: Tensor, W: Tensor, samples: Tensor, gy: Tensor | None = None):
     """Training path without autograd: (loss_rows, gx, rows, gW_rows) in one gather."""
+    _checked(x, W, samples, gy)
     return _kernels(x, W).forward_backward_sparse(x, W, samples, gy)
 
 

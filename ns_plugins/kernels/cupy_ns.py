@@ -4,6 +4,7 @@ The Chainer drop-in calls these for cupy inputs, so GPU programs written for Cha
 nothing beyond cupy. Same contract as ``ns_plugins.core.reference``: ``x`` (B, d), ``W`` (V, d)
 of one dtype (float16, float32 or float64), ``samples`` (B, k+1) int64 with the positive id in
 column 0, rows whose column 0 is negative ignored (loss 0, zero gradient).
+The kernels assume ids in range; ``validate=True`` (the default) checks them before a launch.
 
 One warp handles one row: its lanes stride over the d columns of x and of each sampled row of
 W (coalesced reads of whole rows), the dot is a warp shuffle reduction, and softplus / sigmoid

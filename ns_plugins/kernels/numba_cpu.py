@@ -5,6 +5,8 @@ once per direction, the dot, softplus and sigmoid stay in registers. The W gradi
 per touched row over the (b, k) pairs sorted by id, so threads never write the same row: the result
 is exact and deterministic, with no atomics and no (B, K, d) temporary.
 Arrays are float32 or float64 numpy views of the torch tensors (zero copy).
+Inputs are assumed checked (ids in range, shapes, dtypes): ``ns_plugins.core.ops`` checks them
+before any kernel here runs; an unchecked id reads or writes outside W.
 """
 
 from __future__ import annotations

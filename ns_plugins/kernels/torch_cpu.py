@@ -3,6 +3,8 @@ when no fused GPU kernel is available).
 
 One gather of the (B, K, d) rows, batched dots, softplus; the backward scatters with a single
 ``index_add_``. float16/bfloat16 inputs are computed in float32 and cast back.
+Inputs are assumed checked (ids in range, shapes, dtypes): ``ns_plugins.core.ops`` checks them
+before any kernel here runs; an unchecked id reads or writes outside W.
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ Contract (the same as ``ns_plugins.core.reference``):
   ids are not read.
 * Per row ``loss = softplus(-x.W[t]) + sum_k softplus(x.W[n_k])``.
 * float16/bfloat16 compute in float32, float64 in float64; results are cast back.
+* Ids are assumed in range: the core op checks them before it calls a kernel here, and
+  ``validate=True`` (the default) adds a device-side check for direct callers.
 
 On CUDA these are the device kernels of the torch op. With ``TRITON_INTERPRET=1`` the same
 functions run on CPU tensors, which is how the test suite checks them without a GPU.
