@@ -265,3 +265,61 @@ def test_optional_projection_missing_fails_early(run_dir, monkeypatch):
     with pytest.raises(ImportError, match="needs scikit-learn"):
         build_report(run_dir, projection="tsne")
     assert not (run_dir / "report.html").exists()
+
+
+class _OpensAFile:
+    """Unpickling this creates ``marker``: a stand-in for a file that runs code when loaded."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _pickle_bombs(tmp_path, marker):
+    import pickle
+
+    bomb = _OpensAFile(marker)
+    plain = tmp_path / "plain.ckpt"
+    plain.write_bytes(pickle.dumps({"state_dict": bomb}))
+    saved = tmp_path / "saved.ckpt"
+    torch.save({"state_dict": {"in_embed.weight": torch.randn(4, 2)}, "extra": bomb}, saved)
+    npz = tmp_path / "objects.npz"
+    np.savez(npz, in_embed=np.array([bomb, 1], dtype=object))
+    return [plain, saved, npz]
+
+
+def test_report_never_unpickles_a_checkpoint(tmp_path, capsys):
+    marker = tmp_path / "code-ran"
+    for ckpt in _pickle_bombs(tmp_path, marker):
+        assert not marker.exists()
+        assert main([str(ckpt)]) == 2, ckpt
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "refused" in err and str(ckpt) in err, err
+        with pytest.raises(ValueError, match="refused"):
+            load_run(ckpt)
+        assert not marker.exists(), f"{ckpt.name} was unpickled"
+
+
+def test_truncated_checkpoint_is_one_line(tmp_path, capsys):
+    ckpt = tmp_path / "cut.ckpt"
+    torch.save({"state_dict": {"in_embed.weight": torch.randn(40, 8)}}, ckpt)
+    ckpt.write_bytes(ckpt.read_bytes()[:300])
+    assert main([str(ckpt)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a readable torch checkpoint" in err, err
+
+
+def test_cli_refuses_a_directory_with_nothing_to_report(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "notes.txt").write_text("not a run\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "ns_plugins.report", str(tmp_path)], capture_output=True, text=True
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: nothing to report in") and "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1
+    assert not (tmp_path / "report.html").exists()

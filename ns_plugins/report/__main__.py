@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ns_plugins.report.build import build_report
+from ns_plugins.report.run import has_artefacts
 
 
 def main(argv=None) -> int:
@@ -24,6 +26,13 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--points", type=int, default=400, help="words on the map")
     args = parser.parse_args(argv)
+    if Path(args.path).is_dir() and not has_artefacts(args.path):
+        print(
+            f"error: nothing to report in {args.path}: no vectors.txt/.bin, checkpoints/*.ckpt or "
+            "*.npz, metrics.json or csv/metrics.csv",
+            file=sys.stderr,
+        )
+        return 2
     try:
         out = build_report(
             args.path,
@@ -32,7 +41,7 @@ def main(argv=None) -> int:
             projection=args.projection,
             max_points=args.points,
         )
-    except (FileNotFoundError, ValueError, ImportError) as exc:
+    except (OSError, ValueError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(out)

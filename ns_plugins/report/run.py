@@ -9,7 +9,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import pickle
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,10 +19,14 @@ import numpy as np
 
 from ns_plugins.export import load_word2vec
 
-__all__ = ["Run", "load_run", "read_metrics_csv", "embedding_from_checkpoint"]
+__all__ = ["Run", "load_run", "read_metrics_csv", "embedding_from_checkpoint", "has_artefacts"]
 
 _VECTOR_FILES = ("vectors.txt", "vectors.bin", "vectors.txt.gz", "vectors.bin.gz")
 _CHECKPOINT_SUFFIXES = (".ckpt", ".npz")  # Lightning runs, hogwild runs
+_REFUSED = (
+    "{path}: refused: reading it would unpickle Python objects, and unpickling runs code the file "
+    "names; only arrays, tensors and plain values are read"
+)
 
 
 @dataclass
@@ -92,20 +98,33 @@ def _find_checkpoint(run_dir: Path) -> Path | None:
 
 def embedding_from_checkpoint(path) -> np.ndarray:
     """The input embedding of a checkpoint: ``in_embed`` of a hogwild run's ``.npz``, or the 2-D
-    float tensor named like ``*in*embed*weight`` of a Lightning ``.ckpt``."""
+    float tensor named like ``*in*embed*weight`` of a Lightning ``.ckpt``.
+
+    Only arrays, tensors and plain values are read: a file that needs arbitrary Python objects
+    unpickled is refused (unpickling runs whatever code the file names)."""
     path = Path(path)
     if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as ckpt:
-            if "in_embed" not in ckpt.files:
-                raise ValueError(f"{path}: no in_embed array in this checkpoint")
-            return np.asarray(ckpt["in_embed"], dtype=np.float32)
+        try:
+            with np.load(path, allow_pickle=False) as ckpt:
+                if "in_embed" not in ckpt.files:
+                    raise ValueError(f"{path}: no in_embed array in this checkpoint")
+                return np.asarray(ckpt["in_embed"], dtype=np.float32)
+        except ValueError as exc:
+            if "allow_pickle" not in str(exc):
+                raise
+            raise ValueError(_REFUSED.format(path=path)) from None
+        except (OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise ValueError(
+                f"{path}: not a readable .npz checkpoint ({_first_line(exc)})"
+            ) from None
     import torch
 
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        # Lightning checkpoints may pickle hyper-parameter objects; this is the user's own file.
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except pickle.UnpicklingError:
+        raise ValueError(_REFUSED.format(path=path)) from None
+    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file: say so in one line
+        raise ValueError(f"{path}: not a readable torch checkpoint ({_first_line(exc)})") from None
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise ValueError(f"{path}: no state_dict in this checkpoint")
@@ -122,6 +141,22 @@ def embedding_from_checkpoint(path) -> np.ndarray:
         )
     named.sort(key=lambda k: (not k.endswith("in_embed.weight"), len(k)))
     return tables[named[0]].detach().float().numpy()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def has_artefacts(run_dir) -> bool:
+    """Whether a directory holds anything a report shows: vectors, a checkpoint or metrics."""
+    d = Path(run_dir)
+    return (
+        any((d / n).is_file() for n in _VECTOR_FILES)
+        or _find_checkpoint(d) is not None
+        or (d / "metrics.json").is_file()
+        or _find_metrics_csv(d) is not None
+    )
 
 
 def _read_vocab(path: Path) -> tuple[list[str], np.ndarray]:
