@@ -1,94 +1,92 @@
-"""``chainer.functions.negative_sampling`` computed by the shared kernels.
+"""``chainer.functions.negative_sampling`` computed by the shared kernels, without torch.
 
 Three nodes, each the derivative of the previous one, so Chainer's double backprop works:
 the loss, its gradient (x, W, gy) -> (gx, gW), and that gradient's vector-Jacobian product.
-numpy inputs run the core's fused CPU kernels on shared memory; cupy inputs the CuPy kernels.
-The second-order node goes through the core torch op on either device.
-Type checks, errors, outputs and returned samples are those of Chainer 7.8.1.
+numpy inputs run the fused numba kernels on the arrays' own memory; cupy inputs the CuPy kernels.
+The second-order node evaluates the float64 reference (rarely used, never on the training path).
+Type checks, errors, outputs and returned samples are those of Chainer 7.8.1, and the nodes are
+reached through ``chainer.functions.loss.negative_sampling`` as in Chainer, so code that patches
+that module's attributes sees every call.
 """
 
 from __future__ import annotations
 
 import sys
-import warnings
 
 import chainer
 import numpy
-import torch
 from chainer import backend, function_node
 from chainer.backends import cuda
+from chainer.functions.loss import negative_sampling as chainer_loss
 from chainer.utils import argument, type_check
 
-from ns_plugins.core.ops import ns_loss_bwd, ns_loss_fwd
+from ns_plugins.chainer import installer
+from ns_plugins.core import reference
 from ns_plugins.kernels import cupy_ns, numba_cpu
 
 
-def _as_torch(a):
-    """numpy -> CPU tensor and cupy -> CUDA tensor, sharing memory; float16 widened to float32
-    (Chainer keeps reductions out of float16)."""
-    if isinstance(a, cuda.ndarray):
-        t = torch.from_dlpack(a)
-    else:
-        a = numpy.asarray(a)
-        if any(s < 0 for s in a.strides):  # torch cannot view negative strides
-            a = a.copy()
-        with warnings.catch_warnings():
-            # read-only inputs (broadcast gradients) are only read here
-            warnings.filterwarnings("ignore", "The given NumPy array is not writable")
-            t = torch.from_numpy(a)
-    return t.float() if t.dtype == torch.float16 else t
-
-
-def _samples_torch(samples):
-    return _as_torch(samples).long()
-
-
-def _from_torch(t, like):
-    """Back to ``like``'s array module and dtype."""
-    if isinstance(like, cuda.ndarray):
-        out = cuda.cupy.from_dlpack(t.detach().contiguous())
-    else:
-        out = t.detach().cpu().numpy()
-    return out.astype(like.dtype, copy=False)
-
-
-def _rows_grad(gy, batch_size):
-    """Upstream gradient per row: ``reduce='sum'`` sends a scalar to every row."""
-    return gy.expand(batch_size) if gy.ndim == 0 else gy
-
-
 def _widen(a):
+    """float16 computes in float32 (Chainer keeps reductions out of float16)."""
     return a.astype(numpy.float32) if a.dtype == numpy.float16 else a
 
 
-# The loss and its gradient: cupy arrays run the CuPy kernels (no torch on the GPU path), numpy
-# arrays the core's CPU kernels on views of the same memory.
-def _loss_rows(x, W, samples):
-    """Per-row loss in float32/float64 (float16 inputs are widened first, as Chainer does)."""
+def _check_ids(samples, n_rows):
+    """The ids the kernels read: int64 in [0, n_rows), column 0 keeping the ignore label -1.
+
+    Chainer indexes ``W[samples]`` with numpy, so an id in [-V, -1] (a label of -5 too; only -1
+    is ignored) counts from the end of W and anything else raises IndexError; the same happens
+    here, from one min/max pass, on both devices (Chainer's GPU kernels read outside W instead).
+    """
+    xp = backend.get_array_module(samples)
+    if samples.dtype.kind not in "iu":
+        raise IndexError(
+            "arrays used as indices must be of integer (or boolean) type: the sampler returned "
+            f"{samples.dtype} samples, not integer ids"
+        )
+    if samples.ndim != 2:
+        raise IndexError(f"the sampler must return a 2-D array of ids, got shape {samples.shape}")
+    ids = samples.astype(numpy.int64, copy=False)
+    if ids.size == 0:
+        return ids
+    lo, hi = (int(v) for v in cuda.to_cpu(xp.stack([ids.min(), ids.max()])))  # one sync on GPU
+    if hi >= n_rows or lo < -n_rows:
+        bad = hi if hi >= n_rows else lo
+        raise IndexError(
+            f"index {bad} is out of bounds for axis 0 with size {n_rows}: the labels t and the "
+            f"sampler's ids must lie in [-{n_rows}, {n_rows}) (W has {n_rows} rows)"
+        )
+    if lo < 0:
+        wrap = ids < 0
+        wrap[:, 0] &= ids[:, 0] != NegativeSamplingFunction.ignore_label
+        if wrap.any():
+            ids = ids + wrap * n_rows
+    return ids
+
+
+def _loss_rows(x, W, ids):
+    """Per-row loss in float32/float64 (float16 inputs widened)."""
     x, W = _widen(x), _widen(W)
     if isinstance(x, cuda.ndarray):
-        return cupy_ns.forward(x, W, samples)
-    with torch.no_grad():
-        return ns_loss_fwd(_as_torch(x), _as_torch(W), _samples_torch(samples)).numpy()
+        return cupy_ns.forward(x, W, ids, validate=False)
+    return numba_cpu.loss_rows(x, W, ids)
 
 
-def _loss_grad(gy, x, W, samples):
+def _pair_grads(gy, x, W, ids, with_loss):
+    """CPU: (loss rows, gx, g) for sum_b gy_b loss_b, g[b, k] the gradient of each pair's score;
+    ``gy`` a scalar or (B,); float16 computed in float32."""
+    x, W = _widen(x), _widen(W)
+    gy_rows = numpy.broadcast_to(numpy.asarray(gy, x.dtype), (x.shape[0],))
+    g, gx, loss = numba_cpu.pair_grads(gy_rows, x, W, ids, with_loss)
+    return loss, gx, g
+
+
+def _loss_grad(gy, x, W, ids):
     """(gx, gW) of sum_b gy_b loss_b, in the dtypes of x and W; ``gy`` scalar or (B,)."""
     if isinstance(x, cuda.ndarray):
-        gx, gW = cupy_ns.backward(gy, _widen(x), _widen(W), samples, validate=False)
+        gx, gW = cupy_ns.backward(gy, _widen(x), _widen(W), ids, validate=False)
         return gx.astype(x.dtype, copy=False), gW.astype(W.dtype, copy=False)
-    _, gx, g = _pair_grads(gy, x, W, samples, with_loss=False)
-    return _dense_grads(x, W, samples, gx, g)
-
-
-def _pair_grads(gy, x, W, samples, with_loss):
-    """CPU: (loss rows, gx, g) for sum_b gy_b loss_b, g[b, k] the gradient of each pair's score;
-    float16 inputs computed in float32."""
-    with torch.no_grad():
-        xt, Wt = _as_torch(_widen(x)), _as_torch(_widen(W))
-        gyt = _rows_grad(_as_torch(numpy.asarray(gy)).to(xt.dtype), x.shape[0])
-        g, gx, loss = numba_cpu.rows_grad(gyt, xt, Wt, _samples_torch(samples), with_loss)
-    return loss.numpy(), gx.numpy(), g
+    _, gx, g = _pair_grads(gy, x, W, ids, with_loss=False)
+    return _dense_grads(x, W, ids, gx, g)
 
 
 class _GradientPool:
@@ -118,11 +116,10 @@ class _GradientPool:
 _POOL = _GradientPool()
 
 
-def _dense_grads(x, W, samples, gx, g):
+def _dense_grads(x, W, ids, gx, g):
     """(gx, gW) in the dtypes of x and W, gW dense as Chainer wants it, built in a pooled array."""
     gW = _POOL.take(W.shape, _widen(W).dtype)
-    with torch.no_grad():
-        numba_cpu.scatter_dense(g, _as_torch(_widen(x)), _samples_torch(samples), gW)
+    numba_cpu.scatter_dense(g, _widen(x), ids, gW)
     return gx.astype(x.dtype, copy=False), gW.astype(W.dtype, copy=False)
 
 
@@ -130,20 +127,22 @@ class NegativeSamplingFunction(function_node.FunctionNode):
     ignore_label = -1
     samples = None
 
-    def __init__(self, sampler, sample_size, reduce="sum", fuse_grad=False):
+    def __init__(self, sampler, sample_size, reduce="sum"):
         if reduce not in ("sum", "no"):
             raise ValueError(f"only 'sum' and 'no' are valid for 'reduce', but '{reduce}' is given")
         self.sampler = sampler
         self.sample_size = sample_size
         self.reduce = reduce
+        self.wx = None
         # With reduce='sum' the gradient is the gy = 1 gradient times the scalar gy, so the
-        # training path computes it with the loss in one pass over the gathered rows.
-        self.fuse_grad = fuse_grad and reduce == "sum"
+        # training path computes it with the loss in one pass over the gathered rows
+        # (negative_sampling turns this on when a gradient will be asked for).
+        self.fuse_grad = False
         self.grads = None
 
     def _make_samples(self, t):
         size = int(t.shape[0])
-        # first one is the positive, and others are sampled negatives (Chainer's exact call)
+        # first one is the positive, and others are sampled negatives (Chainer's exact steps)
         samples = self.sampler((size, self.sample_size + 1))
         samples = backend.from_chx(samples)
         samples[:, 0] = t
@@ -168,10 +167,11 @@ class NegativeSamplingFunction(function_node.FunctionNode):
         x, t, W = inputs
         self.ignore_mask = t != self.ignore_label
         samples = self._make_samples(t)
-        if self.fuse_grad and not isinstance(x, cuda.ndarray):
-            loss, *self.grads = _pair_grads(1.0, x, W, samples, with_loss=True)
+        self.ids = _check_ids(samples, W.shape[0])
+        if self.fuse_grad and self.reduce == "sum" and not isinstance(x, cuda.ndarray):
+            loss, *self.grads = _pair_grads(1.0, x, W, self.ids, with_loss=True)
         else:
-            loss = _loss_rows(x, W, samples)
+            loss = _loss_rows(x, W, self.ids)
         if self.reduce == "sum":
             loss = loss.sum()
         self.samples = samples
@@ -181,18 +181,29 @@ class NegativeSamplingFunction(function_node.FunctionNode):
     def backward(self, indexes, grad_outputs):
         x, t, W = self.get_retained_inputs()
         (gy,) = grad_outputs
-        grad = NegativeSamplingFunctionGrad(self.reduce, self.samples, self.grads)
-        gx, gW = grad.apply((x, W, gy))
-        return gx, None, gW
+        # looked up at call time in Chainer's module, as Chainer's own backward does
+        grad_class = installer.lookup(
+            chainer_loss, "NegativeSamplingFunctionGrad", NegativeSamplingFunctionGrad
+        )
+        grad = grad_class(self.reduce, self.ignore_mask, self.sample_size, self.ids, self.wx)
+        if isinstance(grad, NegativeSamplingFunctionGrad):
+            grad.grads = self.grads
+        outputs = grad.apply((x, W, gy))
+        return outputs[0], None, outputs[-1]  # Chainer's node returns (gx, None, gW)
 
 
 class NegativeSamplingFunctionGrad(function_node.FunctionNode):
-    """(x, W, gy) -> (gx, gW): the gradient of sum_b gy_b * loss_b, with dense gW."""
+    """(x, W, gy) -> (gx, gW): the gradient of sum_b gy_b * loss_b, with dense gW.
 
-    def __init__(self, reduce, samples, grads=None):
+    Constructed as Chainer's is; ``samples`` are the checked ids (``_check_ids``)."""
+
+    def __init__(self, reduce, ignore_mask, sample_size, samples, wx):
         self.reduce = reduce
+        self.ignore_mask = ignore_mask
+        self.sample_size = sample_size
         self.samples = samples
-        self.grads = grads  # (gx, g) for gy = 1 from the fused forward, if any
+        self.wx = wx
+        self.grads = None  # (gx, g) for gy = 1 from the fused forward, if any
 
     def forward(self, inputs):
         self.retain_inputs((0, 1, 2))
@@ -208,38 +219,33 @@ class NegativeSamplingFunctionGrad(function_node.FunctionNode):
     def backward(self, indexes, grad_outputs):
         x, W, gy = self.get_retained_inputs()
         ggx, ggW = grad_outputs
-        node = NegativeSamplingFunctionGradGrad(self.reduce, self.samples, ggx is None, ggW is None)
+        node = NegativeSamplingFunctionGradGrad(self.samples, ggx is None, ggW is None)
         inputs = [x, W, gy] + [g for g in (ggx, ggW) if g is not None]
         grads = node.apply(inputs)
         return tuple(grads[i] for i in indexes)
 
 
 class NegativeSamplingFunctionGradGrad(function_node.FunctionNode):
-    """(x, W, gy, ggx, ggW) -> (d/dx, d/dW, d/dgy) of <ggx, gx> + <ggW, gW>."""
+    """(x, W, gy, ggx, ggW) -> (d/dx, d/dW, d/dgy) of <ggx, gx> + <ggW, gW>, from the float64
+    reference (on the host for cupy arrays)."""
 
-    def __init__(self, reduce, samples, no_ggx, no_ggW):
-        self.reduce = reduce
+    def __init__(self, samples, no_ggx, no_ggW):
         self.samples = samples
         self.no_ggx = no_ggx
         self.no_ggW = no_ggW
 
     def forward(self, inputs):
-        x, W, gy, *rest = inputs
-        ggx = None if self.no_ggx else rest.pop(0)
-        ggW = None if self.no_ggW else rest.pop(0)
-        with torch.enable_grad():
-            xt = _as_torch(x).detach().requires_grad_()
-            Wt = _as_torch(W).detach().requires_grad_()
-            gyt = _as_torch(gy).to(xt.dtype).detach().requires_grad_()
-            gx, gW = ns_loss_bwd(_rows_grad(gyt, x.shape[0]), xt, Wt, _samples_torch(self.samples))
-            outs, cots = [], []
-            for out, cot in ((gx, ggx), (gW, ggW)):
-                if cot is not None:
-                    outs.append(out)
-                    cots.append(_as_torch(cot).to(out.dtype))
-            grads = torch.autograd.grad(outs, (xt, Wt, gyt), cots, allow_unused=True)
-        grads = [torch.zeros_like(v) if g is None else g for g, v in zip(grads, (xt, Wt, gyt))]
-        return tuple(_from_torch(g, a) for g, a in zip(grads, (x, W, gy)))
+        x, W, gy, *rest = (cuda.to_cpu(a) for a in inputs)
+        ggx = numpy.zeros_like(x) if self.no_ggx else rest.pop(0)
+        ggW = numpy.zeros_like(W) if self.no_ggW else rest.pop(0)
+        gy_rows = numpy.broadcast_to(gy.astype(numpy.float64), (x.shape[0],))
+        g_gy, g_x, g_W = reference.ns_loss_double_grad(
+            gy_rows, x, W, cuda.to_cpu(self.samples), ggx, ggW
+        )
+        if gy.ndim == 0:
+            g_gy = g_gy.sum()
+        xp = backend.get_array_module(inputs[0])
+        return tuple(xp.asarray(g.astype(a.dtype)) for g, a in zip((g_x, g_W, g_gy), (x, W, gy)))
 
     def backward(self, indexes, grad_outputs):
         raise NotImplementedError(
@@ -257,16 +263,23 @@ def negative_sampling(x, t, W, sampler, sample_size, reduce="sum", **kwargs):
     ``sampler((batch_size, sample_size + 1))`` (column 0 is then overwritten with ``t``).
     Rows with ``t == -1`` give 0. ``reduce='sum'`` returns the 0-d sum, ``'no'`` the per-row
     losses; ``return_samples=True`` also returns the sample array (the sampler's dtype).
-    float16 inputs are computed in float32 and cast back.
+    float16 inputs are computed in float32 and cast back. Ids outside ``[-V, V)`` raise
+    IndexError before any kernel runs; negative ids other than the ignore label count from the
+    end of W, as numpy indexing does in Chainer.
     """
     return_samples = False
     if kwargs:
         (return_samples,) = argument.parse_kwargs(kwargs, ("return_samples", return_samples))
 
-    fuse_grad = chainer.config.enable_backprop and any(
-        isinstance(v, chainer.Variable) and v.requires_grad for v in (x, W)
+    # looked up at call time in Chainer's module, as Chainer's own function does
+    func_class = installer.lookup(
+        chainer_loss, "NegativeSamplingFunction", NegativeSamplingFunction
     )
-    func = NegativeSamplingFunction(sampler, sample_size, reduce, fuse_grad)
+    func = func_class(sampler, sample_size, reduce)
+    if isinstance(func, NegativeSamplingFunction):
+        func.fuse_grad = chainer.config.enable_backprop and any(
+            isinstance(v, chainer.Variable) and v.requires_grad for v in (x, W)
+        )
     out = func.apply((x, t, W))[0]
 
     if return_samples:

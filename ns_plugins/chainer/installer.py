@@ -1,51 +1,84 @@
-"""Put the drop-ins into Chainer's own namespaces, and take them out again."""
+"""Put the drop-ins into Chainer's own namespaces, take them out again, and look attributes up
+the way Chainer's own code does."""
 
 from __future__ import annotations
 
 import importlib
 
-from ns_plugins.chainer.functions import NegativeSamplingFunction, negative_sampling
-from ns_plugins.chainer.links import NegativeSampling
-from ns_plugins.chainer.walker_alias import WalkerAlias
-
-# (module, attribute, replacement, part). The loss modules are patched too because Chainer's
-# link calls ``negative_sampling.negative_sampling`` and ``walker_alias.WalkerAlias`` through them.
+# (module, attribute, drop-in as "module:name" under ns_plugins.chainer, part). The loss modules
+# are patched too because Chainer's code reaches the loss, its nodes and the sampler through them.
 _TARGETS = [
-    ("chainer.functions", "negative_sampling", negative_sampling, "loss"),
-    ("chainer.functions.loss.negative_sampling", "negative_sampling", negative_sampling, "loss"),
+    ("chainer.functions", "negative_sampling", "functions:negative_sampling", "loss"),
+    (
+        "chainer.functions.loss.negative_sampling",
+        "negative_sampling",
+        "functions:negative_sampling",
+        "loss",
+    ),
     (
         "chainer.functions.loss.negative_sampling",
         "NegativeSamplingFunction",
-        NegativeSamplingFunction,
+        "functions:NegativeSamplingFunction",
         "loss",
     ),
-    ("chainer.links", "NegativeSampling", NegativeSampling, "link"),
-    ("chainer.links.loss.negative_sampling", "NegativeSampling", NegativeSampling, "link"),
-    ("chainer.utils", "WalkerAlias", WalkerAlias, "sampler"),
-    ("chainer.utils.walker_alias", "WalkerAlias", WalkerAlias, "sampler"),
+    (
+        "chainer.functions.loss.negative_sampling",
+        "NegativeSamplingFunctionGrad",
+        "functions:NegativeSamplingFunctionGrad",
+        "loss",
+    ),
+    ("chainer.links", "NegativeSampling", "links:NegativeSampling", "link"),
+    ("chainer.links.loss.negative_sampling", "NegativeSampling", "links:NegativeSampling", "link"),
+    ("chainer.utils", "WalkerAlias", "walker_alias:WalkerAlias", "sampler"),
+    ("chainer.utils.walker_alias", "WalkerAlias", "walker_alias:WalkerAlias", "sampler"),
 ]
 
 PARTS = ("loss", "link", "sampler")
 
-_originals: dict[tuple[str, str], object] = {}
+# Chainer's own objects, recorded when this module loads (before anything is replaced).
+_CHAINER = {
+    (module, attr): getattr(importlib.import_module(module), attr)
+    for module, attr, _, _ in _TARGETS
+}
+_originals: dict[tuple[str, str], object] = {}  # what install() replaced
+
+
+def lookup(module, attr: str, ours):
+    """``module.attr`` now, as Chainer's code reads it at call time, so that whatever a program
+    or test put there (``mock.patch(..., wraps=...)``, a subclass, install()) is what runs.
+
+    Chainer's own object there stands for ``ours`` while nothing is installed (the drop-ins used
+    directly); while install() is active, a part it left out stays Chainer's."""
+    found = getattr(module, attr)
+    if not _originals and found is _CHAINER.get((module.__name__, attr)):
+        return ours
+    return found
+
+
+def _drop_in(spec: str):
+    module, name = spec.split(":")
+    return getattr(importlib.import_module(f"ns_plugins.chainer.{module}"), name)
 
 
 def install(parts=PARTS) -> None:
     """Replace Chainer's negative sampling with the drop-ins. Idempotent.
 
-    ``parts`` picks what is replaced: ``'loss'`` (``F.negative_sampling``), ``'link'``
-    (``L.NegativeSampling``), ``'sampler'`` (``chainer.utils.WalkerAlias``). Keeping Chainer's
-    sampler (``parts=('loss', 'link')``) reproduces a seeded plain-Chainer run's samples.
-    Code that bound the originals before this call (``from chainer.functions import
+    ``parts`` picks what is replaced: ``'loss'`` (``F.negative_sampling`` and its nodes),
+    ``'link'`` (``L.NegativeSampling``), ``'sampler'`` (``chainer.utils.WalkerAlias``). The parts
+    are independent: the drop-in link calls whatever loss and sampler Chainer's modules hold, so
+    ``parts=('loss', 'link')`` keeps Chainer's sampler and reproduces a seeded plain-Chainer run's
+    samples. Code that bound the originals before this call (``from chainer.functions import
     negative_sampling``) keeps them: install before the program imports them. While installed,
     Chainer's original ``NegativeSampling`` and ``WalkerAlias`` classes cannot be instantiated
     from such old references (their ``__init__`` calls ``super(Name, self)`` through the patched
     module name).
     """
     parts = _check_parts(parts)
-    for module_name, attr, replacement, part in _TARGETS:
-        if part not in parts:
-            continue
+    replacements = [
+        (module_name, attr, _drop_in(spec)) for module_name, attr, spec, part in _TARGETS
+        if part in parts
+    ]  # fmt: skip
+    for module_name, attr, replacement in replacements:
         module = importlib.import_module(module_name)
         key = (module_name, attr)
         if key not in _originals:

@@ -63,14 +63,21 @@ class WalkerAlias(device_resident.DeviceResident):
         device = self.device
         xp = device.xp
         with chainer.using_device(device):
+            # through the methods, as Chainer's sample does (subclasses and patches see it)
             if xp is cuda.cupy:
-                return self._sampler.sample_cupy(shape).astype(numpy.int32)
+                return self.sample_gpu(shape)
             ids = self.sample_xp(numpy, shape)
             return ids if xp is numpy else device.send(ids)
 
     def sample_xp(self, xp, shape):
+        """Draw with ``xp``'s global random state: numpy (seeded by ``numpy.random.seed``) or
+        cupy."""
+        if xp is cuda.cupy:
+            return self.sample_gpu(shape)
         if xp is not numpy:
-            raise TypeError(f"WalkerAlias.sample_xp supports numpy only, got {xp.__name__}")
+            raise TypeError(
+                f"WalkerAlias.sample_xp supports numpy and cupy, got {getattr(xp, '__name__', xp)}"
+            )
         # A fresh generator seeded from the global state: seeding numpy reproduces the draws.
         rng = numpy.random.default_rng(numpy.random.randint(0, 2**63 - 1, dtype=numpy.int64))
         return self._sampler.sample(shape, rng).astype(numpy.int32)

@@ -15,12 +15,12 @@ import math
 
 import numba
 import numpy as np
-import torch
 from numba import prange
 
 from ns_plugins.kernels.prefetch import prefetch_row
 
-__all__ = ["forward", "backward", "sparse_backward", "forward_backward_sparse", "supports"]
+__all__ = ["forward", "backward", "sparse_backward", "forward_backward_sparse", "supports",
+           "loss_rows", "pair_grads", "scatter_dense", "alias_select"]  # fmt: skip
 
 # Reassociation lets the dot products vectorise; no assumptions about NaN or inf.
 _JIT = dict(nogil=True, parallel=True, cache=True, fastmath={"reassoc", "contract"})
@@ -137,14 +137,19 @@ def _scatter_sorted(order, starts, g, x, K, out, out_index):
 
 def supports(*tensors) -> bool:
     """True when every tensor is a CPU float32/float64 tensor of one dtype."""
+    import torch  # the torch entry points only; the numpy ones below run without torch
+
     dt = tensors[0].dtype
     return dt in (torch.float32, torch.float64) and all(
         t.device.type == "cpu" and t.dtype == dt for t in tensors
     )
 
 
-def _np(t: torch.Tensor) -> np.ndarray:
-    return t.detach().contiguous().numpy()
+def _np(a) -> np.ndarray:
+    """A C-contiguous numpy view of a numpy array or a CPU tensor (a copy only if strided)."""
+    if isinstance(a, np.ndarray):
+        return np.ascontiguousarray(a)
+    return a.detach().contiguous().numpy()
 
 
 def _segments(samples_np, V):
@@ -157,24 +162,43 @@ def _segments(samples_np, V):
     return order, starts, rows
 
 
-def forward(x, W, samples):
-    loss = torch.empty(x.shape[0], dtype=x.dtype)
-    _forward(_np(x), _np(W), _np(samples), loss.numpy())
+def loss_rows(x: np.ndarray, W: np.ndarray, samples: np.ndarray) -> np.ndarray:
+    """Per-row loss of numpy arrays (no torch needed)."""
+    x = _np(x)
+    loss = np.empty(x.shape[0], dtype=x.dtype)
+    _forward(x, _np(W), _np(samples), loss)
     return loss
 
 
-def rows_grad(gy, x, W, samples, with_loss):
-    """(g, gx, loss): the pair gradients g[b, k] = d(gy_b loss_b)/d s_bk as numpy, gx, and the
-    per-row loss when ``with_loss`` (else an empty tensor)."""
+def forward(x, W, samples):
+    import torch
+
+    return torch.from_numpy(loss_rows(_np(x), _np(W), _np(samples)))
+
+
+def pair_grads(gy: np.ndarray, x: np.ndarray, W: np.ndarray, samples: np.ndarray, with_loss):
+    """(g, gx, loss) of numpy arrays: the pair gradients g[b, k] = d(gy_b loss_b)/d s_bk, gx, and
+    the per-row loss when ``with_loss`` (else empty); ``gy`` has shape (B,)."""
+    x = _np(x)
     B, K = samples.shape
-    g = np.empty((B, K), dtype=_np(x).dtype)
-    gx = torch.empty_like(x)
-    loss = torch.empty(B if with_loss else 0, dtype=x.dtype)
-    _rows_pass(_np(gy.to(x.dtype)), _np(x), _np(W), _np(samples), g, gx.numpy(), loss.numpy())
+    g = np.empty((B, K), dtype=x.dtype)
+    gx = np.empty_like(x)
+    loss = np.empty(B if with_loss else 0, dtype=x.dtype)
+    _rows_pass(_np(gy.astype(x.dtype, copy=False)), x, _np(W), _np(samples), g, gx, loss)
     return g, gx, loss
 
 
+def rows_grad(gy, x, W, samples, with_loss):
+    """``pair_grads`` on tensors: g as numpy, gx and loss as tensors."""
+    import torch
+
+    g, gx, loss = pair_grads(_np(gy.to(x.dtype)), _np(x), _np(W), _np(samples), with_loss)
+    return g, torch.from_numpy(gx), torch.from_numpy(loss)
+
+
 def backward(gy, x, W, samples):
+    import torch
+
     g, gx, _ = rows_grad(gy, x, W, samples, False)
     s = _np(samples)
     order, starts, rows = _segments(s, W.shape[0])
@@ -184,6 +208,8 @@ def backward(gy, x, W, samples):
 
 
 def _sparse(g, x, W, samples):
+    import torch
+
     s = _np(samples)
     order, starts, rows = _segments(s, W.shape[0])
     gW_rows = torch.empty((rows.size, x.shape[1]), dtype=x.dtype)
@@ -200,6 +226,8 @@ def sparse_backward(gy, x, W, samples):
 
 
 def forward_backward_sparse(x, W, samples, gy=None):
+    import torch
+
     if gy is None:
         gy = torch.ones(x.shape[0], dtype=x.dtype)
     g, gx, loss = rows_grad(gy, x, W, samples, True)
@@ -243,9 +271,10 @@ def _clear_other_rows(bits, rows):
 _BITS = {4: np.uint32, 8: np.uint64}
 
 
-def scatter_dense(g: np.ndarray, x: torch.Tensor, samples: torch.Tensor, out: np.ndarray) -> None:
+def scatter_dense(g: np.ndarray, x, samples, out: np.ndarray) -> None:
     """``out`` (V, d), float32/float64, C-contiguous, any contents: becomes the dense W gradient
-    for the pair gradients ``g`` (from ``rows_grad``), zeros in rows no sample touches.
+    for the pair gradients ``g`` (from ``pair_grads``), zeros in rows no sample touches; ``x``
+    and ``samples`` are numpy arrays or CPU tensors.
 
     Rows that are already zero are only read, so an array reused between steps costs one read of
     it plus the touched rows, and nothing but ``out`` is allocated at V x d size."""
