@@ -358,3 +358,46 @@ def test_bad_shapes():
         ev.nearest_neighbours(["a", "b"], np.zeros((3, 2)), ["a"])
     with pytest.raises(ValueError, match="2-D"):
         ev.similarity_spearman(["a"], np.zeros(3), [("a", "a", 1.0)])
+
+
+@pytest.mark.parametrize(
+    ("key", "content", "message"),
+    [
+        ("wordsim", b"", r"eval\.wordsim: .*no 'word<TAB>word<TAB>score' lines"),
+        ("simlex", b": capital\nathens greece baghdad iraq\n", "not a word-similarity file"),
+        ("analogies", b"tiger\tcat\t7.35\n", "question before the first ': section'"),
+        ("analogies", b"\n\n", "no ': section' header"),
+        ("analogies", b": one\n", "no 'a b c d' question lines"),
+        ("wordsim", b"tiger\tcat\t7.35\n\x80\x81\tb\t1\n", "not utf-8 text"),
+    ],
+)
+def test_check_eval_files_refuses_bad_files(tmp_path, key, content, message):
+    from ns_plugins.errors import UsageError
+
+    path = tmp_path / "eval.txt"
+    path.write_bytes(content)
+    with pytest.raises(UsageError, match=message) as info:
+        ev.check_eval_files({key: str(path)}, k=10)
+    text = str(info.value)
+    assert str(path) in text and f"eval.{key}" in text and "\n" not in text
+
+
+def test_check_eval_files_reads_each_file_once(tmp_path):
+    from ns_plugins.errors import UsageError
+
+    sim = tmp_path / "sim.tsv"
+    sim.write_text("a\tb\t1.5\nc\td\t2\n")
+    questions = tmp_path / "q.txt"
+    questions.write_text(": one\na b c d\n")
+    parsed = ev.check_eval_files({"wordsim": sim, "analogies": questions}, k=1)
+    assert parsed == {
+        "wordsim": [("a", "b", 1.5), ("c", "d", 2.0)],
+        "analogies": [("one", [("a", "b", "c", "d")])],
+    }
+    with pytest.raises(UsageError, match=r"eval\.k must be >= 1 .*got 0"):
+        ev.check_eval_files({"wordsim": sim}, k=0)
+    with pytest.raises(UsageError, match=r"evaluation file not found: eval\.simlex=.*nothere"):
+        ev.check_eval_files({"simlex": tmp_path / "nothere"}, k=5)
+    words = ["a", "b", "c", "d"]
+    vecs = np.eye(4, dtype=np.float32)
+    assert ev.evaluate_all(words, vecs, **parsed)["wordsim353_pairs"] == 2
