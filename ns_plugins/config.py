@@ -22,6 +22,7 @@ __all__ = [
     "GradSync",
     "Optimizer",
     "Reduce",
+    "Tokenizer",
     "TrainConfig",
     "config_dir",
     "register_configs",
@@ -62,6 +63,11 @@ class DataSource(Enum):
     text = "text"
 
 
+class Tokenizer(Enum):
+    words = "words"  # lowercased runs of letters and digits
+    split = "split"  # str.split, case kept (gensim's LineSentence)
+
+
 class GradSync(Enum):
     sparse = "sparse"  # DDP all-reduces the sparse embedding gradients (gloo only)
     dense = "dense"  # dense embedding gradients, all-reduced by DDP (works on NCCL)
@@ -98,6 +104,7 @@ class DataConfig:
     max_vocab_size: int | None = None
     # use this vocabulary (``word<TAB>count`` lines, as a run's vocab.tsv) instead of counting
     vocab_file: str | None = None
+    tokenizer: Tokenizer = Tokenizer.words
     num_workers: int = 0
     synthetic_seed: int = 0
     synthetic_sentences: int = 40000  # ~11 tokens each

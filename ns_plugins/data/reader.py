@@ -26,6 +26,7 @@ __all__ = [
     "read_sentences",
     "simple_tokenize",
     "token_blocks",
+    "tokenizer_named",
 ]
 
 NEWLINE = "\n"  # line marker inside token blocks; no tokenizer ever yields it as a word
@@ -45,6 +46,17 @@ Tokenizer = Callable[[str], Iterable[str]]
 def simple_tokenize(line: str) -> list[str]:
     """Runs of letters and digits, keeping inner apostrophes ("don't"); punctuation is dropped."""
     return _TOKEN.findall(line)
+
+
+def tokenizer_named(name) -> tuple[Tokenizer | None, bool]:
+    """``(tokenizer, lowercase)`` for a configured name: ``words`` (the default reading) or
+    ``split`` (``str.split``, case kept, as gensim reads a corpus file)."""
+    name = getattr(name, "value", name)
+    if name == "words":
+        return None, True
+    if name == "split":
+        return str.split, False
+    raise ValueError(f"unknown tokenizer {name!r}; choose 'words' or 'split'")
 
 
 @dataclass
