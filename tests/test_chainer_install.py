@@ -192,6 +192,54 @@ def test_environment_variable_through_pth(tmp_path):
     ]
 
 
+@pytest.mark.slow
+def test_unknown_environment_value_warns_once(tmp_path):
+    """A value that names no parts: one warning naming the valid ones, in the first process only,
+    no traceback, nothing installed."""
+    shutil.copy(ROOT / "ns_plugins" / "chainer" / "ns_plugins_chainer.pth", tmp_path)
+    child = f"import site; site.addsitedir({str(tmp_path)!r})\n" + REPORT
+    code = child + f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}])"
+    env = _env(NS_PLUGINS_CHAINER="everything", SETUPTOOLS_USE_DISTUTILS="stdlib")
+    env.pop("PYTHONWARNINGS")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.count("NS_PLUGINS_CHAINER='everything'") == 1, proc.stderr
+    assert "comma list of loss, link, sampler" in proc.stderr
+    assert _reports(proc.stdout) == [["chainer"] * 6] * 2
+
+
+NO_TORCH = """
+import importlib.abc, sys
+
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "torch":
+            raise ImportError(f"{name} is blocked")
+
+sys.meta_path.insert(0, Block())
+import numpy as np
+import ns_plugins.chainer as nsc
+
+nsc.install()
+import chainer, chainer.functions as F, chainer.links as L
+
+link = L.NegativeSampling(4, [5, 3, 2, 1], 2)
+link.W.array[...] = np.random.default_rng(0).standard_normal((4, 4))
+x = chainer.Variable(np.ones((3, 4), np.float32))
+loss = link(x, np.array([0, 1, -1], np.int32))
+gx, = chainer.grad([loss], [x], enable_double_backprop=True)
+gW, = chainer.grad([F.sum(gx * gx)], [link.W])
+assert np.isfinite(gW.array).all() and np.abs(gW.array).sum() > 0
+print("LOADED", sorted(m for m in sys.modules if m.split(".")[0] == "torch"))
+"""
+
+
+def test_chainer_face_runs_without_torch():
+    """Importing, installing and training (double backprop too) never imports torch."""
+    assert "LOADED []" in _run(["-c", NO_TORCH], env=_env(SETUPTOOLS_USE_DISTUTILS="stdlib"))
+
+
 # import fixes ----------------------------------------------------------------------------------
 SIMULATED_NEW_STACK = """
 import importlib.abc, sys

@@ -16,9 +16,12 @@ import importlib.abc
 import importlib.util
 import os
 import sys
+import warnings
 
 ENV = "NS_PLUGINS_CHAINER"
-PARTS = ("loss", "link", "sampler")  # same as installer.PARTS, which imports torch
+PARTS = ("loss", "link", "sampler")  # same as installer.PARTS, which imports Chainer
+# Set once a bad value has been reported, so that the processes inheriting it stay quiet.
+_REPORTED = "NS_PLUGINS_CHAINER_REPORTED"
 
 
 def requested_parts(value: str | None = None, source: str = ENV) -> tuple[str, ...]:
@@ -34,7 +37,8 @@ def requested_parts(value: str | None = None, source: str = ENV) -> tuple[str, .
     unknown = [p for p in parts if p not in PARTS]
     if unknown:
         raise ValueError(
-            f"{source}={value!r}: unknown part(s) {unknown}; use 1 or a subset of {PARTS}"
+            f"{source}={value!r}: unknown part(s) {unknown}; use 1 (all parts), 0 (none) or a "
+            f"comma list of {', '.join(PARTS)}"
         )
     return parts
 
@@ -85,4 +89,14 @@ def activate(parts=PARTS) -> None:
 
 
 def activate_from_env() -> None:
-    activate(requested_parts())
+    """Install what ``NS_PLUGINS_CHAINER`` asks for. A value that names no parts installs nothing
+    and warns once (not in every process that inherits it), instead of failing start-up."""
+    try:
+        parts = requested_parts()
+    except ValueError as exc:
+        value = os.environ.get(ENV, "")
+        if os.environ.get(_REPORTED) != value:
+            os.environ[_REPORTED] = value
+            warnings.warn(f"{exc}; the Chainer drop-ins are not installed", stacklevel=2)
+        return
+    activate(parts)
