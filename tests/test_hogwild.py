@@ -144,19 +144,19 @@ def test_cbow_update_uses_the_context_mean(dtype, tol):
 
 @nb.njit
 def _alias_draws(seed, prob, alias, n):
-    state = hw.seed_state(seed, 0)
+    key = hw.stream_key(seed)
     out = np.empty(n, dtype=np.int64)
-    for i in range(n):
-        out[i] = hw.draw_alias(state, prob, alias)
+    for i in range(n):  # one draw per position, as the kernel keys them
+        out[i] = hw.draw_alias(key, i, hw.SLOT_DRAWS, prob, alias)
     return out
 
 
 @nb.njit
 def _below_draws(seed, bound, n):
-    state = hw.seed_state(seed, 1)
+    key = hw.stream_key(seed)
     out = np.empty(n, dtype=np.int64)
     for i in range(n):
-        out[i] = hw.next_below(state, bound)
+        out[i] = hw.to_below(hw.keyed_u64(key, i, hw.SLOT_REACH), bound)
     return out
 
 
@@ -186,60 +186,79 @@ def test_bounded_integers_are_uniform_for_awkward_bounds():
             assert _chi2_pvalue(observed, np.full(bound, 70_000 / bound)) > 1e-4
 
 
-def test_streams_differ_by_seed_and_job():
-    a = hw.seed_state(np.uint64(1), 0)[0]
-    assert a != hw.seed_state(np.uint64(2), 0)[0]
-    assert a != hw.seed_state(np.uint64(1), 1)[0]
-    assert a == hw.seed_state(np.uint64(1), 0)[0]
+def test_streams_differ_by_seed_position_and_slot():
+    key = np.uint64(hw.stream_key(np.uint64(1)))
+    a = hw.keyed_u64(key, 5, 3)
+    assert a != hw.keyed_u64(np.uint64(hw.stream_key(np.uint64(2))), 5, 3)
+    assert a != hw.keyed_u64(key, 6, 3)
+    assert a != hw.keyed_u64(key, 5, 4)
+    assert a == hw.keyed_u64(np.uint64(hw.stream_key(np.uint64(1))), 5, 3)
+    # the slots of one position never reach the next position's
+    assert hw.keyed_u64(key, 5, 1 << hw.SLOT_BITS) == hw.keyed_u64(key, 6, 0)
+
+
+def test_bounded_integers_are_the_high_bits_of_the_product():
+    rng = np.random.default_rng()
+    for u in rng.integers(0, 2**63, size=200, dtype=np.uint64) * np.uint64(2) + np.uint64(1):
+        for n in (1, 7, 1000, 2**32 - 1):
+            want = (int(u) * n) >> 64
+            assert hw.to_below(u, n) in (want, want - 1)  # the low product's carry is dropped
 
 
 # ---------------------------------------------------------------- the whole loop, replayed
 
 
-def _replay(ids, offsets, W_in, W_out, keep, s, window, negative, a0, a1, seed, shrink, mode, jw):
+def _replay(ids, offsets, W_in, W_out, keep, s, window, negative, a0, a1, seed, shrink, mode):
     """The training loop re-done in plain Python/numpy float64, drawing from the engine's own
-    generator in the same order, one worker."""
+    generator (keyed by corpus position), one worker."""
     first, span = offsets[0], max(offsets[-1] - offsets[0], 1)
-    bounds = hw.job_bounds(offsets, jw)
     targets = np.empty(negative + 1, dtype=np.int64)
     loss, pairs, words = 0.0, 0, 0
-    for job in range(len(bounds) - 1):
-        state = hw.seed_state(np.uint64(seed), job)
-        for si in range(bounds[job], bounds[job + 1]):
-            a, b = offsets[si], offsets[si + 1]
-            alpha = a0 + (a1 - a0) * ((a - first) / span)
-            sent = [
-                w for w in ids[a:b] if not (keep[w] < 1.0 and keep[w] <= hw.next_uniform(state))
-            ]
-            words += len(sent)
-            n = len(sent)
-            for i in range(n):
-                reach = window - hw.next_below(state, window) if shrink else window
-                ctx = [sent[j] for j in range(max(0, i - reach), min(n, i + reach + 1)) if j != i]
-                if mode == "sg":
-                    for c in ctx:
-                        hw.draw_targets(state, sent[i], negative, s.prob, s.alias, targets)
-                        loss += _sg_sequential(W_in, W_out, c, targets, alpha)
-                        pairs += 1
-                    continue
-                if not ctx:
-                    continue
-                hw.draw_targets(state, sent[i], negative, s.prob, s.alias, targets)
-                keep_t = targets[targets >= 0]
-                if mode == "shared":
-                    X = W_in[ctx]
-                    smp = np.tile(keep_t, (len(ctx), 1))
-                    loss += reference.ns_loss_rows(X, W_out, smp).sum()
-                    gx, gW = reference.ns_loss_grad(np.ones(len(ctx)), X, W_out, smp)
-                    np.add.at(W_in, ctx, -alpha * gx)
-                    W_out -= alpha * gW
-                    pairs += len(ctx)
-                else:  # cbow: the sequential rule on the mean, as repeated negatives may occur
-                    H = np.vstack([W_in[ctx].mean(axis=0), np.zeros(W_in.shape[1])])
-                    before = H[0].copy()
-                    loss += _sg_sequential(H, W_out, 0, targets, alpha)
-                    np.add.at(W_in, ctx, H[0] - before)
+    key = np.uint64(hw.stream_key(np.uint64(seed)))
+
+    def bits(p, slot):  # numba hands uint64 back as a Python int
+        return np.uint64(hw.keyed_u64(key, p, slot))
+
+    def uniform(p, slot):
+        return hw.to_uniform(bits(p, slot))
+
+    for si in range(len(offsets) - 1):
+        a, b = offsets[si], offsets[si + 1]
+        alpha = a0 + (a1 - a0) * ((a - first) / span)
+        kept = [
+            p for p in range(a, b) if not (keep[ids[p]] < 1.0 and keep[ids[p]] <= uniform(p, 0))
+        ]
+        sent = [ids[p] for p in kept]
+        words += len(sent)
+        n = len(sent)
+        for i in range(n):
+            u = bits(kept[i], hw.SLOT_REACH)
+            reach = window - hw.to_below(u, window) if shrink else window
+            ctx = [sent[j] for j in range(max(0, i - reach), min(n, i + reach + 1)) if j != i]
+            if mode == "sg":
+                for ci, c in enumerate(ctx):
+                    hw.draw_targets(key, kept[i], ci, sent[i], negative, s.prob, s.alias, targets)
+                    loss += _sg_sequential(W_in, W_out, c, targets, alpha)
                     pairs += 1
+                continue
+            if not ctx:
+                continue
+            hw.draw_targets(key, kept[i], 0, sent[i], negative, s.prob, s.alias, targets)
+            keep_t = targets[targets >= 0]
+            if mode == "shared":
+                X = W_in[ctx]
+                smp = np.tile(keep_t, (len(ctx), 1))
+                loss += reference.ns_loss_rows(X, W_out, smp).sum()
+                gx, gW = reference.ns_loss_grad(np.ones(len(ctx)), X, W_out, smp)
+                np.add.at(W_in, ctx, -alpha * gx)
+                W_out -= alpha * gW
+                pairs += len(ctx)
+            else:  # cbow: the sequential rule on the mean, as repeated negatives may occur
+                H = np.vstack([W_in[ctx].mean(axis=0), np.zeros(W_in.shape[1])])
+                before = H[0].copy()
+                loss += _sg_sequential(H, W_out, 0, targets, alpha)
+                np.add.at(W_in, ctx, H[0] - before)
+                pairs += 1
     return loss, pairs, words
 
 
@@ -263,7 +282,7 @@ def test_train_chunk_matches_a_float64_replay(mode, shrink):
     stats = hw.train_chunk(ids, offsets, W_in, W_out, keep, s.prob, s.alias, *args,
                            cbow=mode == "cbow", shared_negatives=mode == "shared", workers=1,
                            job_words=20)  # fmt: skip
-    loss, pairs, words = _replay(ids, offsets, E_in, E_out, keep, s, *args, mode, 20)
+    loss, pairs, words = _replay(ids, offsets, E_in, E_out, keep, s, *args, mode)
 
     assert (stats.n_pairs, stats.n_words) == (pairs, words)
     assert words < offsets[-1]  # subsampling dropped something
@@ -281,10 +300,12 @@ def test_offsets_may_start_inside_ids():
     keep = np.ones(V, np.float32)
     A = _weights(np.random.default_rng(1), V, d)
     B = (A[0].copy(), A[1].copy())
-    ids2 = np.concatenate([np.full(50, -7, np.int32), ids])  # junk before the chunk is never read
-    r1 = hw.train_chunk(ids, full, *A, keep, s.prob, s.alias, 2, 3, 0.05, 0.05, 9, workers=1)
+    # draws are keyed by corpus position, so both chunks sit at 50; junk before it is never read
+    ids1 = np.concatenate([np.zeros(50, np.int32), ids])
+    ids2 = np.concatenate([np.full(50, -7, np.int32), ids])
+    r1 = hw.train_chunk(ids1, full + 50, *A, keep, s.prob, s.alias, 2, 3, 0.05, 0.05, 9, workers=1)
     r2 = hw.train_chunk(ids2, full + 50, *B, keep, s.prob, s.alias, 2, 3, 0.05, 0.05, 9, workers=1)
-    assert r1 == r2
+    assert r1 == r2 and r1.n_words == 200
     np.testing.assert_array_equal(A[0], B[0])
 
 

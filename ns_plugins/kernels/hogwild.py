@@ -9,8 +9,9 @@ Differences from gensim, on purpose:
 * negatives are drawn exactly from the alias table (integer bucket + independent 53-bit coin)
   instead of a binary search over a 32-bit cumulative table;
 * the sigmoid is computed exactly (no 1000-entry table, no cut-off at |x| > 6);
-* random numbers come from a counter-based generator seeded per job, so one thread with one seed
-  reproduces the same weights bit for bit;
+* random numbers come from a counter-based generator keyed by (seed, corpus position, slot), so
+  one thread with one seed reproduces the same weights bit for bit, the draws do not depend on how
+  the chunk is cut into jobs, and the Triton chunk kernel draws the same numbers;
 * ``shared_negatives=True`` (skip-gram only) draws one set of negatives per center word and updates
   all its context words against it as one small dense block (the HogBatch scheme of Ji et al.,
   "Parallelizing Word2Vec in Shared and Distributed Memory"): far fewer random rows touched.
@@ -64,57 +65,62 @@ def _mix(z):
     return z ^ (z >> _S31)
 
 
-@nb.njit(inline="always", **_JIT)
-def next_u64(state):
-    """splitmix64 step on ``state`` (uint64[1])."""
-    state[0] += _GAMMA
-    return _mix(state[0])
+# Counter-based: every number is a pure function of (seed, corpus position, slot), so a draw does
+# not depend on which thread or GPU program makes it, nor on the order; the Triton chunk kernel
+# (``triton_chunk``) computes the same function and draws the same numbers. ``mix(key + n * GAMMA)``
+# is the n-th output of splitmix64 seeded with ``key``; n = position * 2**20 + slot.
+SLOT_BITS = 20
+SLOT_KEEP = 0  # subsampling coin of the word at this position
+SLOT_REACH = 1  # shrunk window of the center word at this position
+SLOT_DRAWS = 2  # negatives of this center: bucket and coin at 2 + 2 * (context * negative + k)
+_SLOTS = np.uint64(1 << SLOT_BITS)
 
 
 @nb.njit(inline="always", **_JIT)
-def next_uniform(state):
-    """Uniform float64 in [0, 1) with 53 random bits."""
-    return (next_u64(state) >> _S11) * _INV53
+def stream_key(seed):
+    """The generator key of a seed (any uint64)."""
+    return _mix(np.uint64(seed) * _MIX2 + _GAMMA)
 
 
 @nb.njit(inline="always", **_JIT)
-def next_below(state, n):
-    """Unbiased integer in [0, n) for 0 < n < 2**32 (Lemire's multiply-and-reject)."""
+def keyed_u64(key, pos, slot):
+    """64 random bits for (key, position, slot)."""
+    return _mix(key + (np.uint64(pos) * _SLOTS + np.uint64(slot)) * _GAMMA)
+
+
+@nb.njit(inline="always", **_JIT)
+def to_uniform(u):
+    """Uniform float64 in [0, 1) from the top 53 bits."""
+    return (u >> _S11) * _INV53
+
+
+@nb.njit(inline="always", **_JIT)
+def to_below(u, n):
+    """Integer in [0, n) for 0 < n < 2**32: floor(u * n / 2**64) in 64-bit arithmetic, biased by
+    at most n / 2**64 (no rejection loop, so every draw costs one number)."""
     bound = np.uint64(n)
-    m = (next_u64(state) >> _S32) * bound
-    low = m & _LOW32
-    if low < bound:
-        threshold = (_TWO32 - bound) % bound
-        while low < threshold:
-            m = (next_u64(state) >> _S32) * bound
-            low = m & _LOW32
-    return np.int64(m >> _S32)
+    return np.int64(((u >> _S32) * bound + (((u & _LOW32) * bound) >> _S32)) >> _S32)
 
 
 @nb.njit(inline="always", **_JIT)
-def draw_alias(state, alias_prob, alias_idx):
-    """One exact draw from a Vose alias table: uniform bucket, then an independent coin."""
-    bucket = next_below(state, alias_prob.shape[0])
-    if next_uniform(state) < alias_prob[bucket]:
+def draw_alias(key, pos, slot, alias_prob, alias_idx):
+    """One exact draw from a Vose alias table: a bucket from slot ``slot``, an independent coin
+    from ``slot + 1``."""
+    bucket = to_below(keyed_u64(key, pos, slot), alias_prob.shape[0])
+    if to_uniform(keyed_u64(key, pos, slot + 1)) < alias_prob[bucket]:
         return bucket
     return alias_idx[bucket]
 
 
 @nb.njit(**_JIT)
-def seed_state(seed, job):
-    """Generator state for one job: independent streams for every (seed, job) pair."""
-    state = np.empty(1, dtype=np.uint64)
-    state[0] = _mix(np.uint64(seed) * _MIX2 + np.uint64(job) * _GAMMA + _GAMMA)
-    return state
-
-
-@nb.njit(**_JIT)
-def draw_targets(state, center, negative, alias_prob, alias_idx, targets):
-    """Fill ``targets`` with the center word then ``negative`` draws; a draw equal to the center
-    is marked -1 and skipped by the update, as word2vec.c and gensim skip it."""
+def draw_targets(key, pos, context, center, negative, alias_prob, alias_idx, targets):
+    """Fill ``targets`` with the center word then the ``negative`` draws of (center position,
+    context ordinal); a draw equal to the center is marked -1 and skipped by the update, as
+    word2vec.c and gensim skip it. CBOW and shared negatives use context 0."""
     targets[0] = center
+    base = SLOT_DRAWS + 2 * context * negative
     for k in range(1, negative + 1):
-        t = draw_alias(state, alias_prob, alias_idx)
+        t = draw_alias(key, pos, base + 2 * (k - 1), alias_prob, alias_idx)
         targets[k] = -1 if t == center else t
 
 
@@ -314,6 +320,7 @@ def _train_jobs(
     first = offsets[0]
     span = max(offsets[offsets.shape[0] - 1] - first, 1)
     sent = np.empty(max_len, dtype=np.int64)
+    spos = np.empty(max_len, dtype=np.int64)  # corpus position of each kept word: its key
     targets = np.empty(negative + 1, dtype=np.int64)
     T = np.empty((2 * window, negative + 1), dtype=np.int64)
     ctx = np.empty(2 * window, dtype=np.int64)
@@ -324,7 +331,7 @@ def _train_jobs(
     loss = 0.0
     pairs = 0
     words = 0
-    state = seed_state(seed, job)
+    key = stream_key(seed)
     for s in range(bounds[job], bounds[job + 1]):
         a = offsets[s]
         b = offsets[s + 1]
@@ -334,13 +341,17 @@ def _train_jobs(
         for p in range(a, b):
             w = ids[p]
             kp = keep_prob[w]
-            if kp < 1.0 and kp <= next_uniform(state):
+            if kp < 1.0 and kp <= to_uniform(keyed_u64(key, p, SLOT_KEEP)):
                 continue
             sent[n] = w
+            spos[n] = p
             n += 1
         words += n
         for i in range(n):
-            reach = window - next_below(state, window) if shrink_windows else window
+            pos = spos[i]
+            reach = window
+            if shrink_windows:
+                reach = window - to_below(keyed_u64(key, pos, SLOT_REACH), window)
             lo = max(0, i - reach)
             hi = min(n, i + reach + 1)
             nc = 0
@@ -351,18 +362,18 @@ def _train_jobs(
             if nc == 0:
                 continue
             if cbow:
-                draw_targets(state, sent[i], negative, alias_prob, alias_idx, targets)
+                draw_targets(key, pos, 0, sent[i], negative, alias_prob, alias_idx, targets)
                 loss += cbow_update(W_in, W_out, ctx, nc, targets, alpha, neu1, neu1e, compute_loss)
                 pairs += 1
             elif shared_negatives:
-                draw_targets(state, sent[i], negative, alias_prob, alias_idx, targets)
+                draw_targets(key, pos, 0, sent[i], negative, alias_prob, alias_idx, targets)
                 loss += sg_block_update(W_in, W_out, ctx, nc, targets, alpha, dX, dY, compute_loss)
                 pairs += nc
             else:
-                # all draws of this center first (the order of the stream is unchanged), so
-                # the rows of its pairs can be fetched from memory together
+                # all draws of this center first, so the rows of its pairs can be fetched from
+                # memory together
                 for c in range(nc):
-                    draw_targets(state, sent[i], negative, alias_prob, alias_idx, T[c])
+                    draw_targets(key, pos, c, sent[i], negative, alias_prob, alias_idx, T[c])
                 for c in range(nc):
                     _prefetch_row(W_in, ctx[c])
                     for k in range(1, negative + 1):
@@ -459,6 +470,8 @@ def train_chunk(
         raise ValueError(f"window must be >= 1, got {window}")
     if int(negative) < 0:
         raise ValueError(f"negative must be >= 0, got {negative}")
+    if SLOT_DRAWS + 4 * int(window) * int(negative) > 1 << SLOT_BITS:
+        raise ValueError(f"window * negative must be below {(1 << SLOT_BITS) // 4}")
     if cbow and shared_negatives:
         raise ValueError("shared_negatives is a skip-gram option; CBOW already shares per center")
     if int(workers) < 1:
@@ -487,8 +500,8 @@ def train_chunk(
     seed = int(seed) & (2**64 - 1)
 
     # Jobs are handed out one at a time (next() on a shared counter is atomic under the GIL), so
-    # a thread slowed by other processes does not hold the chunk back; each job's random stream
-    # depends only on (seed, job), never on the thread that runs it.
+    # a thread slowed by other processes does not hold the chunk back; every random number
+    # depends only on (seed, position, slot), never on the thread that runs it.
     next_job = itertools.count()
 
     def run(t):
