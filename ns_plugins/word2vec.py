@@ -191,7 +191,7 @@ class Word2Vec:
             return self._written[1]
         _restartable(corpus_iterable, passes)
         path = self._next_file("corpus", ".txt")
-        n_sentences = 0
+        n_sentences = n_tokens = 0
         with open(path, "w", encoding="utf-8", newline="\n") as f:
             for sentence in corpus_iterable:
                 if isinstance(sentence, str):
@@ -199,6 +199,7 @@ class Word2Vec:
                 f.write(" ".join(sentence))
                 f.write("\n")
                 n_sentences += 1
+                n_tokens += len(sentence)
         if n_sentences == 0:
             path.unlink()
             raise ValueError(
@@ -207,7 +208,7 @@ class Word2Vec:
             )
         if self._written is not None:
             self._written[1].unlink(missing_ok=True)
-        self._written = (corpus_iterable, path)
+        self._written = (corpus_iterable, path, n_tokens)
         return path
 
     @staticmethod
@@ -235,10 +236,10 @@ class Word2Vec:
             )
         path = self._corpus_file(corpus_iterable, corpus_file, self.epochs + 1)
         counts, n_sentences = self._count(path)
-        if corpus_iterable is not None:
-            bad = next((w for w in counts if any(c.isspace() for c in w)), None)
-            if bad is not None:  # the file cannot carry it; the reader would split it
-                raise ValueError(f"token {bad!r} holds whitespace; split it first")
+        if corpus_iterable is not None and sum(counts.values()) != self._written[2]:
+            # a token the file cannot carry: the reader split it, or dropped an empty one
+            bad = next(t for s in corpus_iterable for t in s if not t or t.split() != [t])
+            raise ValueError(f"token {bad!r} is empty or holds whitespace; split it first")
         self.corpus_count, self.corpus_total_words = n_sentences, int(sum(counts.values()))
         caps = [c for c in (self.max_vocab_size, self.max_final_vocab) if c is not None]
         if not update:
@@ -384,21 +385,31 @@ class Word2Vec:
         return words, words  # (trained, raw) words as gensim returns them; both are raw here
 
     def _read_run(self, run_dir: Path) -> None:
-        """The trained input and output vectors and the counts from a finished run directory."""
+        """Take the trained input and output vectors from a finished run directory, by word."""
         from ns_plugins.data import Vocab
 
-        vocab = Vocab.load(run_dir / "vocab.tsv")
+        words = Vocab.load(run_dir / "vocab.tsv").words
         kv = KeyedVectors.load_word2vec_format(run_dir / "vectors.bin", binary=True)
-        if kv.index_to_key != vocab.words:
+        if kv.index_to_key != words:
             raise RuntimeError(f"{run_dir}: vectors.bin and vocab.tsv list different words")
-        if kv.index_to_key != self.wv.index_to_key:
-            raise RuntimeError(
-                f"{run_dir}: the run trained another vocabulary than the data.vocab_file it was "
-                f"given ({len(kv)} words for {len(self.wv)})"
-            )
-        kv.counts = vocab.counts
-        self.syn1neg = _output_vectors(run_dir, kv.vectors.shape)
-        self.wv = kv
+        out = _output_vectors(run_dir, kv.vectors.shape)
+        if words == self.wv.index_to_key:
+            self.wv.vectors, self.syn1neg = kv.vectors, out
+        else:
+            # A run that left out words of its vocabulary file (absent from this corpus, say):
+            # those keep their vectors; a word the model does not know would be a bug upstream.
+            rows = np.array([self.wv.get_index(w, -1) for w in words], dtype=np.int64)
+            if (rows < 0).any():
+                raise RuntimeError(f"{run_dir}: the run trained words outside data.vocab_file")
+            if len(words) != len(self.wv):
+                log.warning(
+                    "%s: the run trained %d of the %d words of its vocabulary file",
+                    run_dir,
+                    len(words),
+                    len(self.wv),
+                )
+            self.wv.vectors[rows], self.syn1neg[rows] = kv.vectors, out
+        self.wv.norms = None
 
     def _refresh(self, vectors) -> None:
         """Take the current input vectors during training (for callbacks)."""
