@@ -169,6 +169,10 @@ def main():
     )
     parser.add_argument("--seed", default=0, type=int, help="random seed")
     parser.add_argument("--out", default="result", help="directory to output the result")
+    parser.add_argument(
+        "--snapshot", action="store_true", help="write a trainer snapshot at every epoch end"
+    )
+    parser.add_argument("--resume", "-r", default="", help="resume the training from a snapshot")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and report table")
     args = parser.parse_args()
 
@@ -216,6 +220,10 @@ def main():
             trigger=log_trigger,
         )
         trainer.extend(extensions.ProgressBar())
+    if args.snapshot:
+        trainer.extend(extensions.snapshot(), trigger=(1, "epoch"))
+    if args.resume:
+        chainer.serializers.load_npz(args.resume, trainer)
     trainer.run()
 
     save_vectors(

@@ -32,20 +32,28 @@ def corpus(tmp_path_factory):
     return path
 
 
-def _train(corpus, out, runner_args=None, model="skipgram"):
+# Plain Chainer: Chainer's own objects, with only the import fixes it needs on numpy 2.
+PLAIN = (
+    "import runpy, sys; from ns_plugins.chainer import import_fixes; import_fixes.apply(); "
+    "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+)
+
+
+def _train(corpus, out, runner_args=None, model="skipgram", extra=()):
     env = {k: v for k, v in os.environ.items() if not k.startswith("NS_PLUGINS")}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env["PYTHONWARNINGS"] = "ignore"
     env["OMP_NUM_THREADS"] = "1"  # tiny problems; spare a shared CI box thread contention
     if runner_args is None:
         env["SETUPTOOLS_USE_DISTUTILS"] = "stdlib"  # what plain Chainer needs here
-        cmd = [sys.executable, str(PROGRAM)]
+        cmd = [sys.executable, "-c", PLAIN, str(PROGRAM)]
     else:
         env.pop("SETUPTOOLS_USE_DISTUTILS", None)  # the runner must not need it
         cmd = [sys.executable, "-m", "ns_plugins.chainer", *runner_args, str(PROGRAM)]
     args = ["--corpus", str(corpus), "--out", str(out), "--model", model, "--unit", "16"]
     args += ["--batchsize", "100", "--epoch", "1", "--log-interval", "5", "--min-count", "1"]
-    proc = subprocess.run(cmd + args + ["--quiet"], env=env, capture_output=True, text=True)
+    args += [*extra, "--quiet"]
+    proc = subprocess.run(cmd + args, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = json.loads((out / "log").read_text())
     return np.array([e["main/loss"] for e in log]), _read_vectors(out / "word2vec.model")
@@ -94,3 +102,23 @@ def test_full_install_trains_like_chainer(corpus, tmp_path, plain_skipgram):
     assert abs(losses.mean() / plain_loss.mean() - 1) < 0.15
     assert vectors.keys() == plain_vec.keys()
     assert all(np.isfinite(v).all() for v in vectors.values())
+
+
+def test_plain_snapshot_resumes_under_the_runner(corpus, tmp_path):
+    """A Trainer snapshot (model, Adam state, iterator, log) written on plain Chainer resumes
+    under the runner; with Chainer's sampler kept, the resumed epoch is a plain resume's."""
+    first_loss, _ = _train(corpus, tmp_path / "first", extra=["--snapshot"])
+    (snapshot,) = (tmp_path / "first").glob("snapshot_iter_*")
+    resume = ["--epoch", "2", "--resume", str(snapshot)]
+    plain_loss, plain_vec = _train(corpus, tmp_path / "plain", extra=resume)
+    ours_loss, ours_vec = _train(corpus, tmp_path / "ours", ["--parts", "loss"], extra=resume)
+    full_loss, full_vec = _train(corpus, tmp_path / "full", [], extra=resume)
+    n = len(first_loss)
+    assert len(plain_loss) > n and len(ours_loss) == len(full_loss) == len(plain_loss)
+    for losses in (plain_loss, ours_loss, full_loss):
+        np.testing.assert_array_equal(losses[:n], first_loss)  # the log came from the snapshot
+    assert _rel(ours_loss[n:], plain_loss[n:]) < 1e-5
+    for word in plain_vec:
+        np.testing.assert_allclose(ours_vec[word], plain_vec[word], atol=1e-4)
+    assert np.isfinite(full_loss).all()
+    assert abs(full_loss[n:].mean() / plain_loss[n:].mean() - 1) < 0.15
