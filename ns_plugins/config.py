@@ -101,7 +101,8 @@ class DataConfig:
     source: DataSource = DataSource.synthetic
     path: str | None = None  # text corpus (plain or .gz), one sentence per line
     cache_dir: str | None = None  # where the encoded corpus goes; default: the run directory
-    max_vocab_size: int | None = None
+    max_vocab_size: int | None = None  # memory cap while counting: prunes rare words (gensim's)
+    max_final_vocab: int | None = None  # keep the most frequent words after counting
     # use this vocabulary (``word<TAB>count`` lines, as a run's vocab.tsv) instead of counting
     vocab_file: str | None = None
     tokenizer: Tokenizer = Tokenizer.words

@@ -8,7 +8,6 @@ Lightning in ``ns_plugins.lightning.run``.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import logging
@@ -156,63 +155,32 @@ def prepare_run_data(
     max_vocab_size: int | None = None,
     synthetic_seed: int = 0,
     synthetic_sentences: int = 40000,
-) -> None:
-    """Write the synthetic corpus (and its ground truth), build the vocabulary and encode the ids
-    into ``cache_dir``, unless an earlier run left the same there."""
-    from ns_plugins.data import Vocab, encode_corpus, synthetic_corpus
+    *,
+    max_final_vocab: int | None = None,
+    tokenizer: str | None = None,
+    vocab_file: str | None = None,
+) -> Path:
+    """The run's encoded corpus (and the synthetic corpus's ground truth) in the corpus cache
+    ``cache_dir``, encoded unless a run already did for the same recipe; returns its directory."""
+    from ns_plugins.data.cache import prepare_cached_corpus
 
-    source = DataSource(source)
-    # What the encoded files depend on; a cache built from another recipe is rebuilt.
-    recipe = {"source": source.value, "min_count": min_count, "max_vocab_size": max_vocab_size}
-    if source is DataSource.text:
-        if not path:
-            raise ValueError("data.path is required for data=text (a text corpus, .gz allowed)")
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"corpus not found: data.path={path}")
-        stat = Path(path).stat()
-        recipe.update(path=str(Path(path).resolve()), size=stat.st_size, mtime=stat.st_mtime)
-    else:
-        recipe.update(seed=synthetic_seed, sentences=synthetic_sentences)
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    # Several processes may share the cache (nodes on one file system, runs started together):
-    # one writes it, the others wait and then find it written.
-    with _exclusive(cache_dir / ".lock"):
-        recipe_file, encoded = cache_dir / "recipe.json", cache_dir / "encoded"
-        if (encoded / "meta.json").is_file() and recipe_file.is_file():
-            if json.loads(recipe_file.read_text()) == recipe:
-                return  # encoded by an earlier run sharing this cache (or before a resume)
-        if source is DataSource.synthetic:
-            path = cache_dir / "synthetic.txt"
-            synth = synthetic_corpus(synthetic_seed, n_sentences=synthetic_sentences)
-            synth.write(path)
-            truth = {"clusters": synth.clusters, "analogies": synth.analogies}
-            (cache_dir / "ground_truth.json").write_text(json.dumps(truth))
-        else:
-            (cache_dir / "ground_truth.json").unlink(missing_ok=True)
-        vocab = Vocab.build(path, min_count, max_vocab_size)
-        encode_corpus(path, vocab, encoded)
-        recipe_file.write_text(json.dumps(recipe))
+    return prepare_cached_corpus(
+        cache_dir,
+        DataSource(source).value,
+        path,
+        min_count,
+        max_vocab_size,
+        max_final_vocab,
+        tokenizer,
+        vocab_file,
+        synthetic_seed=synthetic_seed,
+        synthetic_sentences=synthetic_sentences,
+    )
 
 
-@contextlib.contextmanager
-def _exclusive(lock_path: Path):
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no cross-process lock
-        yield
-        return
-    with open(lock_path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def prepare_run_data_for(cfg: DictConfig, cache_dir: Path) -> None:
+def prepare_run_data_for(cfg: DictConfig, cache_dir: Path) -> Path:
     data = cfg.data
-    prepare_run_data(
+    return prepare_run_data(
         cache_dir,
         data.source,
         data.path,
@@ -220,17 +188,18 @@ def prepare_run_data_for(cfg: DictConfig, cache_dir: Path) -> None:
         data.max_vocab_size,
         data.synthetic_seed,
         data.synthetic_sentences,
+        max_final_vocab=OmegaConf.select(cfg, "data.max_final_vocab", default=None),
+        tokenizer=OmegaConf.select(cfg, "data.tokenizer", default=None),
+        vocab_file=OmegaConf.select(cfg, "data.vocab_file", default=None),
     )
 
 
 def open_run_data(cache_dir: Path):
-    """(EncodedCorpus, ground truth dict or None) from what ``prepare_run_data`` wrote."""
-    from ns_plugins.data import EncodedCorpus
+    """(EncodedCorpus, ground truth dict or None): of the directory ``prepare_run_data`` returned,
+    or the corpus prepared last in the cache ``cache_dir``."""
+    from ns_plugins.data.cache import open_cached_corpus
 
-    corpus = EncodedCorpus.open(cache_dir / "encoded")
-    truth_file = cache_dir / "ground_truth.json"
-    truth = json.loads(truth_file.read_text()) if truth_file.is_file() else None
-    return corpus, truth
+    return open_cached_corpus(cache_dir)
 
 
 def cache_dir_of(cfg: DictConfig, run_dir: Path) -> Path:

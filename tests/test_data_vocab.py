@@ -22,7 +22,7 @@ def test_build_counts_order_and_ties():
     assert v.counts.tolist() == [3, 3, 2] and v.counts.dtype == np.int64
     assert v.index == {"a": 0, "b": 1, "c": 2} and len(v) == 3 and "d" not in v
     assert v.raw_words == 10
-    assert Vocab.build(sents, min_count=1, max_vocab_size=4).words == ["a", "b", "c", "d"]
+    assert Vocab.build(sents, min_count=1, max_final_vocab=4).words == ["a", "b", "c", "d"]
 
 
 def test_build_from_path_matches_sentences(tmp_path):
@@ -59,7 +59,7 @@ def test_bad_vocab_input(tmp_path):
     with pytest.raises(ValueError, match="TSV"):
         Vocab(["a\tb"], [1]).save(tmp_path / "x.tsv")
     (tmp_path / "empty.txt").write_text("\n\n  \n")
-    with pytest.raises(ValueError, match="corpus is empty"):
+    with pytest.raises(ValueError, match="empty.txt' is empty"):
         Vocab.build(tmp_path / "empty.txt")
     with pytest.raises(FileNotFoundError, match="nope.txt"):
         Vocab.build(tmp_path / "nope.txt")
@@ -116,7 +116,7 @@ def test_encode_errors(tmp_path):
 
 
 def test_prepare_corpus_reuses_until_something_changes(tmp_path, monkeypatch):
-    from ns_plugins.data import encode as encode_mod
+    from ns_plugins.data import cache as encode_mod
     from ns_plugins.data import prepare_corpus
 
     p = tmp_path / "c.txt"

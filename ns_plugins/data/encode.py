@@ -14,17 +14,18 @@ from pathlib import Path
 
 import numpy as np
 
+from ns_plugins.errors import UsageError
+
 from .reader import (
     MAX_SENTENCE_LENGTH,
     NEWLINE,
     CorpusStats,
     Tokenizer,
-    corpus_files,
     token_blocks,
 )
 from .vocab import Vocab
 
-__all__ = ["EncodedCorpus", "encode_corpus", "prepare_corpus"]
+__all__ = ["EncodedCorpus", "encode_corpus"]
 
 log = logging.getLogger(__name__)
 
@@ -151,41 +152,45 @@ def encode_corpus(
     last_key = -1  # sentence key of the last word written
     ids_path = out / "ids.int32"
     tmp_path = out / "ids.int32.tmp"
-    with open(tmp_path, "wb") as f:
-        for toks in token_blocks(path, tokenizer, lowercase, stats):
-            raw = np.fromiter(map(lookup.__getitem__, toks), dtype=np.int32, count=len(toks))
-            is_nl = raw == _NEWLINE_ID
-            # line number and position in the line of every entry, markers included
-            line_of = line + np.cumsum(is_nl) - is_nl
-            nl_pos = np.flatnonzero(is_nl)
-            line_start = np.concatenate(([0], nl_pos + 1))  # entry where each line begins here
-            # a word's position in its line; the first line may continue the previous block
-            pos = np.arange(raw.size) - line_start[line_of - line]
-            pos[line_of == line] += in_line
-            word = ~is_nl
-            key = line_of.astype(np.int64) * (1 << 31) + pos // max_sentence_length
-            keep = word & (raw >= 0)
-            kept = raw[keep]
-            kkey = key[keep]
-            new = np.empty(kept.size, dtype=bool)
-            if kept.size:
-                new[0] = kkey[0] != last_key
-                new[1:] = kkey[1:] != kkey[:-1]
-                last_key = int(kkey[-1])
-            starts.append(written + np.flatnonzero(new))
-            kept.astype("<i4").tofile(f)
-            written += kept.size
-            n_lines = int(nl_pos.size)
-            stats.lines += n_lines
-            stats.words += int(word.sum())
-            in_line = (raw.size - line_start[-1]) + (in_line if n_lines == 0 else 0)
-            line += n_lines
+    try:
+        with open(tmp_path, "wb") as f:
+            for toks in token_blocks(path, tokenizer, lowercase, stats):
+                raw = np.fromiter(map(lookup.__getitem__, toks), dtype=np.int32, count=len(toks))
+                is_nl = raw == _NEWLINE_ID
+                # line number and position in the line of every entry, markers included
+                line_of = line + np.cumsum(is_nl) - is_nl
+                nl_pos = np.flatnonzero(is_nl)
+                line_start = np.concatenate(([0], nl_pos + 1))  # entry where each line begins here
+                # a word's position in its line; the first line may continue the previous block
+                pos = np.arange(raw.size) - line_start[line_of - line]
+                pos[line_of == line] += in_line
+                word = ~is_nl
+                key = line_of.astype(np.int64) * (1 << 31) + pos // max_sentence_length
+                keep = word & (raw >= 0)
+                kept = raw[keep]
+                kkey = key[keep]
+                new = np.empty(kept.size, dtype=bool)
+                if kept.size:
+                    new[0] = kkey[0] != last_key
+                    new[1:] = kkey[1:] != kkey[:-1]
+                    last_key = int(kkey[-1])
+                starts.append(written + np.flatnonzero(new))
+                kept.astype("<i4").tofile(f)
+                written += kept.size
+                n_lines = int(nl_pos.size)
+                stats.lines += n_lines
+                stats.words += int(word.sum())
+                in_line = (raw.size - line_start[-1]) + (in_line if n_lines == 0 else 0)
+                line += n_lines
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)  # no partial file left behind (full disk, bad input)
+        raise
     if stats.words == 0:
         tmp_path.unlink()
-        raise ValueError(f"corpus {os.fspath(path)!r} is empty: no words found")
+        raise UsageError(f"corpus {os.fspath(path)!r} is empty: no words found")
     if written == 0:
         tmp_path.unlink()
-        raise ValueError(
+        raise UsageError(
             f"no word of corpus {os.fspath(path)!r} is in the vocabulary "
             f"({stats.words} words read, {len(vocab)} in the vocabulary)"
         )
@@ -212,41 +217,3 @@ def encode_corpus(
     meta.update(extra_meta or {})
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
     return EncodedCorpus.open(out)
-
-
-def _fingerprint(path) -> list:
-    return [[os.fspath(f), f.stat().st_size, f.stat().st_mtime_ns] for f in corpus_files(path)]
-
-
-def prepare_corpus(
-    path,
-    out_dir,
-    min_count: int = 5,
-    max_vocab_size: int | None = None,
-    tokenizer: Tokenizer | None = None,
-    lowercase: bool = True,
-    max_sentence_length: int = MAX_SENTENCE_LENGTH,
-    reuse: bool = True,
-) -> EncodedCorpus:
-    """Build the vocabulary and encode ``path`` into ``out_dir``, or, with ``reuse``, open what an
-    earlier call with the same files (sizes, modification times) and settings left there. A custom
-    tokenizer is known by its qualified name only; a lambda is never reused."""
-    settings = {
-        "files": _fingerprint(path),
-        "min_count": int(min_count),
-        "max_vocab_size": max_vocab_size,
-        "lowercase": bool(lowercase),
-        "max_sentence_length": int(max_sentence_length),
-        "tokenizer": None if tokenizer is None else getattr(tokenizer, "__qualname__", None),
-    }
-    meta_path = Path(out_dir) / "meta.json"
-    if reuse and meta_path.exists() and settings["tokenizer"] != "<lambda>":
-        try:
-            if json.loads(meta_path.read_text()).get("settings") == settings:
-                return EncodedCorpus.open(out_dir)
-        except (ValueError, OSError):
-            pass  # unreadable or partial: encode again
-    vocab = Vocab.build(path, min_count, max_vocab_size, tokenizer, lowercase)
-    return encode_corpus(
-        path, vocab, out_dir, tokenizer, lowercase, max_sentence_length, {"settings": settings}
-    )

@@ -15,9 +15,12 @@ import lzma
 import os
 import re
 import threading
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from ns_plugins.errors import UsageError
 
 __all__ = [
     "CorpusStats",
@@ -105,9 +108,17 @@ def corpus_files(path) -> list[Path]:
             if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts)
         )
         if not files:
-            raise ValueError(f"corpus directory {str(p)!r} contains no files")
+            raise UsageError(f"corpus directory {str(p)!r} contains no files")
         return files
     return [p]
+
+
+def _cause(err: BaseException) -> str:
+    if isinstance(err, EOFError):
+        return f"truncated ({err})"
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    return str(err) or type(err).__name__
 
 
 def open_binary(path):
@@ -190,8 +201,8 @@ def token_blocks(
     block_bytes = BLOCK_BYTES if block_bytes is None else int(block_bytes)
     for file in corpus_files(path):
         stats.files += 1
-        with open_binary(file) as f:
-            try:
+        try:
+            with open_binary(file) as f:
                 for data, ends_line in _byte_pieces(f, block_bytes):
                     toks = _tokens(data, stats, tokenizer, lowercase)
                     if not ends_line and toks and toks[-1] == NEWLINE:
@@ -199,8 +210,9 @@ def token_blocks(
                     if ends_line and (not toks or toks[-1] != NEWLINE):
                         toks.append(NEWLINE)
                     yield toks
-            except (OSError, EOFError, lzma.LZMAError) as e:
-                raise ValueError(f"cannot read corpus file {str(file)!r}: {e}") from e
+        except (OSError, EOFError, lzma.LZMAError, zlib.error) as e:
+            # corrupt or truncated compressed data (or a read error): one line, naming the file
+            raise UsageError(f"cannot read corpus file {str(file)!r}: {_cause(e)}") from None
 
 
 class read_sentences:  # noqa: N801 - reads like the function it replaces in user code

@@ -9,15 +9,23 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from ns_plugins.errors import UsageError
+
 from .reader import NEWLINE, CorpusStats, Tokenizer, token_blocks
 
-__all__ = ["Vocab"]
+__all__ = ["Vocab", "prune_counts"]
 
 log = logging.getLogger(__name__)
 
 
 def _is_path(source) -> bool:
     return isinstance(source, (str, os.PathLike))
+
+
+def prune_counts(counter: dict, threshold: int, keep=None) -> int:
+    """Drop the words counted at most ``threshold`` times (except ``keep``); their total count."""
+    drop = [w for w, c in counter.items() if c <= threshold and w != keep]
+    return sum(counter.pop(w) for w in drop)
 
 
 class Vocab:
@@ -59,26 +67,39 @@ class Vocab:
 
     # building ------------------------------------------------------------------------------------
     @classmethod
-    def from_counter(cls, counter, min_count: int = 5, max_vocab_size: int | None = None) -> Vocab:
-        """Keep words seen at least ``min_count`` times, then the ``max_vocab_size`` most frequent;
-        ids follow descending count, ties broken by the word itself so that builds are stable."""
+    def from_counter(
+        cls,
+        counter,
+        min_count: int = 5,
+        max_final_vocab: int | None = None,
+        *,
+        raw_words: int | None = None,
+        source=None,
+    ) -> Vocab:
+        """Keep words seen at least ``min_count`` times, then the ``max_final_vocab`` most frequent;
+        ids follow descending count, ties broken by the word itself so that builds are stable.
+
+        ``raw_words``: words read, when ``counter`` no longer holds them all (pruned while
+        counting); ``source`` names the corpus in error messages."""
         if min_count < 1:
             raise ValueError(f"min_count must be >= 1, got {min_count}")
-        if max_vocab_size is not None and max_vocab_size < 1:
-            raise ValueError(f"max_vocab_size must be >= 1 or None, got {max_vocab_size}")
-        total = sum(counter.values())
+        if max_final_vocab is not None and max_final_vocab < 1:
+            raise ValueError(f"max_final_vocab must be >= 1 or None, got {max_final_vocab}")
+        total = sum(counter.values()) if raw_words is None else raw_words
+        where = "" if source is None else f" {os.fspath(source)!r}"
         if total == 0:
-            raise ValueError("corpus is empty: no words to build a vocabulary from")
+            raise UsageError(f"corpus{where} is empty: no words to build a vocabulary from")
         kept = [(w, c) for w, c in counter.items() if c >= min_count]
         if not kept:
             top_word, top = max(counter.items(), key=lambda wc: (wc[1], wc[0]))
-            raise ValueError(
-                f"vocabulary is empty: no word occurs min_count={min_count} times "
-                f"(the most frequent, {top_word!r}, occurs {top} times in {total} words)"
+            raise UsageError(
+                f"vocabulary of corpus{where} is empty: no word occurs min_count={min_count} "
+                f"times (the most frequent, {top_word!r}, occurs {top} times in {total} words); "
+                "lower min_count"
             )
         kept.sort(key=lambda wc: (-wc[1], wc[0]))
-        if max_vocab_size is not None:
-            kept = kept[:max_vocab_size]
+        if max_final_vocab is not None:
+            kept = kept[:max_final_vocab]
         vocab = cls([w for w, _ in kept], [c for _, c in kept])
         vocab.raw_words = int(total)
         return vocab
@@ -91,14 +112,30 @@ class Vocab:
         max_vocab_size: int | None = None,
         tokenizer: Tokenizer | None = None,
         lowercase: bool = True,
+        *,
+        max_final_vocab: int | None = None,
     ) -> Vocab:
         """Count words in a corpus path (file or directory, read as ``read_sentences`` would) or in
-        an iterable of token lists."""
+        an iterable of token lists.
+
+        ``max_vocab_size`` caps memory while counting, as gensim's: whenever more distinct words
+        than that are held (checked after each block of text, or each sentence), words seen at most
+        ``t`` times are dropped, ``t`` starting at 1 and rising by one per prune, so rare words
+        may be lost or undercounted. ``max_final_vocab`` keeps the most frequent words after
+        counting (ties broken by the word)."""
+        if max_vocab_size is not None and max_vocab_size < 1:
+            raise ValueError(f"max_vocab_size must be >= 1 or None, got {max_vocab_size}")
         counter: Counter = Counter()
         stats = CorpusStats()
+        cap = max_vocab_size if max_vocab_size is not None else -1
+        threshold, pruned = 1, 0
         if _is_path(source):
+            cap += cap >= 0  # the line marker is counted too
             for toks in token_blocks(source, tokenizer, lowercase, stats):
                 counter.update(toks)
+                if len(counter) > cap >= 0:
+                    pruned += prune_counts(counter, threshold, keep=NEWLINE)
+                    threshold += 1
             counter.pop(NEWLINE, None)
         else:
             if isinstance(source, (str, bytes)):
@@ -107,7 +144,14 @@ class Vocab:
                 if isinstance(sentence, str):
                     raise TypeError("sentences must be lists of tokens, got a str; split it first")
                 counter.update(sentence)
-        vocab = cls.from_counter(counter, min_count, max_vocab_size)
+                if len(counter) > cap >= 0:
+                    pruned += prune_counts(counter, threshold)
+                    threshold += 1
+        if pruned:
+            log.info("%s: words seen at most %d times pruned while counting", source, threshold - 1)
+        name = source if _is_path(source) else None
+        total = sum(counter.values()) + pruned
+        vocab = cls.from_counter(counter, min_count, max_final_vocab, raw_words=total, source=name)
         vocab.replaced_bytes = stats.replaced_bytes
         if stats.replaced_bytes:
             log.warning("%s: %d undecodable bytes replaced by U+FFFD", source, stats.replaced_bytes)
@@ -126,22 +170,32 @@ class Vocab:
 
     @classmethod
     def load(cls, path) -> Vocab:
+        """Read ``word<TAB>count`` lines (a run's vocab.tsv)."""
         words, counts = [], []
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                line = line.rstrip("\n").rstrip("\r")
-                if not line:
-                    continue
-                parts = line.split("\t")
-                if len(parts) != 2 or not parts[1].strip().isdigit():
-                    raise ValueError(
-                        f"{os.fspath(path)}:{n}: expected 'word<TAB>count', got {line!r}"
-                    )
-                words.append(parts[0])
-                counts.append(int(parts[1]))
+        try:
+            with open(path, encoding="utf-8") as f:
+                for n, line in enumerate(f, 1):
+                    line = line.rstrip("\n").rstrip("\r")
+                    if not line:
+                        continue
+                    parts = line.split("\t")
+                    if len(parts) != 2 or not parts[1].strip().isdigit():
+                        raise UsageError(
+                            f"{os.fspath(path)}:{n}: expected 'word<TAB>count', got {line!r}"
+                        )
+                    words.append(parts[0])
+                    counts.append(int(parts[1]))
+        except UnicodeDecodeError as err:
+            raise UsageError(
+                f"vocabulary file {os.fspath(path)!r} is not UTF-8 text ({err.reason} at byte "
+                f"{err.start})"
+            ) from None
         if not words:
-            raise ValueError(f"vocabulary file {os.fspath(path)!r} is empty")
-        return cls(words, counts)
+            raise UsageError(f"vocabulary file {os.fspath(path)!r} is empty")
+        try:
+            return cls(words, counts)
+        except ValueError as err:
+            raise UsageError(f"vocabulary file {os.fspath(path)!r}: {err}") from None
 
     def lookup(self, words: Iterable[str]) -> np.ndarray:
         """Ids of ``words``; unknown words give -1."""

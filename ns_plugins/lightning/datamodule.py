@@ -110,6 +110,9 @@ class CorpusDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         synthetic_seed: int = 0,
         synthetic_sentences: int = 40000,
+        max_final_vocab: int | None = None,
+        tokenizer: str | None = None,
+        vocab_file: str | None = None,
     ):
         super().__init__()
         self.source = DataSource(source)
@@ -117,7 +120,7 @@ class CorpusDataModule(pl.LightningDataModule):
         if self.source is DataSource.text:
             if not path:
                 raise ValueError("data.path is required for data=text (a text corpus, .gz allowed)")
-            if not Path(path).is_file():
+            if not Path(path).exists():  # a file or a directory of files
                 raise FileNotFoundError(f"corpus not found: data.path={path}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -128,14 +131,16 @@ class CorpusDataModule(pl.LightningDataModule):
         self.batch_size, self.seed = batch_size, seed
         self.num_workers = num_workers
         self.synthetic_seed, self.synthetic_sentences = synthetic_seed, synthetic_sentences
+        self.max_final_vocab, self.vocab_file = max_final_vocab, vocab_file
+        self.tokenizer = tokenizer
         self.vocab = None
         self.corpus = None
         self.ground_truth: dict | None = None
         self._shard: _Shard | None = None
 
-    def prepare_data(self) -> None:
-        """Local rank 0 only: write the synthetic corpus, build the vocabulary, encode the ids."""
-        prepare_run_data(
+    def _prepare(self) -> Path:
+        """The corpus cache's directory for this recipe, encoded unless already there."""
+        return prepare_run_data(
             self.cache_dir,
             self.source,
             self.path,
@@ -143,12 +148,21 @@ class CorpusDataModule(pl.LightningDataModule):
             self.max_vocab_size,
             self.synthetic_seed,
             self.synthetic_sentences,
+            max_final_vocab=self.max_final_vocab,
+            tokenizer=self.tokenizer,
+            vocab_file=self.vocab_file,
         )
+
+    def prepare_data(self) -> None:
+        """Local rank 0 only: write the synthetic corpus, build the vocabulary, encode the ids."""
+        self._prepare()
 
     def setup(self, stage: str | None = None) -> None:
         if self.corpus is not None:
             return
-        self.corpus, self.ground_truth = open_run_data(self.cache_dir)
+        # every rank opens this recipe's directory (reused, never re-encoded), not the cache's
+        # latest, which another run sharing the cache may have changed since prepare_data
+        self.corpus, self.ground_truth = open_run_data(self._prepare())
         self.vocab = self.corpus.vocab
         rank, world = self._rank_world()
         steps = len(self._batches(rank, world, 0, 1))

@@ -1,0 +1,319 @@
+"""The corpus cache: a corpus encoded once per recipe, shared by runs and processes.
+
+A recipe is everything the encoded ids depend on: the source (files with their sizes and
+modification times, or the synthetic corpus's settings), ``min_count``, ``max_vocab_size``,
+``max_final_vocab``, the tokenizer, a fixed vocabulary file's hash, lowercasing and the sentence
+length. Each recipe has its own directory under the cache directory, named by a hash of it::
+
+    CACHE/
+      .text-1f2e....lock        one lock per recipe, across processes (filelock)
+      text-1f2e.../             ids.int32, offsets.npy, vocab.tsv, meta.json,
+                                ground_truth.json (synthetic corpora), recipe.json
+      latest                    name of the recipe directory prepared last
+      ground_truth.json         a copy of the latest one's (synthetic corpora)
+
+A recipe directory is built in a temporary directory next to it, ``recipe.json`` written last,
+and renamed into place: it is complete or absent, so a crash or a full disk while encoding leaves
+nothing a later run would use or reject (the next run removes the leftover and builds again). Two
+processes asking for the same recipe take its lock: one encodes, the other waits and reuses it.
+Recipes never replace each other, so a run keeps the corpus it opened while others use the cache.
+Delete the cache directory to clear it.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from ns_plugins.errors import UsageError
+
+from .encode import EncodedCorpus, encode_corpus
+from .reader import MAX_SENTENCE_LENGTH, Tokenizer, corpus_files, tokenizer_named
+from .vocab import Vocab
+
+__all__ = ["open_cached_corpus", "prepare_cached_corpus", "prepare_corpus"]
+
+log = logging.getLogger(__name__)
+
+LAYOUT = "ns_plugins.corpus_cache/1"
+RECIPE = "recipe.json"
+LATEST = "latest"
+TRUTH = "ground_truth.json"
+
+
+def _tokenizer(tokenizer, lowercase: bool | None) -> tuple[Tokenizer | None, bool, str | None]:
+    """(the callable the reader takes, lowercase, its name in the recipe). A name (``words``,
+    ``split``) sets lowercasing too unless ``lowercase`` is given; the name is ``None`` for a
+    lambda or a local function, whose corpus is never reused."""
+    tokenizer = getattr(tokenizer, "value", tokenizer)  # a config enum
+    if tokenizer is None or isinstance(tokenizer, str):
+        name = tokenizer or "words"
+        try:
+            fn, lower = tokenizer_named(name)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+        return fn, lower if lowercase is None else bool(lowercase), name
+    if not callable(tokenizer):
+        raise TypeError(f"tokenizer must be a name or a callable str -> tokens, got {tokenizer!r}")
+    lower = True if lowercase is None else bool(lowercase)
+    qualname = getattr(tokenizer, "__qualname__", None)
+    if qualname is None or "<lambda>" in qualname or "<locals>" in qualname:
+        return tokenizer, lower, None
+    return tokenizer, lower, f"{getattr(tokenizer, '__module__', '')}.{qualname}"
+
+
+def _file_hash(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _recipe(
+    source: str,
+    path,
+    min_count: int,
+    max_vocab_size: int | None,
+    max_final_vocab: int | None,
+    tokenizer_name: str | None,
+    vocab_file,
+    lowercase: bool,
+    max_sentence_length: int,
+    synthetic: dict | None,
+) -> dict:
+    recipe = {
+        "layout": LAYOUT,
+        "source": source,
+        "min_count": int(min_count),
+        "max_vocab_size": None if max_vocab_size is None else int(max_vocab_size),
+        "max_final_vocab": None if max_final_vocab is None else int(max_final_vocab),
+        "tokenizer": tokenizer_name,
+        "vocab_file": None if vocab_file is None else _file_hash(vocab_file),
+        "lowercase": bool(lowercase),
+        "max_sentence_length": int(max_sentence_length),
+    }
+    if source == "text":
+        recipe["files"] = [
+            [str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in corpus_files(path)
+        ]
+    else:
+        recipe["synthetic"] = synthetic
+    return recipe
+
+
+def _key(recipe: dict) -> str:
+    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
+    return f"{recipe['source']}-{digest[:20]}"
+
+
+def _cache_root(cache_dir) -> Path:
+    root = Path(cache_dir)
+    if root.exists() and not root.is_dir():
+        raise UsageError(
+            f"corpus cache {str(root)!r} is a file, not a directory: remove it or choose another "
+            "directory (data.cache_dir)"
+        )
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.TemporaryFile(dir=root)
+        probe.close()
+    except OSError as err:
+        raise UsageError(
+            f"cannot write the corpus cache {str(root)!r}: {err.strerror or err}; choose a "
+            "writable directory (data.cache_dir)"
+        ) from None
+    return root
+
+
+def _lock(path: Path):
+    from filelock import FileLock
+
+    return FileLock(str(path))
+
+
+def _reusable(directory: Path, recipe: dict) -> bool:
+    """Whether ``directory`` holds this recipe's corpus, complete; a damaged one is removed."""
+    recipe_file = directory / RECIPE
+    if not recipe_file.is_file():
+        if directory.exists():  # no recipe: not finished (only a rename creates it, so foreign)
+            log.warning("corpus cache %s has no %s; building it again", directory, RECIPE)
+            shutil.rmtree(directory, ignore_errors=True)
+        return False
+    try:
+        if json.loads(recipe_file.read_text()) != recipe:
+            raise ValueError("recipe differs")
+        EncodedCorpus.open(directory)
+        return True
+    except (OSError, ValueError, KeyError) as err:
+        log.warning("corpus cache %s is damaged (%s); building it again", directory, err)
+        shutil.rmtree(directory, ignore_errors=True)
+        return False
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Replace ``path`` atomically (no partial file is ever seen, none is left behind)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _build(
+    out: Path,
+    recipe: dict,
+    path,
+    tokenizer: Tokenizer | None,
+    vocab_file,
+    synthetic: dict | None,
+) -> None:
+    """Encode into a temporary directory beside ``out``, ``recipe.json`` last, then rename."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        if synthetic is not None:
+            from .synthetic import synthetic_corpus
+
+            synth = synthetic_corpus(synthetic["seed"], n_sentences=synthetic["sentences"])
+            path = synth.write(tmp / "synthetic.txt")
+            truth = {"clusters": synth.clusters, "analogies": synth.analogies}
+            (tmp / TRUTH).write_text(json.dumps(truth))
+        mc, cap, final = recipe["min_count"], recipe["max_vocab_size"], recipe["max_final_vocab"]
+        lowercase, max_len = recipe["lowercase"], recipe["max_sentence_length"]
+        if vocab_file is not None:
+            fixed = Vocab.load(vocab_file)
+            counts = Counter(dict(zip(fixed.words, fixed.counts.tolist())))
+            vocab = Vocab.from_counter(counts, mc, final, source=vocab_file)
+        else:
+            vocab = Vocab.build(path, mc, cap, tokenizer, lowercase, max_final_vocab=final)
+        encode_corpus(path, vocab, tmp, tokenizer, lowercase, max_len)
+        if synthetic is not None:
+            (tmp / "synthetic.txt").unlink()  # regenerated from its settings when needed
+        (tmp / RECIPE).write_text(json.dumps(recipe, indent=1))  # last: the directory is complete
+        os.replace(tmp, out)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        cause = "no space left on device" if err.errno == errno.ENOSPC else str(err)
+        raise UsageError(f"encoding the corpus into {str(out.parent)!r} failed: {cause}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def prepare_cached_corpus(
+    cache_dir,
+    source: str = "text",
+    path=None,
+    min_count: int = 5,
+    max_vocab_size: int | None = None,
+    max_final_vocab: int | None = None,
+    tokenizer=None,
+    vocab_file=None,
+    lowercase: bool | None = None,
+    max_sentence_length: int = MAX_SENTENCE_LENGTH,
+    synthetic_seed: int = 0,
+    synthetic_sentences: int = 40000,
+    reuse: bool = True,
+) -> Path:
+    """The directory of this recipe's encoded corpus under ``cache_dir``, encoding it first unless
+    a run (this process or another) already did. ``source`` is ``text`` (``path``: a file or a
+    directory of files, plain or compressed) or ``synthetic``. ``vocab_file`` (``word<TAB>count``
+    lines, as a run's vocab.tsv) fixes the vocabulary instead of counting: its counts go through
+    ``min_count`` and ``max_final_vocab``, and corpus words outside it are dropped."""
+    source = getattr(source, "value", source)
+    if source not in ("text", "synthetic"):
+        raise UsageError(f"unknown corpus source {source!r}; valid: text, synthetic")
+    if source == "text" and not path:
+        raise UsageError("a text corpus needs a path (data.path=/path/to/corpus.txt(.gz))")
+    if max_sentence_length < 1:
+        raise ValueError(f"max_sentence_length must be >= 1, got {max_sentence_length}")
+    tokenize, lowercase, tokenizer_name = _tokenizer(tokenizer, lowercase)
+    if vocab_file is not None and not Path(vocab_file).is_file():
+        raise UsageError(f"vocabulary file not found: {os.fspath(vocab_file)!r}")
+    synthetic = None
+    if source == "synthetic":
+        synthetic = {"seed": int(synthetic_seed), "sentences": int(synthetic_sentences)}
+    recipe = _recipe(
+        source,
+        path,
+        min_count,
+        max_vocab_size,
+        max_final_vocab,
+        tokenizer_name,
+        vocab_file,
+        lowercase,
+        max_sentence_length,
+        synthetic,
+    )
+    reuse = reuse and tokenizer_name is not None
+    root = _cache_root(cache_dir)
+    out = root / _key(recipe)
+    with _lock(root / f".{out.name}.lock"):
+        for stale in root.glob(f".{out.name}.*.tmp"):  # left by a crash; we hold the lock
+            shutil.rmtree(stale, ignore_errors=True)
+        if not (reuse and _reusable(out, recipe)):
+            if out.exists():  # asked not to reuse: move the old one aside, then drop it
+                old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=root))
+                os.replace(out, old / "old")
+                shutil.rmtree(old, ignore_errors=True)
+            _build(out, recipe, path, tokenize, vocab_file, synthetic)
+    try:  # for readers that ask for the latest corpus of a cache
+        _write_text(root / LATEST, out.name)
+        if (out / TRUTH).is_file():
+            _write_text(root / TRUTH, (out / TRUTH).read_text())
+        else:
+            (root / TRUTH).unlink(missing_ok=True)
+    except OSError as err:
+        raise UsageError(f"cannot write into the corpus cache {str(root)!r}: {err}") from None
+    return out
+
+
+def open_cached_corpus(directory) -> tuple[EncodedCorpus, dict | None]:
+    """(corpus, ground truth or None) of a recipe directory, or of the latest one of a cache."""
+    d = Path(directory)
+    if not (d / RECIPE).is_file() and (d / LATEST).is_file():
+        d = d / (d / LATEST).read_text().strip()
+    truth = d / TRUTH
+    return EncodedCorpus.open(d), (json.loads(truth.read_text()) if truth.is_file() else None)
+
+
+def prepare_corpus(
+    path,
+    out_dir,
+    min_count: int = 5,
+    max_vocab_size: int | None = None,
+    tokenizer=None,
+    lowercase: bool | None = None,
+    max_sentence_length: int = MAX_SENTENCE_LENGTH,
+    reuse: bool = True,
+    *,
+    max_final_vocab: int | None = None,
+    vocab_file=None,
+) -> EncodedCorpus:
+    """Build the vocabulary and encode the text corpus ``path`` under the cache ``out_dir``, or
+    open what an earlier call with the same recipe left there (see the module's docstring). A
+    tokenizer is ``words`` (lowercased), ``split`` (case kept) or a module-level function
+    (lowercased unless ``lowercase=False``); a lambda's corpus is never reused."""
+    directory = prepare_cached_corpus(
+        out_dir,
+        "text",
+        path,
+        min_count,
+        max_vocab_size,
+        max_final_vocab,
+        tokenizer,
+        vocab_file,
+        lowercase,
+        max_sentence_length,
+        reuse=reuse,
+    )
+    return EncodedCorpus.open(directory)
