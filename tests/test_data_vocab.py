@@ -150,3 +150,30 @@ def test_encoded_corpus_pickles_as_its_path(tmp_path):
     np.testing.assert_array_equal(np.asarray(back.ids), np.asarray(enc.ids))
     mem = EncodedCorpus.from_sentences([["a", "b"]], Vocab(["a", "b"], [1, 1]))
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(mem)).ids, mem.ids)
+
+
+# max_vocab_size = 3: after the 2nd sentence 4 words are held, those seen once (b, c, d) go and
+# the threshold rises to 2; after the 4th, 4 again (a3 b2 e2 f1): b, e, f go (<= 2).
+_PRUNED = [["a", "b", "c"], ["a", "d"], ["b", "b", "e"], ["a", "e", "f"], ["a", "a", "b"]]
+
+
+def test_max_vocab_size_prunes_while_counting():
+    full = Vocab.build(_PRUNED, min_count=1)
+    assert dict(zip(full.words, full.counts.tolist())) == dict(a=5, b=4, e=2, c=1, d=1, f=1)
+    capped = Vocab.build(_PRUNED, min_count=1, max_vocab_size=3)
+    assert capped.words == ["a", "b"] and capped.counts.tolist() == [5, 1]
+    assert capped.raw_words == 14  # every word read, pruned ones included
+    assert Vocab.build(_PRUNED, min_count=1, max_vocab_size=6) == full  # never over the cap
+    assert Vocab.build(_PRUNED, min_count=2, max_final_vocab=2).words == ["a", "b"]
+    assert Vocab.build(_PRUNED, min_count=1, max_vocab_size=3, max_final_vocab=1).words == ["a"]
+
+
+def test_max_vocab_size_prunes_per_block_of_a_file(tmp_path, monkeypatch):
+    p = tmp_path / "c.txt"
+    # one line per 10-byte block, so the file is pruned where the sentences above were
+    p.write_text("".join(" ".join(s).ljust(9) + "\n" for s in _PRUNED))
+    monkeypatch.setattr(reader_mod, "BLOCK_BYTES", 10)
+    capped = Vocab.build(p, min_count=1, max_vocab_size=3)
+    assert capped.words == ["a", "b"] and capped.counts.tolist() == [5, 1]
+    assert capped.raw_words == 14
+    assert Vocab.build(p, min_count=1) == Vocab.build(_PRUNED, min_count=1)
