@@ -1,14 +1,15 @@
 """Chainer 7.8.1's own negative sampling against the ns_plugins.chainer drop-ins, in one run, CPU.
 
-    python benchmarks/bench_chainer.py [--quick] [--repeat N] [--corpus-words N]
+    python benchmarks/bench_chainer.py [--quick] [--repeat N] [--corpus PATH] [--corpus-words N]
 
 1. The loss, forward + backward through Chainer's graph (``F.negative_sampling`` vs
    ``ns_plugins.chainer.negative_sampling``), float32, median of N, at the shapes of the core
    issue (B, d, V, k); both sides get the same x, W, labels and samples.
 2. ``WalkerAlias`` construction at V = 1,000,000 (Chainer's vs the drop-in's).
 3. The legacy program ``compat/train_word2vec.py`` (skip-gram), one epoch on the first N words
-   of /work/shared/data/gcide.txt.gz, run unchanged on plain Chainer and under
+   of the text corpus ``--corpus`` (plain or .gz), run unchanged on plain Chainer and under
    ``python -m ns_plugins.chainer``: the trainer's elapsed time (start-up excluded).
+No torch is needed (nor imported) on either side.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numba
 import numpy as np
 
 from ns_plugins.chainer import import_fixes
@@ -34,13 +36,11 @@ import_fixes.apply()
 
 import chainer  # noqa: E402
 import chainer.functions as F  # noqa: E402
-import torch  # noqa: E402
 from chainer.utils import walker_alias as chainer_walker_alias  # noqa: E402
 
 import ns_plugins.chainer as nsc  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS = Path("/work/shared/data/gcide.txt.gz")
 SHAPES = [(10000, 100, 10000, 5), (4096, 300, 100000, 5), (65536, 128, 1000000, 5)]
 QUICK_SHAPES = [(2000, 100, 10000, 5), (1024, 300, 100000, 5)]
 
@@ -92,9 +92,9 @@ def bench_walker(V, repeat):
     return theirs, ours
 
 
-def bench_program(words, tmp):
+def bench_program(source, words, tmp):
     corpus = Path(tmp) / "corpus.txt"
-    with gzip.open(CORPUS, "rt") as f:
+    with (gzip.open if source.suffix == ".gz" else open)(source, "rt") as f:
         corpus.write_text(" ".join(f.read(words * 12).split()[:words]))
     env = {k: v for k, v in os.environ.items() if not k.startswith("NS_PLUGINS")}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
@@ -130,6 +130,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small shapes, small corpus")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--corpus", type=Path, help="text corpus for the legacy program")
     parser.add_argument("--corpus-words", type=int, default=200_000)
     parser.add_argument("--skip-program", action="store_true")
     args = parser.parse_args()
@@ -139,9 +140,9 @@ def main():
     print(f"# bench_chainer  {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
     print(
         f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"load {os.getloadavg()[0]:.1f}, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), chainer {chainer.__version__}, "
-        f"numpy {np.__version__}, commit {commit()}"
+        f"load {os.getloadavg()[0]:.1f}, numba {numba.__version__} "
+        f"({numba.get_num_threads()} threads), chainer {chainer.__version__}, "
+        f"numpy {np.__version__}, torch loaded: {'torch' in sys.modules}, commit {commit()}"
     )
     print()
     print(f"{'case':<42}{'chainer s':>12}{'drop-in s':>12}{'speed-up':>10}{'rel err':>10}")
@@ -154,11 +155,11 @@ def main():
     case = f"WalkerAlias build V={V}"
     print(f"{case:<42}{theirs:>12.4f}{ours:>12.4f}{theirs / ours:>9.1f}x{'':>10}")
     if not args.skip_program:
-        if not CORPUS.exists():
-            print(f"# {CORPUS} not found: legacy program skipped")
+        if args.corpus is None or not args.corpus.exists():
+            print(f"# corpus {args.corpus} not found: legacy program skipped (--corpus PATH)")
             return
         with tempfile.TemporaryDirectory() as tmp:
-            theirs, ours = bench_program(words, tmp)
+            theirs, ours = bench_program(args.corpus, words, tmp)
         case = f"compat word2vec, 1 epoch, {words} words"
         print(f"{case:<42}{theirs:>12.2f}{ours:>12.2f}{theirs / ours:>9.1f}x{'':>10}")
 
