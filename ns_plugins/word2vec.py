@@ -371,6 +371,10 @@ class Word2Vec:
         previous, run_dir = self.run_dir, self._next_file("run", "")
         adapter = _lightning_callbacks(self, [*self.callbacks, *callbacks])
         metrics = run_train(cfg, run_dir, extra_callbacks=[adapter])
+        if not metrics:
+            # another rank of a multi-process run (the script re-run by the launcher): rank 0
+            # writes the run directory and holds the result
+            return 0, 0
         self._read_run(run_dir)
         self.metrics, self.run_dir = metrics, run_dir
         self.train_count += 1
