@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
@@ -53,9 +54,8 @@ class Optimizer(Enum):
 
 
 class Engine(Enum):
-    batched = "batched"  # data loader + loss op + optimizer; runs anywhere Lightning does
-    hogwild = "hogwild"  # in-place multithreaded CPU updates, like the word2vec C tool
-    auto = "auto"  # hogwild on one CPU process, batched otherwise
+    chunk = "chunk"  # a step trains a chunk of the corpus in place with a fused kernel
+    batched = "batched"  # pairs through a data loader, the loss op and an optimizer
 
 
 class DataSource(Enum):
@@ -92,8 +92,8 @@ class DeviceConfig:
     num_nodes: int = 1
     precision: str = "32-true"
     process_group_backend: str | None = None
-    grad_sync: GradSync = GradSync.sparse
-    average_every: int = 32  # local_sgd: steps between weight averages
+    grad_sync: GradSync = GradSync.local_sgd
+    average_every: int = 8  # local_sgd: steps between weight averages
 
 
 @dataclass
@@ -115,12 +115,12 @@ class DataConfig:
 class ModelConfig:
     arch: Arch = Arch.skipgram
     optimizer: Optimizer = Optimizer.sgd
-    engine: Engine = Engine.batched
+    engine: Engine = Engine.chunk
     cbow_mean: bool = True  # CBOW: average (True) or sum the context vectors
     # input vectors start uniform in +-init_scale / vector_size: 0.5 is word2vec.c's, 1.0 gensim 4's
     init_scale: float = 0.5
-    chunk_words: int = 50_000  # hogwild engine: corpus words per training step
-    # hogwild skip-gram: one set of negatives per center word for its whole window (HogBatch)
+    chunk_words: int = 50_000  # chunk engine: corpus words per training step
+    # chunk engine, skip-gram: one set of negatives per center word for its window (HogBatch)
     shared_negatives: bool = False
 
 
@@ -130,7 +130,8 @@ class TrainerConfig:
     fast_dev_run: bool = False
     log_every_n_steps: int = 50
     enable_progress_bar: bool = True
-    checkpoint_every_n_steps: int = 0  # 0: last.ckpt / last.npz at epoch ends (and on interrupt)
+    checkpoint_every_n_steps: int = 0  # 0: checkpoints/last.ckpt at epoch ends (and on interrupt)
+    progress_seconds: float = 5.0  # output not a terminal: a progress log line this often
 
 
 @dataclass
@@ -159,6 +160,12 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    # Lightning loggers and extra callbacks, each a `_target_` entry (the `logger` and `callbacks`
+    # config groups); a CSV logger is always added when none is given (the report reads it)
+    logger: dict[str, Any] = field(default_factory=dict)
+    callbacks: dict[str, Any] = field(default_factory=dict)
+    # the metrics.json entry a Hydra sweeper optimises, e.g. eval/wordsim353 (the app returns it)
+    optimized_metric: str | None = None
     # gensim's hyperparameter names
     vector_size: int = 100
     window: int = 5
@@ -170,7 +177,7 @@ class TrainConfig:
     min_alpha: float = 0.0001
     shrink_windows: bool = True
     epochs: int = 5
-    workers: int = 2  # hogwild engine threads
+    workers: int = 2  # chunk engine: kernel threads per process (CPU)
     batch_size: int = 1024
     seed: int = 1
     # shortcuts for the device group

@@ -1,9 +1,10 @@
-"""What every training run shares, without torch: config checks, engine choice, the run's corpus,
-evaluation, export, metrics files and the report; and ``train``, which picks the driver.
+"""The run layer's pieces that need neither torch nor Lightning: config checks, the run's corpus,
+initial weights, evaluation, export, metrics files and the report; and ``train``, the entry point.
 
-The hogwild engine (one CPU process, numba threads updating the weights in place) runs in
-``ns_plugins.hogwild_run`` and never imports torch or Lightning; every other run goes through
-Lightning in ``ns_plugins.lightning.run``.
+Every run, on every engine and device, goes through one skeleton in ``ns_plugins.lightning.run``
+(run directory, interrupt -> checkpoint -> resume, loggers, evaluation cadence, export, report);
+the engines (``ns_plugins.lightning.chunk`` and the pairs engine in ``ns_plugins.lightning.module``)
+only train. This module is imported by both and imports neither.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import importlib.util
 import json
 import logging
 import math
+from enum import Enum
 from pathlib import Path
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from ns_plugins.config import Arch, Backend, DataSource, Engine, GradSync, Optimizer
+from ns_plugins.config import Arch, Backend, DataSource, Engine, GradSync, Optimizer, Reduce
 from ns_plugins.errors import UsageError
 
 __all__ = [
@@ -26,11 +29,12 @@ __all__ = [
     "check_config",
     "eval_inputs",
     "export_run",
+    "initial_weights",
     "linear_decay",
     "open_run_data",
     "prepare_run_data",
-    "resolve_engine",
     "train",
+    "warm_start",
     "write_json",
     "write_report",
 ]
@@ -60,6 +64,19 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+# Options one engine reads and the other does not, with the schema's defaults: a run on the other
+# engine refuses any of them set to something else, naming it.
+PAIRS_ONLY = {
+    "backend.name": Backend.fused,
+    "reduce.mode": Reduce.sum,
+    "model.optimizer": Optimizer.sgd,
+    "batch_size": 1024,
+    "data.num_workers": 0,
+    "device.precision": "32-true",
+}
+CHUNK_ONLY = {"workers": 2, "model.chunk_words": 50_000, "model.shared_negatives": False}
+
+
 def check_config(cfg: DictConfig) -> None:
     """Fail early, naming the setting, for everything that would fail later."""
     missing = OmegaConf.missing_keys(cfg)
@@ -74,23 +91,92 @@ def check_config(cfg: DictConfig) -> None:
         path = cfg.eval[key]
         if path is not None and not Path(path).is_file():
             raise ConfigError(f"evaluation file not found: eval.{key}={path}")
-    if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
-        raise ConfigError(f"checkpoint not found: ckpt_path={cfg.ckpt_path}")
-    for key in ("vector_size", "epochs", "batch_size", "window", "min_count"):
+    for key in ("ckpt_path", "init_vectors", "data.vocab_file"):
+        path = OmegaConf.select(cfg, key)
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"file not found: {key}={path}")
+    if cfg.ckpt_path is not None:
+        _check_checkpoint_file(cfg.ckpt_path)
+    if cfg.ckpt_path is not None and cfg.init_vectors is not None:
+        raise ConfigError("give ckpt_path (resume a run) or init_vectors (start from vectors)")
+    for key in ("vector_size", "epochs", "batch_size", "window", "min_count", "negative"):
         if cfg[key] < 1:
-            raise ConfigError(f"{key} must be >= 1, got {cfg[key]}")
-    if cfg.negative < 0 or cfg.sample < 0:
-        raise ConfigError("negative and sample must be >= 0")
-    if not 0 <= cfg.min_alpha <= cfg.alpha:
-        raise ConfigError(f"need 0 <= min_alpha <= alpha, got {cfg.min_alpha}, {cfg.alpha}")
+            hint = " (negative sampling needs negatives)" if key == "negative" else ""
+            raise ConfigError(f"{key} must be >= 1, got {cfg[key]}{hint}")
+    for key in ("workers", "eval.k", "model.chunk_words"):
+        if OmegaConf.select(cfg, key) < 1:
+            raise ConfigError(f"{key} must be >= 1, got {OmegaConf.select(cfg, key)}")
+    for key in ("data.max_vocab_size", "data.max_final_vocab"):
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None and value < 2:
+            raise ConfigError(f"{key} must be >= 2 (or null for no cap), got {value}")
+    if cfg.seed < 0:
+        raise ConfigError(f"seed must be >= 0, got {cfg.seed}")
+    for key in ("sample", "ns_exponent", "alpha", "min_alpha", "model.init_scale"):
+        value = OmegaConf.select(cfg, key)
+        if not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, got {value}")
+    if cfg.sample < 0:
+        raise ConfigError(f"sample must be >= 0, got {cfg.sample}")
+    if not 0 <= cfg.min_alpha <= cfg.alpha or cfg.alpha == 0:
+        raise ConfigError(
+            f"need 0 <= min_alpha <= alpha, alpha > 0; got {cfg.min_alpha}, {cfg.alpha}"
+        )
     if devices(cfg) < 1 or num_nodes(cfg) < 1:
         raise ConfigError("devices and num_nodes must be >= 1")
+    if cfg.device.average_every < 1:
+        raise ConfigError(f"device.average_every must be >= 1, got {cfg.device.average_every}")
     gpu = cfg.device.accelerator in ("gpu", "cuda")
     if gpu and not _cuda_available():
         raise ConfigError(
             f"device.accelerator={cfg.device.accelerator} but no CUDA device is visible; "
             "use device=cpu or device=ddp_cpu"
         )
+    engine = cfg.model.engine
+    unread = PAIRS_ONLY if engine is Engine.chunk else CHUNK_ONLY
+    for key, default in unread.items():
+        value = OmegaConf.select(cfg, key)
+        if value != default:
+            shown = value.value if isinstance(value, Enum) else value
+            raise ConfigError(
+                f"{key}={shown} is not read by the {engine.value} engine (model.engine); "
+                f"remove it, or use model.engine={'batched' if engine is Engine.chunk else 'chunk'}"
+            )
+    if engine is Engine.chunk:
+        _check_chunk_engine(cfg, gpu)
+    else:
+        _check_pairs_engine(cfg, gpu)
+
+
+def _check_checkpoint_file(path) -> None:
+    """A Lightning checkpoint is a torch zip archive holding a data.pkl; read only its directory,
+    so a truncated or foreign file (an .npz, say) is refused before anything is loaded."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            ok = any(name.endswith("data.pkl") for name in z.namelist())
+    except (zipfile.BadZipFile, OSError) as err:
+        raise ConfigError(f"ckpt_path={path}: not a readable checkpoint ({err})") from err
+    if not ok:
+        raise ConfigError(f"ckpt_path={path}: not a checkpoint of this app (no torch data in it)")
+
+
+def _check_chunk_engine(cfg: DictConfig, gpu: bool) -> None:
+    if cfg.model.arch is Arch.cbow and not cfg.model.cbow_mean:
+        raise ConfigError("the chunk engine averages CBOW contexts (model.cbow_mean=true)")
+    if cfg.model.shared_negatives and cfg.model.arch is Arch.cbow:
+        raise ConfigError("model.shared_negatives=true is a skip-gram option (CBOW shares already)")
+    if cfg.device.grad_sync is not GradSync.local_sgd:
+        raise ConfigError(
+            f"device.grad_sync={cfg.device.grad_sync.value}: the chunk engine has no gradients; "
+            "its ranks average weights every device.average_every steps (grad_sync=local_sgd)"
+        )
+    if gpu and importlib.util.find_spec("triton") is None:
+        raise ConfigError("the chunk engine on CUDA needs the triton package installed")
+
+
+def _check_pairs_engine(cfg: DictConfig, gpu: bool) -> None:
     if cfg.backend.name in (Backend.triton, Backend.cupy) and not gpu:
         raise ConfigError(
             f"backend={cfg.backend.name.value} runs on CUDA only; use device=gpu or device=ddp, "
@@ -105,38 +191,6 @@ def check_config(cfg: DictConfig) -> None:
             raise ConfigError(f"backend={backend.value} needs the {package} package installed")
     if cfg.model.optimizer is Optimizer.sparse_adam and cfg.device.grad_sync is GradSync.dense:
         raise ConfigError("model.optimizer=sparse_adam needs sparse gradients, not grad_sync=dense")
-    engine = resolve_engine(cfg)
-    if cfg.model.shared_negatives and (engine is not Engine.hogwild or cfg.model.arch is Arch.cbow):
-        raise ConfigError(
-            "model.shared_negatives=true needs skip-gram on the hogwild engine "
-            f"(got model.arch={cfg.model.arch.value}, engine {engine.value})"
-        )
-    if engine is Engine.hogwild:
-        if cfg.model.arch is Arch.cbow and not cfg.model.cbow_mean:
-            raise ConfigError("the hogwild engine averages CBOW contexts (model.cbow_mean=true)")
-        if cfg.model.chunk_words < 1:
-            raise ConfigError(f"model.chunk_words must be >= 1, got {cfg.model.chunk_words}")
-        if cfg.ckpt_path is not None and Path(cfg.ckpt_path).suffix != ".npz":
-            raise ConfigError(
-                f"ckpt_path={cfg.ckpt_path}: the hogwild engine resumes from its own checkpoints "
-                "(checkpoints/last.npz or interrupted.npz of a hogwild run)"
-            )
-
-
-def resolve_engine(cfg: DictConfig) -> Engine:
-    """``auto`` is hogwild on one CPU process (numba is a dependency), batched elsewhere."""
-    engine = cfg.model.engine
-    if engine is Engine.batched:
-        return engine
-    one_cpu = cfg.device.accelerator == "cpu" and devices(cfg) * num_nodes(cfg) == 1
-    if engine is Engine.auto:
-        return Engine.hogwild if one_cpu else Engine.batched
-    if not one_cpu:
-        raise ConfigError(
-            "model.engine=hogwild runs in one CPU process (its threads share the weights); "
-            "use device=cpu, or model.engine=batched"
-        )
-    return engine
 
 
 def linear_decay(step: int, total: int, alpha: float, min_alpha: float) -> float:
@@ -144,6 +198,41 @@ def linear_decay(step: int, total: int, alpha: float, min_alpha: float) -> float
     if total <= 0:
         return alpha
     return alpha - (alpha - min_alpha) * min(step / total, 1.0)
+
+
+def initial_weights(V: int, d: int, seed: int, scale: float):
+    """word2vec's start: input vectors uniform in [-scale/d, scale/d) (word2vec.c: scale 0.5,
+    gensim 4: 1.0), output vectors zero; float32, built in place with no V x d temporaries."""
+    W_in = np.random.default_rng(seed).random((V, d), dtype=np.float32)
+    W_in -= 0.5
+    W_in *= 2 * scale / d
+    return W_in, np.zeros((V, d), dtype=np.float32)
+
+
+def warm_start(path, words, d: int, seed: int, scale: float):
+    """(W_in, W_out) for ``words``: rows of the words in ``path`` (an .npz with ``words``,
+    ``in_embed``, ``out_embed``; never unpickled) copied over a fresh start."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            saved_words = [str(w) for w in f["words"]]
+            saved_in, saved_out = f["in_embed"], f["out_embed"]
+    except (KeyError, ValueError, OSError) as err:
+        raise ConfigError(
+            f"init_vectors={path}: not an .npz with words, in_embed and out_embed ({err})"
+        ) from err
+    if saved_in.shape != (len(saved_words), d) or saved_out.shape != saved_in.shape:
+        raise ConfigError(
+            f"init_vectors={path} holds {saved_in.shape} vectors for {len(saved_words)} words; "
+            f"this run has vector_size {d}"
+        )
+    W_in, W_out = initial_weights(len(words), d, seed, scale)
+    index = {w: i for i, w in enumerate(saved_words)}
+    rows = np.array([index.get(w, -1) for w in words], dtype=np.int64)
+    have = rows >= 0
+    W_in[have] = saved_in[rows[have]]
+    W_out[have] = saved_out[rows[have]]
+    log.info("init_vectors: %d of %d words start from %s", int(have.sum()), len(words), path)
+    return W_in, W_out
 
 
 # ---------------------------------------------------------------------------------- the corpus
@@ -203,7 +292,20 @@ def open_run_data(cache_dir: Path):
 
 
 def cache_dir_of(cfg: DictConfig, run_dir: Path) -> Path:
-    return Path(cfg.data.cache_dir) if cfg.data.cache_dir else run_dir / "data"
+    """``data.cache_dir``; by default the run directory's ``data/``, or in a Hydra multirun the
+    sweep directory's, so the jobs of a sweep encode each corpus recipe once."""
+    if cfg.data.cache_dir:
+        return Path(cfg.data.cache_dir)
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hydra_cfg = HydraConfig.get()
+        if hydra_cfg.mode is RunMode.MULTIRUN:
+            return Path(hydra_cfg.sweep.dir) / "data"
+    except ValueError:  # not inside a Hydra app (HydraConfig is not set)
+        pass
+    return run_dir / "data"
 
 
 # ---------------------------------------------------------------------------------- evaluation
@@ -242,7 +344,8 @@ class RunEvaluator:
         self.neighbours: dict = {}
         self._loaded: dict | None = None
 
-    def _load(self) -> dict:
+    def load(self) -> dict:
+        """Read and check the evaluation files (once); bad ones raise before any training."""
         if self._loaded is None:
             from ns_plugins import evaluate
 
@@ -258,7 +361,7 @@ class RunEvaluator:
     def evaluate(self, words, vectors, ground_truth=None) -> dict:
         from ns_plugins import evaluate
 
-        scores = evaluate.evaluate_all(words, vectors, ground_truth=ground_truth, **self._load())
+        scores = evaluate.evaluate_all(words, vectors, ground_truth=ground_truth, **self.load())
         queries = self.queries or words[: min(5, len(words))]
         self.neighbours = evaluate.nearest_neighbours(words, vectors, queries, k=self.k)
         self.scores = scores
@@ -336,14 +439,9 @@ def config_dict(cfg: DictConfig) -> dict:
 
 # ---------------------------------------------------------------------------------- entry point
 def train(cfg: DictConfig, run_dir, extra_callbacks=()) -> dict:
-    """Check ``cfg``, train with the engine it resolves to, write the run directory, and return
-    the final metrics (empty on ranks other than 0). ``extra_callbacks`` are Lightning callbacks,
-    for Lightning runs only."""
+    """Check ``cfg``, train with the engine it names, write the run directory, and return the
+    final metrics (empty on ranks other than 0). ``extra_callbacks`` are Lightning callbacks."""
     check_config(cfg)
-    if resolve_engine(cfg) is Engine.hogwild:
-        from ns_plugins.hogwild_run import train as train_hogwild
-
-        return train_hogwild(cfg, Path(run_dir))
     from ns_plugins.lightning.run import train as train_lightning
 
     return train_lightning(cfg, Path(run_dir), extra_callbacks)

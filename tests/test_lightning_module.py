@@ -1,5 +1,7 @@
 """SGNSModule against the float64 reference, and CorpusDataModule's sharding."""
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,7 @@ from ns_plugins.config import Arch
 from ns_plugins.core import reference
 from ns_plugins.data import EncodedCorpus, Vocab
 from ns_plugins.lightning import CorpusDataModule, SGNSModule
-from ns_plugins.lightning.datamodule import _Shard
+from ns_plugins.lightning.datamodule import _Shard, as_batch
 from ns_plugins.runs import linear_decay
 
 V, D, K = 40, 8, 4
@@ -185,7 +187,8 @@ def test_shard_resume_skips_exactly_the_batches_done(tmp_path):
     dm = CorpusDataModule(window=2, sample=0, batch_size=8, seed=3)
     dm.corpus, dm.vocab = corpus, corpus.vocab
     steps = len(dm._batches(0, 1, 0, 1))
-    shard = _Shard(lambda w, n: dm._batches(0, 1, w, n), steps, Arch.skipgram)
+    convert = functools.partial(as_batch, arch=Arch.skipgram)
+    shard = _Shard(lambda w, n: dm._batches(0, 1, w, n), steps, convert)
     shard.epoch = 1
     full = [b["center"] for b in shard]
     assert len(full) == steps

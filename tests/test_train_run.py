@@ -23,13 +23,15 @@ from ns_plugins.runs import ConfigError, train
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
     "data.synthetic_sentences=600",
-    "batch_size=256",
     "vector_size=16",
     "trainer.enable_progress_bar=false",
     "trainer.log_every_n_steps=1",
     "eval.queries=[the,of]",
     "eval.k=3",
 ]
+CHUNK = ["model.engine=chunk", "model.chunk_words=1500"]
+PAIRS = ["model.engine=batched", "batch_size=256"]
+ENGINES = {"chunk": CHUNK, "batched": PAIRS}
 
 
 def _cfg(*overrides):
@@ -54,17 +56,19 @@ def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("cache")
 
 
+@pytest.mark.parametrize("engine", ["chunk", "batched"])
 @pytest.mark.parametrize("experiment", ["sgns", "cbow", "sgns_text"])
-def test_fast_dev_run_per_experiment(experiment, tmp_path, text_corpus, cache):
+def test_fast_dev_run_per_experiment(experiment, engine, tmp_path, text_corpus, cache):
     cfg = _cfg(
         f"+experiment={experiment}",
+        *ENGINES[engine],
         "trainer.fast_dev_run=true",
         "min_count=1",
         f"data.path={text_corpus}",
         f"data.cache_dir={cache / experiment}",
     )
     metrics = train(cfg, tmp_path)
-    assert metrics["global_step"] == 1
+    assert metrics["global_step"] == 1 and metrics["engine"] == engine
     words, vectors = load_word2vec(tmp_path / "vectors.txt")
     assert vectors.shape == (len(words), 16) and np.isfinite(vectors).all()
 
@@ -106,7 +110,7 @@ def test_gensim_bundled_evaluation_sets():
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory, cache):
     run_dir = tmp_path_factory.mktemp("run")
-    cfg = _cfg("+experiment=sgns", "epochs=2", f"data.cache_dir={cache / 'sgns'}")
+    cfg = _cfg("+experiment=sgns", *PAIRS, "epochs=2", f"data.cache_dir={cache / 'sgns'}")
     metrics = train(cfg, run_dir)
     return cfg, run_dir, metrics
 
@@ -124,11 +128,31 @@ def test_run_directory_layout(full_run):
     with open(run_dir / "csv" / "metrics.csv") as f:
         columns = set(next(csv.reader(f)))
     assert {"train/loss", "train/lr", "train/words_per_sec", "eval/planted_purity"} <= columns
-    tensorboard = any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX"))
-    events = list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
-    assert bool(events) == tensorboard  # TensorBoard logs exactly when it is installed
-    if events:
-        assert events[0].stat().st_size > 100
+    assert not (run_dir / "tensorboard").exists()  # the default logger group is CSV alone
+
+
+def test_loggers_and_callbacks_come_from_config_groups(tmp_path, cache):
+    if not any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")):
+        pytest.skip("needs tensorboard or tensorboardX")
+    sim = tmp_path / "sim.tsv"
+    sim.write_text("the\tof\t8.0\nthe\tand\t6.5\nof\tto\t3.0\nand\tto\t1.0\n")
+    cfg = _cfg(
+        "+experiment=sgns",
+        *CHUNK,
+        "epochs=6",
+        "logger=many",
+        "callbacks=early_stopping",
+        "callbacks.early_stopping.patience=0",
+        "+callbacks.early_stopping.min_delta=10",  # no score can improve by 10: stop after epoch 2
+        f"eval.wordsim={sim}",
+        f"data.cache_dir={cache / 'sgns'}",
+    )
+    metrics = train(cfg, tmp_path / "run")
+    assert metrics["epochs_completed"] == 2  # EarlyStopping saw eval/wordsim through self.log
+    events = list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 100
+    with open(tmp_path / "run" / "csv" / "metrics.csv") as f:
+        assert "eval/wordsim353" in next(csv.reader(f))
 
 
 def test_exported_vectors_reload_and_match_the_weights(full_run):
@@ -168,12 +192,8 @@ def test_interrupt_then_resume_matches_an_uninterrupted_run(full_run, tmp_path, 
     assert ckpt.is_file()
     assert signal.getsignal(signal.SIGTERM) is not None  # handlers were put back
 
-    resumed = train(
-        _cfg(
-            "+experiment=sgns", "epochs=2", f"data.cache_dir={cache / 'sgns'}", f"ckpt_path={ckpt}"
-        ),
-        tmp_path / "resumed",
-    )
+    args = ["+experiment=sgns", *PAIRS, "epochs=2", f"data.cache_dir={cache / 'sgns'}"]
+    resumed = train(_cfg(*args, f"ckpt_path={ckpt}"), tmp_path / "resumed")
     assert resumed["global_step"] == full["global_step"]
     w_full, v_full = load_word2vec(full_dir / "vectors.bin")
     w_res, v_res = load_word2vec(tmp_path / "resumed" / "vectors.bin")
@@ -188,11 +208,14 @@ def test_interrupt_then_resume_matches_an_uninterrupted_run(full_run, tmp_path, 
         (["+experiment=sgns_text"], "data.path"),
         (["+experiment=sgns", "ckpt_path=/no/such.ckpt"], "ckpt_path"),
         (["+experiment=sgns", "eval.wordsim=/no/such.tsv"], "eval.wordsim"),
-        (["+experiment=sgns", "backend=triton"], "CUDA"),
-        (["+experiment=sgns", "model.engine=hogwild", "device=gpu"], "hogwild|CUDA"),
-        (["+experiment=sgns", "model.optimizer=sparse_adam", "device.grad_sync=dense"], "sparse"),
+        (["+experiment=sgns", *PAIRS, "backend=triton"], "CUDA"),
+        (["+experiment=sgns", "device=gpu"], "CUDA"),
+        (
+            ["+experiment=sgns", *PAIRS, "model.optimizer=sparse_adam", "device.grad_sync=dense"],
+            "sparse",
+        ),  # fmt: skip
         (["+experiment=sgns", "min_alpha=1.0"], "min_alpha"),
-        (["+experiment=sgns", "model.engine=hogwild", "device=ddp_cpu"], "one CPU process"),
+        (["+experiment=sgns", f"ckpt_path={__file__}"], "not a readable checkpoint"),
     ],
 )
 def test_bad_settings_fail_before_training(overrides, match, tmp_path):
@@ -225,11 +248,14 @@ def test_train_py_subprocess(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("engine, suffix", [("batched", ".ckpt"), ("hogwild", ".npz")])
-def test_sigint_saves_a_checkpoint_and_exits_130(engine, suffix, tmp_path):
+@pytest.mark.parametrize("engine", ["chunk", "batched"])
+def test_sigint_saves_a_checkpoint_and_exits_130(engine, tmp_path):
     env = dict(os.environ, PYTHONPATH="", SETUPTOOLS_USE_DISTUTILS="stdlib")
-    args = [*TINY, "epochs=200", "trainer.checkpoint_every_n_steps=2", f"hydra.run.dir={tmp_path}",
-            f"model.engine={engine}", "model.chunk_words=500"]  # fmt: skip
+    suffix = ".ckpt"
+    args = [*TINY, *ENGINES[engine], "epochs=200", "trainer.checkpoint_every_n_steps=2",
+            f"hydra.run.dir={tmp_path}"]  # fmt: skip
+    if engine == "chunk":
+        args.append("model.chunk_words=500")
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "train.py"), "+experiment=sgns", *args],
         cwd=ROOT,
@@ -255,11 +281,7 @@ def test_sigint_saves_a_checkpoint_and_exits_130(engine, suffix, tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["interrupted"] and metrics["global_step"] > 0
     assert metrics["epochs_completed"] < 200
-    if suffix == ".ckpt":
-        step = torch.load(interrupted, weights_only=True)["global_step"]
-    else:
-        with np.load(interrupted) as ckpt:
-            step = int(ckpt["global_step"])
+    step = torch.load(interrupted, weights_only=True)["global_step"]
     assert step == metrics["global_step"]
     assert (tmp_path / "report.html").is_file() and (tmp_path / "vectors.txt").is_file()
 
@@ -277,11 +299,14 @@ def test_train_py_rejects_a_bad_override_before_training(tmp_path):
 
 @pytest.mark.distributed
 @pytest.mark.slow
-@pytest.mark.parametrize("grad_sync", ["sparse", "local_sgd"])
-def test_ddp_cpu_two_processes(tmp_path, grad_sync):
+@pytest.mark.parametrize(
+    "engine, grad_sync", [("chunk", "local_sgd"), ("batched", "sparse"), ("batched", "local_sgd")]
+)
+def test_ddp_cpu_two_processes(tmp_path, engine, grad_sync):
     proc = _train_py(
         "+experiment=sgns",
         *TINY,
+        *ENGINES[engine],
         "epochs=1",
         "device=ddp_cpu",
         "devices=2",
@@ -311,8 +336,8 @@ def test_two_nodes_over_gloo(tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    args = ["+experiment=sgns", *TINY, "epochs=1", "device=ddp_cpu", "devices=1", "num_nodes=2",
-            f"data.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
+    args = ["+experiment=sgns", *TINY, *CHUNK, "epochs=1", "device=ddp_cpu", "devices=1",
+            "num_nodes=2", f"data.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
     procs = []
     for node in (0, 1):
         env = dict(
@@ -346,7 +371,7 @@ def test_two_nodes_over_gloo(tmp_path):
     assert (tmp_path / "0" / "vectors.bin").is_file()
 
 
-def test_shared_negatives_needs_hogwild_skipgram(tmp_path):
+def test_shared_negatives_needs_the_chunk_engine(tmp_path):
     cfg = _cfg("+experiment=sgns", "model.engine=batched", "model.shared_negatives=true")
     with pytest.raises(ConfigError, match="shared_negatives"):
         train(cfg, tmp_path)

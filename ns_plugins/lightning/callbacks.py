@@ -1,7 +1,9 @@
-"""Callbacks for the training app: throughput, evaluation, export, interrupts, local SGD."""
+"""Callbacks for the training app: throughput, progress lines, evaluation, export, interrupts,
+local SGD."""
 
 from __future__ import annotations
 
+import logging
 import math
 import signal
 import time
@@ -10,16 +12,21 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
+from pytorch_lightning.strategies import DDPStrategy
 
-from ns_plugins.runs import RunEvaluator, export_run
+from ns_plugins.runs import RunEvaluator
 
 __all__ = [
-    "ExportVectors",
+    "AveragingDDPStrategy",
     "GracefulInterrupt",
     "PeriodicEvaluation",
+    "ProgressLog",
     "Throughput",
     "WeightAveraging",
 ]
+
+
+log = logging.getLogger("ns_plugins.train")
 
 
 def _vocab_words(trainer: pl.Trainer) -> list[str]:
@@ -61,48 +68,89 @@ class Throughput(pl.Callback):
         return {"words": int(self.words), "train_seconds": self.seconds, "words_per_sec": rate}
 
 
+class ProgressLog(pl.Callback):
+    """One log line every ``seconds`` (and at each epoch end) for runs whose output is not a
+    terminal, as gensim logs: epoch, percent done, words/s, loss and learning rate."""
+
+    def __init__(self, seconds: float = 5.0):
+        self.seconds = seconds
+        self._last = 0.0
+
+    def _line(self, trainer, final: bool = False) -> None:
+        steps = trainer.num_training_batches
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        m = trainer.callback_metrics
+        loss, rate = m.get("train/loss"), m.get("train/words_per_sec")
+        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else math.nan
+        log.info(
+            "EPOCH %d - %s: %.1f%% of %d steps, %s words/s, loss %s, lr %.6f",
+            trainer.current_epoch + 1,
+            "DONE" if final else "PROGRESS",
+            100.0 * done / max(steps, 1),
+            steps,
+            f"{float(rate):,.0f}" if rate is not None else "-",
+            f"{float(loss):.4f}" if loss is not None else "-",
+            lr,
+        )
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        now = time.monotonic()
+        if trainer.is_global_zero and now - self._last >= self.seconds:
+            self._last = now
+            self._line(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.is_global_zero:
+            self._line(trainer, final=True)
+
+
+class AveragingDDPStrategy(DDPStrategy):
+    """DDP's processes and process group without the DistributedDataParallel wrapper, for local
+    SGD (``WeightAveraging``): nothing is all-reduced per step, and the chunk engine, which has no
+    gradients at all, could not be wrapped (DDP refuses a module with no trainable parameter)."""
+
+    def configure_ddp(self) -> None:
+        pass
+
+
 class PeriodicEvaluation(pl.Callback):
     """Scores the word vectors at each epoch end (and every ``every_n_steps`` steps when > 0) on
-    rank 0 with a ``RunEvaluator``, and logs ``eval/*``."""
+    rank 0 with a ``RunEvaluator`` and logs ``eval/*`` with ``self.log`` on every rank (the scores
+    are broadcast), so ``ModelCheckpoint(monitor=...)``, ``EarlyStopping`` and sweepers see them."""
 
     def __init__(self, evaluator: RunEvaluator, every_n_steps: int = 0):
         self.evaluator = evaluator
         self.every_n_steps = every_n_steps
+        self.step: int | None = None  # global step of the last evaluation
 
     def evaluate(self, trainer: pl.Trainer, pl_module) -> dict:
+        self.step = trainer.global_step
         return self.evaluator.evaluate(
             _vocab_words(trainer), pl_module.vectors(), trainer.datamodule.ground_truth
         )
 
-    def _run(self, trainer, pl_module):
+    def _run(self, trainer, pl_module, epoch_end: bool):
         if trainer.sanity_checking:
             return
-        if trainer.is_global_zero:
-            scores = self.evaluate(trainer, pl_module)
-            finite = {f"eval/{k}": float(v) for k, v in scores.items() if math.isfinite(v)}
-            if finite:
-                for logger in trainer.loggers:
-                    logger.log_metrics(finite, step=trainer.global_step)
+        scores = self.evaluate(trainer, pl_module) if trainer.is_global_zero else None
+        if trainer.world_size > 1:
+            scores = trainer.strategy.broadcast(scores, src=0)
+            self.step = trainer.global_step
+        finite = {f"eval/{k}": float(v) for k, v in scores.items() if math.isfinite(v)}
+        if epoch_end:
+            for k, v in finite.items():
+                pl_module.log(k, v, on_step=False, on_epoch=True)
+        elif finite and trainer.is_global_zero:
+            # mid-epoch: straight to the loggers (self.log would average them over the epoch)
+            for logger in trainer.loggers:
+                logger.log_metrics(finite, step=trainer.global_step)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0:
-            self._run(trainer, pl_module)
+            self._run(trainer, pl_module, epoch_end=False)
 
     def on_train_epoch_end(self, trainer, pl_module):
-        self._run(trainer, pl_module)
-
-
-class ExportVectors(pl.Callback):
-    """Writes vectors.txt, vectors.bin and vocab.tsv into the run directory when training ends
-    (also after an interrupt), from rank 0."""
-
-    def __init__(self, run_dir):
-        self.run_dir = Path(run_dir)
-
-    def on_train_end(self, trainer, pl_module):
-        if trainer.is_global_zero:
-            vocab = trainer.datamodule.vocab
-            export_run(self.run_dir, list(vocab.words), pl_module.vectors(), vocab.counts)
+        self._run(trainer, pl_module, epoch_end=True)
 
 
 class GracefulInterrupt(pl.Callback):

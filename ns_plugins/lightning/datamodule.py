@@ -1,5 +1,8 @@
 """CorpusDataModule: corpus -> vocabulary -> encoded ids -> batches sharded by rank and worker.
 
+A batch is either a batch of (center, context) examples (the pairs engine) or, with
+``chunk_words``, one chunk of the rank's shard given as a sentence range (the chunk engine).
+
 Local rank 0 builds the vocabulary and the encoded corpus once (``prepare_data``); every rank then
 memory-maps them and iterates only its own shard. All ranks run the same number of steps per
 epoch: the shortest shard sets it. The batch stream is a pure function of (seed, epoch, rank), so
@@ -9,6 +12,7 @@ resuming skips exactly the batches already trained on.
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +21,8 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ns_plugins.config import Arch, DataSource
-from ns_plugins.runs import open_run_data, prepare_run_data
+from ns_plugins.errors import UsageError
+from ns_plugins.runs import open_run_data, prepare_run_data, warm_start
 
 __all__ = ["CorpusDataModule"]
 
@@ -43,9 +48,9 @@ class _Shard(IterableDataset):
     worker ``i % n`` and resuming after ``skip`` batches skips ``ceil((skip - w) / n)`` in worker w.
     """
 
-    def __init__(self, make_batches, steps: int, arch: Arch):
+    def __init__(self, make_batches, steps: int, convert):
         self.make_batches = make_batches  # (worker, num_workers) -> batches with set_epoch/len
-        self.arch = arch
+        self.convert = convert  # raw batch -> what training_step receives
         self.steps = steps
         self.epoch = 0
         self.skip = 0
@@ -64,7 +69,48 @@ class _Shard(IterableDataset):
             if i >= limit:
                 break
             if i >= skip:
-                yield as_batch(raw, self.arch)
+                yield self.convert(raw)
+
+
+def _as_chunk(raw) -> torch.Tensor:
+    return torch.tensor(raw, dtype=torch.int64)
+
+
+def balanced_cuts(offsets: np.ndarray, s0: int, s1: int, n: int) -> np.ndarray:
+    """``n + 1`` sentence indices cutting sentences [s0, s1) into ``n`` runs of whole sentences
+    with about equal word counts (a run may be empty when one sentence outweighs it)."""
+    targets = offsets[s0] + (offsets[s1] - offsets[s0]) * np.arange(1, n) / n
+    cuts = np.searchsorted(offsets[s0:s1], targets, side="left") + s0
+    return np.concatenate(([s0], np.clip(cuts, s0, s1), [s1])).astype(np.int64)
+
+
+class _Chunks:
+    """One rank's shard of the corpus (a token-balanced run of whole sentences) cut into chunks of
+    about ``chunk_words`` words. Every rank gets the same number of chunks, set by the corpus
+    size, so all ranks run the same steps without asking each other."""
+
+    def __init__(self, offsets: np.ndarray, chunk_words: int, rank: int, world: int):
+        n_sent = offsets.size - 1
+        self.rank, self.world = rank, world
+        self.edges = balanced_cuts(offsets, 0, n_sent, world)
+        n = max(1, math.ceil((offsets[-1] - offsets[0]) / world / chunk_words))
+        cuts = balanced_cuts(offsets, int(self.edges[rank]), int(self.edges[rank + 1]), n)
+        self.chunks = list(zip(cuts[:-1].tolist(), cuts[1:].tolist()))
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __iter__(self):
+        return iter(self.chunks)
+
+    def set_epoch(self, epoch: int) -> None:
+        pass  # word2vec's order: the same chunks every epoch; the kernel's draws change per step
+
+    def shard(self) -> tuple[int, int]:
+        return self.rank, self.world
+
+    def _shard_sentences(self, n_shards: int) -> np.ndarray:
+        return self.edges
 
 
 class _EpochLoader(DataLoader):
@@ -113,6 +159,9 @@ class CorpusDataModule(pl.LightningDataModule):
         max_final_vocab: int | None = None,
         tokenizer: str | None = None,
         vocab_file: str | None = None,
+        chunk_words: int | None = None,
+        init_vectors: str | None = None,
+        init_scale: float = 0.5,
     ):
         super().__init__()
         self.source = DataSource(source)
@@ -133,6 +182,10 @@ class CorpusDataModule(pl.LightningDataModule):
         self.synthetic_seed, self.synthetic_sentences = synthetic_seed, synthetic_sentences
         self.max_final_vocab, self.vocab_file = max_final_vocab, vocab_file
         self.tokenizer = tokenizer
+        if chunk_words is not None and chunk_words < 1:
+            raise ValueError(f"chunk_words must be >= 1, got {chunk_words}")
+        self.chunk_words = chunk_words
+        self.init_vectors, self.init_scale = init_vectors, init_scale
         self.vocab = None
         self.corpus = None
         self.ground_truth: dict | None = None
@@ -168,11 +221,12 @@ class CorpusDataModule(pl.LightningDataModule):
         steps = len(self._batches(rank, world, 0, 1))
         steps = self._min_over_ranks(steps)
         if steps < 1:
-            raise ValueError(
+            raise UsageError(
                 f"the corpus gives no full batch per rank ({world} ranks, batch_size "
                 f"{self.batch_size}); use a smaller batch_size or more data"
             )
-        self._shard = _Shard(lambda w, n: self._batches(rank, world, w, n), steps, self.arch)
+        convert = _as_chunk if self.chunk_words else partial(as_batch, arch=self.arch)
+        self._shard = _Shard(lambda w, n: self._batches(rank, world, w, n), steps, convert)
         self._rank_world_used = (rank, world)
 
     def _rank_world(self) -> tuple[int, int]:
@@ -186,9 +240,19 @@ class CorpusDataModule(pl.LightningDataModule):
         t = torch.tensor(n, device=self.trainer.strategy.root_device)
         return int(self.trainer.strategy.reduce(t, reduce_op="min"))
 
+    def initial_weights(self, hparams):
+        """(W_in, W_out) from ``init_vectors`` for this vocabulary, or None for a fresh start."""
+        if self.init_vectors is None:
+            return None
+        return warm_start(
+            self.init_vectors, self.vocab.words, hparams.vector_size, hparams.seed, self.init_scale
+        )
+
     def _batches(self, rank: int, world: int, worker: int, num_workers: int):
         from ns_plugins.data import CBOWBatches, SkipGramBatches
 
+        if self.chunk_words:
+            return _Chunks(np.asarray(self.corpus.offsets), self.chunk_words, rank, world)
         cls = SkipGramBatches if self.arch is Arch.skipgram else CBOWBatches
         return cls(
             self.corpus,

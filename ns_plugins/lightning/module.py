@@ -55,12 +55,11 @@ def _reference_loss(x: Tensor, W: Tensor, samples: Tensor, sparse_grad: bool) ->
 
 
 class SGNSModule(pl.LightningModule):
-    """Word2vec with negative sampling.
+    """Word2vec with negative sampling: the pairs engine (``model.engine=batched``).
 
     Batches are dicts: skip-gram ``{"center": (B,), "context": (B,)}``; CBOW
-    ``{"center": (B,), "context": (B, C)}`` with ``-1`` padding. (The in-place CPU engine,
-    ``model.engine=hogwild``, runs without Lightning: ``ns_plugins.hogwild_run``.)
-    Without ``counts`` the tables are built in ``configure_model`` from the datamodule's
+    ``{"center": (B,), "context": (B, C)}`` with ``-1`` padding. (The chunk engine, which trains
+    corpus chunks in place, is ``ns_plugins.lightning.chunk.ChunkModule``.) Without ``counts`` the tables are built in ``configure_model`` from the datamodule's
     vocabulary.
     """
 

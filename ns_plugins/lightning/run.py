@@ -1,28 +1,37 @@
-"""A batched training run through Lightning: data module, model, trainer, fit, export, report.
+"""The run skeleton, one for every engine and device: data module, engine module, trainer, fit,
+then export, metrics and report. Lightning does the loop, checkpoints, resume, loggers, callbacks
+and progress; the engines (``chunk``: corpus chunks trained in place; ``batched``: pairs through
+the loss op) only train.
 
-``ns_plugins.runs.train`` checks the config and calls this for every run that is not hogwild.
+``ns_plugins.runs.train`` checks the config and calls ``train`` here.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import gc
 import logging
+import pickle
+import sys
 import time
 import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from ns_plugins.config import GradSync
+from ns_plugins.config import Engine, GradSync
+from ns_plugins.errors import UsageError
 from ns_plugins.lightning.callbacks import (
-    ExportVectors,
+    AveragingDDPStrategy,
     GracefulInterrupt,
     PeriodicEvaluation,
+    ProgressLog,
     Throughput,
     WeightAveraging,
 )
+from ns_plugins.lightning.chunk import ChunkModule
 from ns_plugins.lightning.datamodule import CorpusDataModule
 from ns_plugins.lightning.module import SGNSModule
 from ns_plugins.runs import (
@@ -31,6 +40,7 @@ from ns_plugins.runs import (
     config_dict,
     devices,
     eval_inputs,
+    export_run,
     finish_run,
     num_nodes,
     write_json,
@@ -50,9 +60,10 @@ def _strategy(cfg: DictConfig):
       gradients (only the touched rows travel). gloo supports this; NCCL does not.
     * ``dense``: dense embedding gradients, all-reduced by DDP: 2 x V x d floats every step,
       whatever the batch touched. Exact synchronous SGD on NCCL, but the traffic grows with V.
-    * ``local_sgd`` (the NCCL default): every rank trains on its own shard with no gradient
-      traffic (DDP gets a no-op communication hook) and all ranks average their weights every
+    * ``local_sgd`` (the default, and the chunk engine's only mode): every rank trains on its own
+      shard with no gradient traffic and all ranks average their weights every
       ``device.average_every`` steps and at the end: 2 x V x d floats per ``average_every`` steps.
+      Nothing is all-reduced per step, so the module is not wrapped in DDP at all.
     """
     name = cfg.device.strategy
     if name != "ddp":
@@ -61,15 +72,14 @@ def _strategy(cfg: DictConfig):
 
     kwargs = {"process_group_backend": cfg.device.process_group_backend}
     if cfg.device.grad_sync is GradSync.local_sgd:
-        from torch.distributed.algorithms.ddp_comm_hooks.debugging_hooks import noop_hook
-
-        kwargs["ddp_comm_hook"] = noop_hook  # gradients stay local; WeightAveraging syncs
+        return AveragingDDPStrategy(**kwargs)  # gradients stay local; WeightAveraging syncs
     return DDPStrategy(**kwargs)
 
 
 def build(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
     """(datamodule, module, trainer, callbacks dict) for ``cfg``, writing into ``run_dir``."""
     data = cfg.data
+    chunk = cfg.model.engine is Engine.chunk
     dm = CorpusDataModule(
         source=data.source,
         path=data.path,
@@ -88,22 +98,29 @@ def build(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
         num_workers=data.num_workers,
         synthetic_seed=data.synthetic_seed,
         synthetic_sentences=data.synthetic_sentences,
-    )
-    model = SGNSModule(
-        counts=None,
-        vector_size=cfg.vector_size,
-        negative=cfg.negative,
-        ns_exponent=cfg.ns_exponent,
-        alpha=cfg.alpha,
-        min_alpha=cfg.min_alpha,
-        backend=cfg.backend.name,
-        reduce=cfg.reduce.mode,
-        arch=cfg.model.arch,
-        optimizer=cfg.model.optimizer,
-        cbow_mean=cfg.model.cbow_mean,
+        chunk_words=cfg.model.chunk_words if chunk else None,
+        init_vectors=cfg.init_vectors,
         init_scale=cfg.model.init_scale,
-        sparse=cfg.device.grad_sync is not GradSync.dense,
-        seed=cfg.seed,
+    )
+    model = (
+        _module(cfg)
+        if chunk
+        else SGNSModule(
+            counts=None,
+            vector_size=cfg.vector_size,
+            negative=cfg.negative,
+            ns_exponent=cfg.ns_exponent,
+            alpha=cfg.alpha,
+            min_alpha=cfg.min_alpha,
+            backend=cfg.backend.name,
+            reduce=cfg.reduce.mode,
+            arch=cfg.model.arch,
+            optimizer=cfg.model.optimizer,
+            cbow_mean=cfg.model.cbow_mean,
+            init_scale=cfg.model.init_scale,
+            sparse=cfg.device.grad_sync is not GradSync.dense,
+            seed=cfg.seed,
+        )
     )
     # Our shards split the data across workers themselves, so their length is exact.
     warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
@@ -121,9 +138,13 @@ def build(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
         every_n_train_steps=cfg.trainer.checkpoint_every_n_steps or None,
     )
     cbs["interrupt"] = GracefulInterrupt(ckpt_dir)
-    cbs["export"] = ExportVectors(run_dir)
-    if cfg.trainer.enable_progress_bar:
+    # A bar on a terminal; in a log file (not a terminal), one line per interval, as gensim logs.
+    bar = cfg.trainer.enable_progress_bar and sys.stderr.isatty()
+    if bar:
         cbs["progress"] = pl.callbacks.TQDMProgressBar(refresh_rate=10)
+    elif cfg.trainer.enable_progress_bar:
+        cbs["progress"] = ProgressLog(cfg.trainer.progress_seconds)
+    configured = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
     trainer = pl.Trainer(
         accelerator=cfg.device.accelerator,
         strategy=_strategy(cfg),
@@ -134,22 +155,46 @@ def build(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
         max_steps=cfg.trainer.max_steps,
         fast_dev_run=cfg.trainer.fast_dev_run,
         log_every_n_steps=cfg.trainer.log_every_n_steps,
-        enable_progress_bar=cfg.trainer.enable_progress_bar,
+        enable_progress_bar=bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,
         use_distributed_sampler=False,
-        logger=_loggers(run_dir),
-        callbacks=[*extra_callbacks, *cbs.values()],
+        logger=_loggers(cfg, run_dir),
+        callbacks=[*extra_callbacks, *configured, *cbs.values()],
         default_root_dir=run_dir,
     )
     return dm, model, trainer, cbs
 
 
-def _loggers(run_dir: Path) -> list:
-    """CSV always (the report reads it); TensorBoard as well when it is installed."""
-    loggers = [pl.loggers.CSVLogger(run_dir, name="csv", version="")]
-    if any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")):
-        loggers.append(pl.loggers.TensorBoardLogger(run_dir, name="tensorboard", version=""))
+def _module(cfg: DictConfig) -> ChunkModule:
+    return ChunkModule(
+        vector_size=cfg.vector_size,
+        window=cfg.window,
+        negative=cfg.negative,
+        ns_exponent=cfg.ns_exponent,
+        sample=cfg.sample,
+        alpha=cfg.alpha,
+        min_alpha=cfg.min_alpha,
+        arch=cfg.model.arch,
+        shrink_windows=cfg.shrink_windows,
+        shared_negatives=cfg.model.shared_negatives,
+        init_scale=cfg.model.init_scale,
+        workers=cfg.workers,
+        seed=cfg.seed,
+    )
+
+
+def _loggers(cfg: DictConfig, run_dir: Path) -> list:
+    """The ``logger`` group's Lightning loggers (``_target_`` entries; ``save_dir`` defaults to the
+    run directory), plus the CSV logger the report reads when none of them is one."""
+    loggers = []
+    for conf in (cfg.logger or {}).values():
+        if conf is None:
+            continue
+        kwargs = {} if conf.get("save_dir") else {"save_dir": str(run_dir)}
+        loggers.append(instantiate(conf, **kwargs))
+    if not any(isinstance(lg, pl.loggers.CSVLogger) for lg in loggers):
+        loggers.insert(0, pl.loggers.CSVLogger(run_dir, name="csv", version=""))
     return loggers
 
 
@@ -157,11 +202,15 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks=()) -> dict:
     """Train as ``cfg`` says (already checked), write the run directory, and return the final
     metrics (rank 0). ``extra_callbacks`` run before the built-in ones (so a callback that stops
     training is seen by the interrupt handler in the same step)."""
+    t0 = time.perf_counter()  # wall_seconds counts vocabulary and encoding, as gensim's does
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     dm, model, trainer, cbs = build(cfg, run_dir, extra_callbacks)
-    t0 = time.perf_counter()
+    cbs["evaluation"].evaluator.load()  # a bad evaluation file fails now, not after an epoch
     try:
         trainer.fit(model, datamodule=dm, ckpt_path=cfg.ckpt_path)
+    except pickle.UnpicklingError as err:  # torch.load(weights_only=True) met foreign objects
+        first = str(err).strip().splitlines()[0]
+        raise UsageError(f"ckpt_path={cfg.ckpt_path}: refused to load ({first})") from None
     finally:
         # gloo can abort at interpreter exit while a process group is alive.
         if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -169,19 +218,28 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks=()) -> dict:
     _write_rank_summary(run_dir, trainer, model, dm)
     if not trainer.is_global_zero:
         return {}
+    # After fit, not in a callback: a run that stops before any step still exports its vectors.
+    export_run(run_dir, list(dm.vocab.words), model.vectors(), dm.vocab.counts)
     metrics = _final_metrics(cfg, trainer, cbs, time.perf_counter() - t0)
-    finish_run(cfg, run_dir, metrics, dm.cache_dir)
+    cache_dir = dm.cache_dir
+    # The weights and the corpus go before the report (matplotlib): the run's peak memory is
+    # training's, not training's plus the report's.
+    del dm, model, trainer, cbs
+    gc.collect()
+    finish_run(cfg, run_dir, metrics, cache_dir)
     return metrics
 
 
 def _final_metrics(cfg, trainer, cbs, seconds: float) -> dict:
     evaluation = cbs["evaluation"]
-    if not evaluation.evaluator.scores:  # no epoch ended (interrupted or fast_dev_run): score now
+    if (
+        evaluation.step != trainer.global_step
+    ):  # stopped between evaluations: score what is exported
         evaluation.evaluate(trainer, trainer.lightning_module)
     loss = trainer.callback_metrics.get("train/loss")
     interrupt = cbs["interrupt"]
     return {
-        "engine": "batched",
+        "engine": cfg.model.engine.value,
         "global_step": trainer.global_step,
         "epochs_completed": trainer.current_epoch,
         "final_loss": float(loss) if loss is not None else None,
@@ -201,7 +259,7 @@ def _write_rank_summary(run_dir: Path, trainer, model, dm) -> None:
     import hashlib
 
     h = hashlib.sha256()
-    for p in (model.in_embed.weight, model.out_embed.weight):
+    for p in model.parameters():
         h.update(p.detach().cpu().contiguous().numpy().tobytes())
     summary = {
         "rank": trainer.global_rank,
