@@ -199,3 +199,35 @@ def test_tokenizer_names():
     assert tokenizer_named("split") == (str.split, False)
     with pytest.raises(ValueError, match="unknown tokenizer 'x'"):
         tokenizer_named("x")
+
+
+def test_save_and_load_keep_everything(tmp_path):
+    model = Word2Vec(min_count=1, vector_size=6, window=2, sg=1, seed=3, work_dir=tmp_path / "w")
+    model.build_vocab([["a", "b", "c"], ["a", "b"]])
+    model.syn1neg[:] = np.arange(18, dtype=np.float32).reshape(3, 6)
+    model.save(tmp_path / "model")
+    back = Word2Vec.load(tmp_path / "model", work_dir=tmp_path / "w2")
+    assert back.wv.index_to_key == ["a", "b", "c"]
+    np.testing.assert_array_equal(back.wv.vectors, model.wv.vectors)
+    np.testing.assert_array_equal(back.syn1neg, model.syn1neg)
+    np.testing.assert_array_equal(back.wv.counts, [2, 2, 1])
+    assert (back.window, back.sg, back.seed, back.corpus_count) == (2, 1, 3, 2)
+    np.savez(tmp_path / "other.npz", words=np.array(["a"]))
+    with pytest.raises(ValueError, match="not a model saved by Word2Vec.save"):
+        Word2Vec.load(tmp_path / "other.npz")
+
+
+def test_corpus_file_keeps_case(corpus, tmp_path):
+    """A corpus file is read as gensim reads it: split on whitespace, case kept."""
+    import gzip
+
+    path = tmp_path / "corpus.txt.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        for i, s in enumerate(corpus.sentences[:2000]):
+            f.write(" ".join(s) + (" Zebra," if i % 2 else " zebra") + "\n")
+    model = Word2Vec(corpus_file=path, vector_size=16, min_count=5, sg=1, epochs=1,
+                     work_dir=tmp_path / "w")  # fmt: skip
+    assert model.wv.get_vecattr("Zebra,", "count") == 1000
+    assert model.wv.get_vecattr("zebra", "count") == 1000
+    assert model.metrics["epochs_completed"] == 1 and model.run_dir.is_dir()
+    assert not np.allclose(model.wv["Zebra,"], model.wv["zebra"])
