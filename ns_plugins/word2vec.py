@@ -320,8 +320,17 @@ class Word2Vec:
             o.append("device=ddp_cpu")
         if self.devices > 1:
             o.append(f"devices={self.devices}")
-        with initialize_config_dir(str(config_dir()), version_base=None, job_name="word2vec"):
-            return compose("train", overrides=[*o, *self.overrides])
+        from hydra.core.global_hydra import GlobalHydra
+        from hydra.initialize import get_gh_backup, restore_gh_from_backup
+
+        # Inside a Hydra app: compose from our configs, then give the app its state back.
+        backup = get_gh_backup()
+        GlobalHydra.instance().clear()
+        try:
+            with initialize_config_dir(str(config_dir()), version_base=None, job_name="word2vec"):
+                return compose("train", overrides=[*o, *self.overrides])
+        finally:
+            restore_gh_from_backup(backup)
 
     def train(
         self,

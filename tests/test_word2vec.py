@@ -190,6 +190,15 @@ def test_config_composed_from_the_app(tmp_path):
     assert gpu.init_vectors is None and gpu.model.init_scale == 1.0
     ddp = Word2Vec(device="gpu", devices=4).config("c.txt", "v.tsv")
     assert ddp.device.strategy == "ddp" and ddp.device.accelerator == "gpu" and ddp.devices == 4
+    # inside another Hydra app: composed from our configs, and the app's state is given back
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    (tmp_path / "app.yaml").write_text("name: app\n")
+    with initialize_config_dir(str(tmp_path), version_base=None):
+        assert Word2Vec(window=9).config("c.txt", "v.tsv").window == 9
+        assert compose("app").name == "app"
+    assert not GlobalHydra.instance().is_initialized()
 
 
 def test_tokenizer_names():
