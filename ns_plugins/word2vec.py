@@ -152,7 +152,6 @@ class Word2Vec:
         self.syn1neg = np.zeros((0, self.vector_size), dtype=np.float32)  # output vectors
         self.run_dir: Path | None = None
         self.metrics: dict = {}
-        self._raw_counts: Counter = Counter()
         self._written = None  # (sentences object, the file they were written to)
         self._n_files = 0
         if work_dir is None:
@@ -246,14 +245,12 @@ class Word2Vec:
             from ns_plugins.data import Vocab
 
             vocab = Vocab.from_counter(counts, self.min_count, min(caps) if caps else None)
-            self._raw_counts = counts
             self.wv = KeyedVectors.from_words(
                 vocab.words, self._random_vectors(len(vocab.words)), vocab.counts
             )
             self.syn1neg = np.zeros_like(self.wv.vectors)
             self.train_count = 0
         else:
-            self._raw_counts.update(counts)
             new = sorted(
                 ((w, c) for w, c in counts.items() if c >= self.min_count and w not in self.wv),
                 key=lambda wc: (-wc[1], wc[0]),
