@@ -308,7 +308,7 @@ class KeyedVectors:
     ``counts`` (word frequencies, aligned with ``index_to_key``) are kept when known.
     """
 
-    def __init__(self, vector_size: int, count: int = 0, dtype=np.float32):
+    def __init__(self, vector_size: int, dtype=np.float32):
         self.vector_size = int(vector_size)
         self.index_to_key: list[str] = []
         self.key_to_index: dict[str, int] = {}
