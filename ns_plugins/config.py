@@ -122,6 +122,9 @@ class ModelConfig:
     chunk_words: int = 50_000  # chunk engine: corpus words per training step
     # chunk engine, skip-gram: one set of negatives per center word for its window (HogBatch)
     shared_negatives: bool = False
+    # batched engine, SGD: a row's step per batch is at most this long (null: no cap); keeps large
+    # batches from diverging, where a frequent word's summed gradient overshoots
+    max_row_step: float | None = 1.0
 
 
 @dataclass

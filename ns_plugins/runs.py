@@ -73,6 +73,7 @@ PAIRS_ONLY = {
     "batch_size": 1024,
     "data.num_workers": 0,
     "device.precision": "32-true",
+    "model.max_row_step": 1.0,
 }
 CHUNK_ONLY = {"workers": 2, "model.chunk_words": 50_000, "model.shared_negatives": False}
 

@@ -375,3 +375,20 @@ def test_shared_negatives_needs_the_chunk_engine(tmp_path):
     cfg = _cfg("+experiment=sgns", "model.engine=batched", "model.shared_negatives=true")
     with pytest.raises(ConfigError, match="shared_negatives"):
         train(cfg, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batch_size, sentences", [(65536, 6000), (1048576, 20000)])
+def test_large_batches_stay_finite(batch_size, sentences, tmp_path, cache):
+    """A frequent word's summed gradient over a huge batch overshoots; the row-step cap
+    (model.max_row_step) keeps the weights finite and the planted clusters learned."""
+    args = ["+experiment=sgns", "model.engine=batched", f"batch_size={batch_size}", "epochs=3",
+            f"data.synthetic_sentences={sentences}", f"data.cache_dir={cache / str(sentences)}"]  # fmt: skip
+    capped = train(_cfg(*args), tmp_path / "capped")
+    assert np.isfinite(capped["final_loss"]) and capped["final_loss"] < 5
+    _, vectors = load_word2vec(tmp_path / "capped" / "vectors.bin")
+    assert np.isfinite(vectors).all()
+    assert capped["eval"]["planted_purity"] > 0.8
+    if batch_size == 65536:  # without the cap the same run blows up
+        uncapped = train(_cfg(*args, "model.max_row_step=null"), tmp_path / "uncapped")
+        assert not uncapped["final_loss"] < 100

@@ -54,6 +54,17 @@ def _reference_loss(x: Tensor, W: Tensor, samples: Tensor, sparse_grad: bool) ->
     return ops.naive_loss(x, W_rows, local)
 
 
+def _cap_rows(grad: Tensor, max_norm: float) -> Tensor:
+    """``grad`` with every row's norm scaled down to at most ``max_norm`` (sparse or dense)."""
+    if grad.is_sparse:
+        grad = grad.coalesce()
+        values = grad.values()
+        scale = (max_norm / values.norm(dim=1, keepdim=True).clamp_min(1e-30)).clamp(max=1.0)
+        return torch.sparse_coo_tensor(grad.indices(), values * scale, grad.shape).coalesce()
+    scale = (max_norm / grad.norm(dim=1, keepdim=True).clamp_min(1e-30)).clamp(max=1.0)
+    return grad * scale
+
+
 class SGNSModule(pl.LightningModule):
     """Word2vec with negative sampling: the pairs engine (``model.engine=batched``).
 
@@ -77,6 +88,7 @@ class SGNSModule(pl.LightningModule):
         optimizer: Optimizer | str = Optimizer.sgd,
         cbow_mean: bool = True,
         init_scale: float = 0.5,
+        max_row_step: float | None = 1.0,
         sparse: bool = True,
         seed: int = 1,
     ):
@@ -108,6 +120,7 @@ class SGNSModule(pl.LightningModule):
                 "optimizer": self.optimizer_kind.value,
                 "cbow_mean": cbow_mean,
                 "init_scale": init_scale,
+                "max_row_step": max_row_step,
                 "sparse": sparse,
                 "seed": seed,
             },
@@ -187,6 +200,18 @@ class SGNSModule(pl.LightningModule):
         if self.reduce is Reduce.no:
             self.log("train/loss_max", rows.detach().max(), on_step=True)
         return loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # A word seen n times in a batch gets the sum of n gradients taken at the same point; at
+        # large batches that sum overshoots (word2vec's sequential updates saturate instead) and
+        # the weights blow up. Cap each row's SGD step at max_row_step (in norm).
+        cap = self.hparams.max_row_step
+        if cap is None or self.optimizer_kind is not Optimizer.sgd:
+            return
+        lr = optimizer.param_groups[0]["lr"]
+        for p in (self.in_embed.weight, self.out_embed.weight):
+            if p.grad is not None:
+                p.grad = _cap_rows(p.grad, cap / max(lr, 1e-30))
 
     def configure_optimizers(self):
         if self.optimizer_kind is Optimizer.sparse_adam:

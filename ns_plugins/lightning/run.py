@@ -118,6 +118,7 @@ def build(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
             optimizer=cfg.model.optimizer,
             cbow_mean=cfg.model.cbow_mean,
             init_scale=cfg.model.init_scale,
+            max_row_step=cfg.model.max_row_step,
             sparse=cfg.device.grad_sync is not GradSync.dense,
             seed=cfg.seed,
         )
