@@ -392,3 +392,51 @@ def test_large_batches_stay_finite(batch_size, sentences, tmp_path, cache):
     if batch_size == 65536:  # without the cap the same run blows up
         uncapped = train(_cfg(*args, "model.max_row_step=null"), tmp_path / "uncapped")
         assert not uncapped["final_loss"] < 100
+
+
+@pytest.mark.slow
+def test_multirun_finishes_every_job_and_shares_the_corpus(tmp_path):
+    """Two good jobs and a bad one: the bad one is logged, the sweep goes on, and the jobs share
+    one encoded corpus in the sweep directory."""
+    proc = _train_py(
+        "-m",
+        "+experiment=sgns",
+        *TINY,
+        *CHUNK,
+        "epochs=1",
+        "seed=1,2,-1",
+        "optimized_metric=eval/planted_purity",
+        f"hydra.sweep.dir={tmp_path}",
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for job in (0, 1):
+        metrics = json.loads((tmp_path / str(job) / "metrics.json").read_text())
+        assert metrics["config"]["seed"] == job + 1
+        assert not (tmp_path / str(job) / "data").exists()
+    assert (tmp_path / "data").is_dir()  # the shared cache
+    assert not (tmp_path / "2" / "metrics.json").exists()
+    assert "seed must be >= 0" in (tmp_path / "2" / "ns-train.log").read_text()
+
+
+def test_optimized_metric_is_read_from_the_metrics():
+    from ns_plugins.cli import _metric
+
+    metrics = {"eval": {"wordsim353": 0.5}, "final_loss": 2.0}
+    assert _metric(metrics, "eval/wordsim353") == 0.5
+    assert _metric(metrics, "final_loss") == 2.0
+    assert np.isnan(_metric(metrics, "eval/simlex999"))
+    assert _metric(metrics, None) is None
+
+
+@pytest.mark.slow
+def test_progress_lines_in_the_log_file_when_not_a_terminal(tmp_path):
+    proc = _train_py("+experiment=sgns", *TINY, *CHUNK, "epochs=2", "trainer.enable_progress_bar=true",
+                     "trainer.progress_seconds=0", f"hydra.run.dir={tmp_path}")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = (tmp_path / "ns-train.log").read_text()
+    assert "\r" not in text and "\r" not in proc.stderr  # no bar redraws in logs
+    for epoch in (1, 2):
+        assert f"EPOCH {epoch} - PROGRESS:" in text and f"EPOCH {epoch} - DONE: 100.0%" in text
+    line = next(ln for ln in text.splitlines() if "EPOCH 2 - DONE" in ln)
+    assert "words/s" in line and "loss" in line and "lr" in line
