@@ -2,6 +2,8 @@
 
     python -m ns_plugins.chainer [--parts loss,link,sampler] SCRIPT [ARGS...]
     python -m ns_plugins.chainer [--parts ...] -m MODULE [ARGS...]
+    python -m ns_plugins.chainer --check-gpu     (what GPU code would meet here; exit 1 if it
+                                                  cannot run)
 
 Chainer's import problems on new stacks are fixed first (see ``import_fixes``), and
 ``NS_PLUGINS_CHAINER`` is exported so that Python processes the program starts get the
@@ -16,7 +18,7 @@ import sys
 
 from ns_plugins.chainer import autoinstall
 
-USAGE = __doc__.strip().splitlines()[2:4]
+USAGE = __doc__.strip().splitlines()[2:6]
 
 
 def _usage_error(message: str) -> int:
@@ -40,6 +42,11 @@ def main(argv=None) -> int:
     if args and args[0] in ("-h", "--help"):
         print(__doc__.strip())
         return 0
+    if args == ["--check-gpu"]:
+        autoinstall.activate(autoinstall.PARTS)
+        from ns_plugins.chainer import cupy_support
+
+        return cupy_support.report()
     if args and args[0].startswith("--parts"):
         value = args.pop(0).partition("=")[2] or (args.pop(0) if args else "")
         try:

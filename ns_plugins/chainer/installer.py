@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib
 
+from ns_plugins.chainer import cupy_support
+
 # (module, attribute, drop-in as "module:name" under ns_plugins.chainer, part). The loss modules
 # are patched too because Chainer's code reaches the loss, its nodes and the sampler through them.
 _TARGETS = [
@@ -61,7 +63,8 @@ def _drop_in(spec: str):
 
 
 def install(parts=PARTS) -> None:
-    """Replace Chainer's negative sampling with the drop-ins. Idempotent.
+    """Replace Chainer's negative sampling with the drop-ins, and let Chainer's GPU check say
+    what cannot work on the installed CuPy (``cupy_support``). Idempotent.
 
     ``parts`` picks what is replaced: ``'loss'`` (``F.negative_sampling`` and its nodes),
     ``'link'`` (``L.NegativeSampling``), ``'sampler'`` (``chainer.utils.WalkerAlias``). The parts
@@ -84,6 +87,12 @@ def install(parts=PARTS) -> None:
         if key not in _originals:
             _originals[key] = getattr(module, attr)
         setattr(module, attr, replacement)
+    # GPU code on CuPy 13/14 learns what cannot work, and why, when it first asks for the GPU
+    key = ("chainer.backends.cuda", "check_cuda_available")
+    if key not in _originals:
+        cuda = importlib.import_module(key[0])
+        _originals[key] = cuda.check_cuda_available
+        cuda.check_cuda_available = cupy_support.gate(cuda)
 
 
 def uninstall() -> None:
