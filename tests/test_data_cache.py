@@ -150,7 +150,7 @@ def _prepare_slowly(root, path, log):
     def encode(*args, **kwargs):
         with open(log, "a") as f:
             f.write(f"{os.getpid()}\n")
-        time.sleep(1.0)  # the other process arrives while this one encodes
+        time.sleep(2.0)  # the other process arrives while this one encodes
         return real(*args, **kwargs)
 
     cache_mod.encode_corpus = encode
