@@ -240,3 +240,11 @@ def test_corpus_file_keeps_case(corpus, tmp_path):
     assert model.wv.get_vecattr("zebra", "count") == 1000
     assert model.metrics["epochs_completed"] == 1 and model.run_dir.is_dir()
     assert not np.allclose(model.wv["Zebra,"], model.wv["zebra"])
+
+
+def test_cbow_is_the_default(corpus, tmp_path):
+    """gensim's default architecture, CBOW with averaged contexts, learns the planted clusters."""
+    model = Word2Vec(corpus.sentences, vector_size=32, min_count=2, epochs=3, work_dir=tmp_path)
+    assert model.metrics["config"]["model"]["arch"] == "cbow"
+    assert model.metrics["config"]["model"]["cbow_mean"] is True
+    assert corpus.neighbour_purity(model.wv.vectors, model.wv.index_to_key) >= 0.8
