@@ -440,3 +440,13 @@ def test_progress_lines_in_the_log_file_when_not_a_terminal(tmp_path):
         assert f"EPOCH {epoch} - PROGRESS:" in text and f"EPOCH {epoch} - DONE: 100.0%" in text
     line = next(ln for ln in text.splitlines() if "EPOCH 2 - DONE" in ln)
     assert "words/s" in line and "loss" in line and "lr" in line
+
+
+def test_load_from_checkpoint_rebuilds_the_batched_module(full_run):
+    from ns_plugins.lightning.module import SGNSModule
+
+    _, run_dir, _ = full_run
+    module = SGNSModule.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    _, vectors = load_word2vec(run_dir / "vectors.bin")
+    np.testing.assert_array_equal(module.vectors(), vectors)
+    assert module.noise is not None and len(module.counts) == len(vectors)

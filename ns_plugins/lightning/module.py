@@ -76,7 +76,7 @@ class SGNSModule(pl.LightningModule):
 
     def __init__(
         self,
-        counts,
+        counts=None,
         vector_size: int = 100,
         negative: int = 5,
         ns_exponent: float = 0.75,
@@ -147,6 +147,8 @@ class SGNSModule(pl.LightningModule):
             self.in_embed.weight.uniform_(-scale, scale)
             self.out_embed.weight.zero_()
         self.noise = AliasSampler.from_counts(counts, self.hparams.ns_exponent)
+        # in the checkpoint, so load_from_checkpoint can rebuild the tables without a datamodule
+        self.register_buffer("counts", torch.as_tensor(counts, dtype=torch.int64))
 
     # ------------------------------------------------------------------ pieces
     def _draw(self, shape) -> Tensor:
@@ -188,9 +190,19 @@ class SGNSModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ Lightning hooks
     def configure_model(self) -> None:
-        # Without counts at construction, the vocabulary comes from the datamodule's setup().
-        if self.in_embed is None:
+        # Without counts at construction, the vocabulary comes from the datamodule's setup();
+        # without a trainer (load_from_checkpoint) on_load_checkpoint builds from the checkpoint.
+        if self.in_embed is None and self._trainer is not None:
             self.build(self.trainer.datamodule.vocab.counts)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("state_dict", {})
+        if "counts" not in state or "in_embed.weight" not in state:
+            from ns_plugins.errors import UsageError
+
+            raise UsageError("the checkpoint was not written by the batched engine (model.engine)")
+        if self.in_embed is None:
+            self.build(state["counts"].numpy())
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         rows = self.row_losses(batch)
