@@ -383,7 +383,8 @@ def test_large_batches_stay_finite(batch_size, sentences, tmp_path, cache):
     """A frequent word's summed gradient over a huge batch overshoots; the row-step cap
     (model.max_row_step) keeps the weights finite and the planted clusters learned."""
     args = ["+experiment=sgns", "model.engine=batched", f"batch_size={batch_size}", "epochs=3",
-            f"data.synthetic_sentences={sentences}", f"data.cache_dir={cache / str(sentences)}"]  # fmt: skip
+            f"data.synthetic_sentences={sentences}",
+            f"data.cache_dir={cache / str(sentences)}"]  # fmt: skip
     capped = train(_cfg(*args), tmp_path / "capped")
     assert np.isfinite(capped["final_loss"]) and capped["final_loss"] < 5
     _, vectors = load_word2vec(tmp_path / "capped" / "vectors.bin")
@@ -431,8 +432,9 @@ def test_optimized_metric_is_read_from_the_metrics():
 
 @pytest.mark.slow
 def test_progress_lines_in_the_log_file_when_not_a_terminal(tmp_path):
-    proc = _train_py("+experiment=sgns", *TINY, *CHUNK, "epochs=2", "trainer.enable_progress_bar=true",
-                     "trainer.progress_seconds=0", f"hydra.run.dir={tmp_path}")  # fmt: skip
+    proc = _train_py("+experiment=sgns", *TINY, *CHUNK, "epochs=2",
+                     "trainer.enable_progress_bar=true", "trainer.progress_seconds=0",
+                     f"hydra.run.dir={tmp_path}")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = (tmp_path / "ns-train.log").read_text()
     assert "\r" not in text and "\r" not in proc.stderr  # no bar redraws in logs

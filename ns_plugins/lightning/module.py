@@ -70,8 +70,9 @@ class SGNSModule(pl.LightningModule):
 
     Batches are dicts: skip-gram ``{"center": (B,), "context": (B,)}``; CBOW
     ``{"center": (B,), "context": (B, C)}`` with ``-1`` padding. (The chunk engine, which trains
-    corpus chunks in place, is ``ns_plugins.lightning.chunk.ChunkModule``.) Without ``counts`` the tables are built in ``configure_model`` from the datamodule's
-    vocabulary.
+    corpus chunks in place, is ``ns_plugins.lightning.chunk.ChunkModule``.) Without ``counts``
+    the tables are built in ``configure_model`` from the datamodule's vocabulary, or by
+    ``load_from_checkpoint`` from the checkpoint's.
     """
 
     def __init__(
