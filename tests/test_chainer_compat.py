@@ -122,3 +122,15 @@ def test_plain_snapshot_resumes_under_the_runner(corpus, tmp_path):
         np.testing.assert_allclose(ours_vec[word], plain_vec[word], atol=1e-4)
     assert np.isfinite(full_loss).all()
     assert abs(full_loss[n:].mean() / plain_loss[n:].mean() - 1) < 0.15
+
+
+@pytest.mark.gpu
+def test_legacy_program_on_the_gpu(corpus, tmp_path, plain_skipgram):
+    """The unchanged program with --gpu 0 under the runner (CuPy 13/14): EmbedID, the loss,
+    Adam, the Trainer and to_gpu on the device; the losses agree with a CPU run up to sampling."""
+    losses, vectors = _train(corpus, tmp_path / "gpu", [], extra=["--gpu", "0"])
+    plain_loss, plain_vec = plain_skipgram
+    assert np.isfinite(losses).all() and len(losses) == len(plain_loss)
+    assert abs(losses.mean() / plain_loss.mean() - 1) < 0.15
+    assert vectors.keys() == plain_vec.keys()
+    assert all(np.isfinite(v).all() for v in vectors.values())

@@ -113,6 +113,19 @@ def test_sampler_draws_through_its_methods():
     m.assert_called_once_with(sampler, np, (4, 3))
 
 
+@pytest.mark.gpu
+def test_sampler_draws_through_sample_gpu_on_the_gpu():
+    pytest.importorskip("cupy")
+    sampler = nsc.WalkerAlias([5, 3, 4, 1, 2])
+    sampler.to_gpu()
+    with mock.patch.object(
+        nsc.WalkerAlias, "sample_gpu", autospec=True, side_effect=nsc.WalkerAlias.sample_gpu
+    ) as m:
+        ids = sampler.sample((4, 3))
+    m.assert_called_once_with(sampler, (4, 3))
+    assert ids.shape == (4, 3) and ids.dtype == np.int32 and int(ids.max()) < 5
+
+
 def test_parts_left_out_stay_chainers():
     """install(['loss', 'link']): the drop-in link keeps Chainer's sampler, so a seeded run
     draws exactly Chainer's samples."""
