@@ -396,15 +396,13 @@ def write_json(path: Path, data: dict) -> None:
     tmp.replace(path)
 
 
-def finish_run(cfg: DictConfig, run_dir: Path, metrics: dict, cache_dir: Path) -> None:
-    """metrics.json, the ground truth next to it, the report, and a closing log line."""
-    import shutil
-
+def finish_run(cfg: DictConfig, run_dir: Path, metrics: dict, ground_truth: dict | None) -> None:
+    """metrics.json, the run's ground truth (synthetic corpora) next to it, the report, and a
+    closing log line."""
     if "planted_purity" in metrics["eval"] and metrics["eval"]["planted_purity"] is not None:
         metrics["planted_learned"] = metrics["eval"]["planted_purity"] >= PLANTED_PURITY_LEARNED
-    truth = cache_dir / "ground_truth.json"
-    if truth.is_file() and truth.resolve() != (run_dir / "ground_truth.json").resolve():
-        shutil.copyfile(truth, run_dir / "ground_truth.json")
+    if ground_truth is not None:
+        write_json(run_dir / "ground_truth.json", ground_truth)
     write_json(run_dir / "metrics.json", metrics)
     write_report(run_dir)
     if metrics.get("interrupted"):

@@ -222,12 +222,12 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks=()) -> dict:
     # After fit, not in a callback: a run that stops before any step still exports its vectors.
     export_run(run_dir, list(dm.vocab.words), model.vectors(), dm.vocab.counts)
     metrics = _final_metrics(cfg, trainer, cbs, time.perf_counter() - t0)
-    cache_dir = dm.cache_dir
+    truth = dm.ground_truth
     # The weights and the corpus go before the report (matplotlib): the run's peak memory is
     # training's, not training's plus the report's.
     del dm, model, trainer, cbs
     gc.collect()
-    finish_run(cfg, run_dir, metrics, cache_dir)
+    finish_run(cfg, run_dir, metrics, truth)
     return metrics
 
 
