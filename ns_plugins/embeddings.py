@@ -534,16 +534,21 @@ class KeyedVectors:
         n = len(self)
         if not found or n < 2:
             return {}
-        unit = _unit(self.vectors.astype(np.float32, copy=False))
+        # Scaled by the inverse norms after the product: no unit-length copy of the whole table
+        # (at V = 1M, d = 300 that copy alone is 1.2 GB).
+        vectors = self.vectors.astype(np.float32, copy=False)
+        norms = np.linalg.norm(vectors, axis=1)
+        inv = (1.0 / np.where(norms > 0, norms, 1)).astype(np.float32)
         qi = np.array([self.key_to_index[q] for q in found], dtype=np.int64)
         k = min(topn, n - 1)
-        nan_possible = bool(np.isnan(unit).any())
+        nan_possible = bool(np.isnan(norms).any())
         rows = max(1, _CHUNK_ELEMS // n)
         buf = np.empty((min(rows, len(found)), n), dtype=np.float32)
         out = {}
         for lo in range(0, len(found), rows):
             q = qi[lo : lo + rows]
-            scores = np.matmul(unit[q], unit.T, out=buf[: len(q)])
+            scores = np.matmul(vectors[q] * inv[q, None], vectors.T, out=buf[: len(q)])
+            scores *= inv
             scores[np.arange(len(q)), q] = -np.inf
             top_scores, top = _top_k(scores, k, nan_possible)
             for word, row, srow in zip(found[lo : lo + rows], top.tolist(), top_scores.tolist()):
