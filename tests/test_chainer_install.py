@@ -312,6 +312,14 @@ def test_import_fixes_on_a_simulated_new_stack(tmp_path):
     assert "TRAINED 7.8.1" in _run(["-c", SIMULATED_NEW_STACK, "fixed", str(tmp_path)], env=env)
 
 
+@pytest.mark.parametrize("module", ["functions", "links", "walker_alias", "installer"])
+def test_submodules_import_directly(module):
+    """Each module that imports Chainer applies the fixes first (here the child has neither
+    SETUPTOOLS_USE_DISTUTILS nor, in the Chainer CI environment, numpy 1)."""
+    out = _run(["-c", f"import ns_plugins.chainer.{module}; print('IMPORTED')"])
+    assert "IMPORTED" in out
+
+
 def test_import_fixes_are_idempotent():
     import_fixes.apply()
     import_fixes.apply()

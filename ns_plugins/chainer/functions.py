@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import sys
 
+from ns_plugins.chainer import _fixed  # noqa: F401  (Chainer imports on new stacks after it)
+
+# isort: split
 import chainer
 import numpy
 from chainer import backend, function_node

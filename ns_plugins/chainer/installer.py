@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import importlib
 
+from ns_plugins.chainer import _fixed  # noqa: F401  (Chainer imports on new stacks after it)
+
+# isort: split
 from ns_plugins.chainer import cupy_support
 
 # (module, attribute, drop-in as "module:name" under ns_plugins.chainer, part). The loss modules

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from ns_plugins.chainer import _fixed  # noqa: F401  (Chainer imports on new stacks after it)
+
+# isort: split
 import chainer
 import numpy
 from chainer import device_resident
