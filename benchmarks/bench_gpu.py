@@ -1,8 +1,9 @@
 """GPU benchmark: the fused Triton op, the CuPy kernels, a Chainer-style kernel and naive torch
-autograd, against the copy bandwidth measured on the same device in the same run.
+autograd, against the copy bandwidth measured on the same device in the same run; then the chunk
+engine's Triton step (words/s) against the numba kernel on the same machine's CPU cores.
 
     python benchmarks/bench_gpu.py [--B 65536 --d 128 --V 1000000 --k 5] [--dtype float32]
-                                   [--sweep] [--quick] [--dry-run]
+                                   [--sweep] [--quick] [--dry-run] [--chunk-words N]
 
 Bytes that must move (s = bytes per element of x/W, K = k + 1, R = unique ids in the batch):
     forward            B*d*s (x) + B*K*8 (ids) + B*K*d*s (gathered W rows) + B*s (loss)
@@ -359,6 +360,62 @@ def bench_sampling(args, table):
     table.add("alias draws, cupy kernel", t, draw_bytes, note=rate(t))
 
 
+def bench_chunk(args, table):
+    """The chunk engine's step: words/s of the Triton kernel on one chunk, against the numba
+    kernel on every CPU core of the same machine (the CPU path of the same engine)."""
+    from ns_plugins.core.alias import AliasSampler
+    from ns_plugins.kernels import hogwild, triton_chunk
+
+    V, d = (50_000, 100) if DEVICE == "cuda" else (500, 16)
+    n = args.chunk_words if DEVICE == "cuda" else 100
+    rng = np.random.default_rng(0)
+    counts = zipf_counts(V)
+    freq = counts / counts.sum()
+    ids = rng.choice(V, size=n, p=freq).astype(np.int32)
+    offsets = np.arange(0, n + 1, 25, dtype=np.int64)
+    offsets[-1] = n
+    keep = np.minimum(1.0, (np.sqrt(freq / 1e-3) + 1) * 1e-3 / freq)  # gensim's, sample=1e-3
+    sampler = AliasSampler.from_counts(counts, power=0.75)
+    tables = triton_chunk.device_tables(keep, sampler.prob, sampler.alias, DEVICE)
+    ids_d = torch.from_numpy(ids).to(DEVICE)
+    off_d = torch.from_numpy(offsets).to(DEVICE)
+    W0 = ((rng.random((V, d)) - 0.5) / d).astype(np.float32)
+    workers = os.cpu_count() or 1
+    cpu_words = min(n, 2_000_000)
+    print(f"chunk step: {n} words, V={V}, d={d}, window 5, negative 5, sample 1e-3\n")
+    for name, kw in (("sg", {}), ("shared", {"shared_negatives": True}), ("cbow", {"cbow": True})):
+        W_in = torch.from_numpy(W0).to(DEVICE)
+        W_out = torch.zeros(V, d, device=DEVICE)
+        seeds = iter(range(10**9))
+
+        def step(W_in=W_in, W_out=W_out, seeds=seeds, kw=kw):
+            return triton_chunk.train_chunk(ids_d, off_d, W_in, W_out, *tables, 5, 5, 0.025,
+                                            0.0001, next(seeds), **kw)  # fmt: skip
+
+        out = step().cpu()
+        if not (torch.isfinite(W_in).all() and torch.isfinite(W_out).all()):
+            sys.exit(f"chunk {name}: the weights are not finite after one step")
+        ms = median_ms(step, args.quick)
+        # the peer: the numba kernel on the host's cores, one timed run after a warm-up
+        A_in, A_out = W0.copy(), np.zeros((V, d), np.float32)
+        sub = offsets[offsets <= cpu_words]
+        k32 = keep.astype(np.float32)
+        hogwild.train_chunk(ids, sub[:3], A_in, A_out, k32, sampler.prob, sampler.alias, 5, 5,
+                            0.025, 0.0001, 1, workers=workers, **kw)  # fmt: skip
+        t = time.perf_counter()
+        stats = hogwild.train_chunk(ids, sub, A_in, A_out, k32, sampler.prob, sampler.alias, 5,
+                                    5, 0.025, 0.0001, 1, workers=workers, **kw)  # fmt: skip
+        cpu_rate = (sub[-1] - sub[0]) / (time.perf_counter() - t)
+        rate = n / (ms * 1e-3)
+        table.add(
+            f"chunk step {name}, triton ({n / 1e6:.1f}M words)",
+            ms,
+            note=f"{rate / 1e6:.1f}M words/s, {out[1] / max(out[2], 1):.1f} pairs/word; "
+            f"numba on {workers} CPU threads {cpu_rate / 1e6:.2f}M words/s "
+            f"({rate / cpu_rate:.1f}x), {stats.n_pairs / max(stats.n_words, 1):.1f} pairs/word",
+        )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--B", type=int, default=65536)
@@ -369,6 +426,8 @@ def main():
     parser.add_argument("--sweep", action="store_true", help="time block shapes of the fused op")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--dry-run", action="store_true", help="tiny CPU run of every row")
+    parser.add_argument("--chunk-words", type=int, default=4_000_000, help="words per chunk step")
+    parser.add_argument("--skip-loss", action="store_true", help="only alias draws and chunk step")
     args = parser.parse_args()
 
     if args.dry_run:
@@ -395,8 +454,10 @@ def main():
     copy_bw = copy_bandwidth(args.quick)
     print(f"device-to-device copy: {copy_bw / 1e9:.0f} GB/s (read + write)\n")
     table = Table(copy_bw)
-    bench_loss(args, table)
+    if not args.skip_loss:
+        bench_loss(args, table)
     bench_sampling(args, table)
+    bench_chunk(args, table)
     table.print()
     return 0
 
