@@ -21,6 +21,7 @@ __all__ = [
     "DataSource",
     "Engine",
     "GradSync",
+    "Merge",
     "Optimizer",
     "Reduce",
     "Tokenizer",
@@ -74,6 +75,11 @@ class GradSync(Enum):
     local_sgd = "local_sgd"  # no gradient traffic; ranks average weights every few steps
 
 
+class Merge(Enum):
+    sum = "sum"  # W = W_last_merge + sum of the ranks' deltas: every rank's updates count fully
+    mean = "mean"  # W = mean of the ranks' weights: each rank's updates divided by the ranks
+
+
 @dataclass
 class BackendConfig:
     name: Backend = Backend.fused
@@ -93,7 +99,8 @@ class DeviceConfig:
     precision: str = "32-true"
     process_group_backend: str | None = None
     grad_sync: GradSync = GradSync.local_sgd
-    average_every: int = 8  # local_sgd: steps between weight averages
+    average_every: int = 8  # local_sgd: steps between weight merges
+    merge: Merge = Merge.sum  # local_sgd: add up the ranks' updates (sum) or average weights
 
 
 @dataclass

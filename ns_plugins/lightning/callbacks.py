@@ -163,8 +163,9 @@ class GracefulInterrupt(pl.Callback):
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self, ckpt_dir):
+    def __init__(self, ckpt_dir, before_save=None):
         self.ckpt_dir = Path(ckpt_dir)
+        self.before_save = before_save  # (trainer, module) -> None, e.g. merge the ranks' weights
         self.received: int | None = None
         self.ckpt_path: Path | None = None
         self._previous: dict = {}
@@ -184,6 +185,8 @@ class GracefulInterrupt(pl.Callback):
             if self.received is None:
                 self.received = signal.SIGTERM  # another rank was signalled
             self.ckpt_path = self.ckpt_dir / "interrupted.ckpt"
+            if self.before_save is not None:
+                self.before_save(trainer, pl_module)
             trainer.save_checkpoint(self.ckpt_path)
             trainer.should_stop = True
 
@@ -194,25 +197,57 @@ class GracefulInterrupt(pl.Callback):
 
 
 class WeightAveraging(pl.Callback):
-    """Local SGD: every ``every`` steps (and at the end) all ranks replace their weights with the
-    mean over ranks, one dense all-reduce per parameter. Between averages no gradient is sent."""
+    """Local SGD: ranks train on their own shards with no per-step traffic and merge their weights
+    every ``every`` steps, at each epoch end (before the epoch's checkpoint) and at the end.
 
-    def __init__(self, every: int):
+    ``merge="sum"`` adds up what every rank changed since the last merge (W = W_last + sum of the
+    ranks' deltas), so R ranks each training 1/R of the corpus apply the whole corpus's updates, as
+    R hogwild threads sharing one table do; it keeps a copy of the weights at the last merge
+    (2 x V x d floats per rank). ``merge="mean"`` replaces the weights with their mean over ranks
+    (no copy), which divides each rank's updates by R: in effect the learning rate over R.
+    """
+
+    def __init__(self, every: int, merge: str = "sum"):
         if every < 1:
             raise ValueError(f"average_every must be >= 1, got {every}")
+        if merge not in ("sum", "mean"):
+            raise ValueError(f"merge must be 'sum' or 'mean', got {merge!r}")
         self.every = every
+        self.merge_rule = merge
+        self._anchors: list[torch.Tensor] | None = None
+
+    def _active(self, trainer) -> bool:
+        return trainer.world_size > 1 and dist.is_initialized()
+
+    def on_train_start(self, trainer, pl_module):
+        if self._active(trainer) and self.merge_rule == "sum":
+            # every rank starts from the same weights (a fresh start is seeded alike; a resumed
+            # run loads rank 0's checkpoint everywhere)
+            self._anchors = [p.detach().clone() for p in pl_module.parameters()]
 
     @torch.no_grad()
-    def _average(self, trainer, pl_module):
-        if trainer.world_size == 1 or not dist.is_initialized():
+    def merge(self, trainer, pl_module) -> None:
+        if not self._active(trainer):
             return
-        for p in pl_module.parameters():
+        params = list(pl_module.parameters())
+        if self.merge_rule == "mean":
+            for p in params:
+                dist.all_reduce(p.data, op=dist.ReduceOp.SUM)
+                p.data /= trainer.world_size
+            return
+        for p, anchor in zip(params, self._anchors):
+            p.data -= anchor  # this rank's delta since the last merge
             dist.all_reduce(p.data, op=dist.ReduceOp.SUM)
-            p.data /= trainer.world_size
+            p.data += anchor
+            anchor.copy_(p.data)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step % self.every == 0:
-            self._average(trainer, pl_module)
+            self.merge(trainer, pl_module)
+
+    # A merge right after another is a no-op (no deltas; equal weights), so these need no guard.
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.merge(trainer, pl_module)
 
     def on_train_end(self, trainer, pl_module):
-        self._average(trainer, pl_module)
+        self.merge(trainer, pl_module)

@@ -128,7 +128,7 @@ def build(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
     ckpt_dir = run_dir / "checkpoints"
     cbs = {"throughput": Throughput()}
     if cfg.device.grad_sync is GradSync.local_sgd:
-        cbs["averaging"] = WeightAveraging(cfg.device.average_every)
+        cbs["averaging"] = WeightAveraging(cfg.device.average_every, cfg.device.merge.value)
     cbs["evaluation"] = PeriodicEvaluation(
         RunEvaluator(eval_inputs(cfg.eval), cfg.eval.queries, cfg.eval.k), cfg.eval.every_n_steps
     )
@@ -138,7 +138,8 @@ def build(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
         save_top_k=0,
         every_n_train_steps=cfg.trainer.checkpoint_every_n_steps or None,
     )
-    cbs["interrupt"] = GracefulInterrupt(ckpt_dir)
+    merge = cbs["averaging"].merge if "averaging" in cbs else None
+    cbs["interrupt"] = GracefulInterrupt(ckpt_dir, before_save=merge)
     # A bar on a terminal; in a log file (not a terminal), one line per interval, as gensim logs.
     bar = cfg.trainer.enable_progress_bar and sys.stderr.isatty()
     if bar:
