@@ -179,7 +179,8 @@ walk(m)
 keep = ("words_per_sec", "wall_seconds", "train_seconds", "wordsim", "simlex", "analog")
 skip = ("_pairs", "_oov", "_correct", "_answered", "_skipped", "_total")
 print(", ".join(f"{k} {v:.4g}" for k, v in sorted(flat.items())
-                if any(s in k for s in keep) and not k.endswith(skip)))
+                if (any(s in k for s in keep) or k.rsplit("/")[-1] in ("words", "raw_words"))
+                and not k.endswith(skip)))
 EOF
 }
 train_run() { # train_run NAME DEVICE [overrides...]

@@ -21,6 +21,9 @@ float32 and updates the rows in place:
   adds (a word twice in the window gets it twice, as in word2vec.c);
 * ``shared_negatives``: one set of negatives per center for its whole window (HogBatch), all
   scores from the entry weights, both tables updated by atomic adds.
+
+Weight rows are read with ``.cg`` (cached in L2, not in the SM's L1), so a program sees what
+programs on other SMs and its own atomic adds wrote, not a stale L1 copy.
 """
 
 from __future__ import annotations
@@ -225,14 +228,14 @@ def _chunk_kernel(
                     for ci in range(nc):
                         c = zero + ci
                         xi = _pick(ctx, cc, c)
-                        x = tl.load(win_ptr + xi * D + rd, mask=dm, other=0.0)
+                        x = tl.load(win_ptr + xi * D + rd, mask=dm, other=0.0, cache_modifier=".cg")
                         slot = 2 + 2 * (c * negative + kk - 1)  # SLOT_DRAWS
                         t = _draw(prob_ptr, alias_ptr, key, p, slot, V)
                         t = tl.where(kk == 0, center, tl.where(t == center, -1, t))
                         t = tl.where(kk < K, t, -1)
                         om = (t >= 0)[:, None] & dm[None, :]
                         optr = wout_ptr + t[:, None] * D + rd[None, :]
-                        O = tl.load(optr, mask=om, other=0.0)
+                        O = tl.load(optr, mask=om, other=0.0, cache_modifier=".cg")
                         O, neu1e, pl = _targets_update(x, O, t, kk, K, alpha, LOSS)
                         tl.store(optr, O, mask=om)
                         tl.store(win_ptr + xi * D + rd, x + neu1e, mask=dm)
@@ -248,11 +251,11 @@ def _chunk_kernel(
                     optr = wout_ptr + t[:, None] * D + rd[None, :]
                     xm = cm[:, None] & dm[None, :]
                     xptr = win_ptr + ctx[:, None] * D + rd[None, :]
-                    X = tl.load(xptr, mask=xm, other=0.0)
+                    X = tl.load(xptr, mask=xm, other=0.0, cache_modifier=".cg")
                     if MODE == 2:
                         inv = 1.0 / tl.maximum(nc, 1).to(tl.float32)
                         h = tl.sum(X, axis=0) * inv
-                        O = tl.load(optr, mask=om, other=0.0)
+                        O = tl.load(optr, mask=om, other=0.0, cache_modifier=".cg")
                         O, neu1e, pl = _targets_update(h, O, t, kk, K, alpha, LOSS)
                         tl.store(optr, O, mask=om)
                         tl.atomic_add(
@@ -268,7 +271,9 @@ def _chunk_kernel(
                             live_d = dm & (
                                 tk + rd * 0 >= 0
                             )  # a vector mask: the interpreter wants one
-                            ok = tl.load(wout_ptr + tk * D + rd, mask=live_d, other=0.0)
+                            ok = tl.load(
+                                wout_ptr + tk * D + rd, mask=live_d, other=0.0, cache_modifier=".cg"
+                            )
                             f = tl.sum(X * ok[None, :], axis=1)
                             label = tl.where(k == 0, 1.0, 0.0)
                             live = cm & (tk >= 0)
