@@ -125,7 +125,7 @@ export -f install
 "$PY" -c "import sys; sys.exit(sys.version_info >= (3, 12))" && export SETUPTOOLS_USE_DISTUTILS=stdlib
 export PY WHEELS SITE DATA DATA_SRC OUT SCRATCH
 export PYTHONPATH="$ROOT:$SITE${PYTHONPATH:+:$PYTHONPATH}"
-if part install 90 install; then
+if part install 60 install; then
   row "wheels from $(basename "$WHEELS") into a scratch dir, project from the working tree"
 else
   row "see part_install.txt"
@@ -140,14 +140,14 @@ GPU_TESTS=(tests/test_kernels_triton_chunk.py tests/test_kernels_triton.py tests
   tests/test_chainer_ids.py)
 existing=()
 for t in "${GPU_TESTS[@]}"; do [[ -f $t ]] && existing+=("$t"); done
-part gpu_tests 150 "$PY" -m pytest -m gpu -q -p no:cacheprovider -rfEs \
+part gpu_tests 120 "$PY" -m pytest -m gpu -q -p no:cacheprovider -rfEs \
   --continue-on-collection-errors --junitxml="$OUT/gpu_tests.xml" "${existing[@]}"
 row "$(grep -E '(passed|failed|error|skipped)' "$OUT/part_gpu_tests.txt" | tail -1)"
 
 # ------------------------------------------------------------------ benchmark
 bench_args=(--quick)
 [[ $DRY == 1 ]] && bench_args=(--dry-run)
-part bench_gpu 150 "$PY" benchmarks/bench_gpu.py "${bench_args[@]}"
+part bench_gpu 110 "$PY" benchmarks/bench_gpu.py "${bench_args[@]}"
 bench_out=$OUT/part_bench_gpu.txt
 row "$(grep -E 'copy:' "$bench_out" | head -1); fused loss fwd+bwd: $(grep -E '^triton fused' \
   "$bench_out" | awk '{print $(NF-1), "of copy,", $NF, "naive"}'); chunk step: $(grep -E \
@@ -197,13 +197,13 @@ gpu_device=gpu
 [[ $DRY == 1 ]] && gpu_device=cpu
 dry_args=()
 [[ $DRY == 1 ]] && dry_args=(epochs=1)
-part train_gpu 150 train_run gpu "$gpu_device" "${dry_args[@]}"
+part train_gpu 120 train_run gpu "$gpu_device" "${dry_args[@]}"
 row "$(summarise "$OUT/run_gpu")"
 
 # ------------------------------------------------------------------ legacy Chainer on CuPy
 gpu_id=0
 [[ $DRY == 1 ]] && gpu_id=-1
-part chainer_gpu 90 "$PY" -m ns_plugins.chainer compat/train_word2vec.py --corpus "$corpus" \
+part chainer_gpu 60 "$PY" -m ns_plugins.chainer compat/train_word2vec.py --corpus "$corpus" \
   --gpu "$gpu_id" --epoch 1 --quiet --out "$OUT/run_chainer"
 row "$("$PY" -c '
 import json, sys

@@ -99,6 +99,12 @@ def test_one_program_matches_the_numba_kernel(rng, mode, subsample, shrink):
     assert (stats.n_words < n) == subsample
 
 
+@pytest.mark.parametrize("mode, window, negative", [("sg", 1, 0), ("cbow", 1, 1), ("shared", 2, 0)])
+def test_smallest_windows_and_no_negatives(rng, mode, window, negative):
+    c = make_corpus(rng, d=20)  # 20 columns in a block of 32
+    assert_same_run(c, window, negative, 5, MODES[mode], programs=1)
+
+
 @pytest.mark.parametrize("mode", ["sg", "cbow"])
 def test_spans_and_context_scans_cross_sentences(rng, monkeypatch, mode):
     """Spans of 5 positions start inside sentences and context scans of 4 positions need
