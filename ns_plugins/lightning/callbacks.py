@@ -68,6 +68,10 @@ class Throughput(pl.Callback):
         return {"words": int(self.words), "train_seconds": self.seconds, "words_per_sec": rate}
 
 
+def _finite(value) -> bool:
+    return value is not None and math.isfinite(float(value))
+
+
 class ProgressLog(pl.Callback):
     """One log line every ``seconds`` (and at each epoch end) for runs whose output is not a
     terminal, as gensim logs: epoch, percent done, words/s, loss and learning rate."""
@@ -88,8 +92,8 @@ class ProgressLog(pl.Callback):
             "DONE" if final else "PROGRESS",
             100.0 * done / max(steps, 1),
             steps,
-            f"{float(rate):,.0f}" if rate is not None else "-",
-            f"{float(loss):.4f}" if loss is not None else "-",
+            f"{float(rate):,.0f}" if _finite(rate) else "-",
+            f"{float(loss):.4f}" if _finite(loss) else "-",
             lr,
         )
 
