@@ -174,6 +174,10 @@ class ChunkModule(pl.LightningModule):
             keep, noise = self.tables()
             ids = torch.as_tensor(np.asarray(dm.corpus.ids), device=self.device)
             offsets = torch.as_tensor(np.asarray(dm.corpus.offsets), device=self.device)
+            # the kernel trusts its ids: check them once per run (one sync), not per step
+            V = len(self.counts)
+            if ids.numel() and not (0 <= int(ids.min()) and int(ids.max()) < V):
+                raise UsageError(f"the encoded corpus holds ids outside [0, {V}): re-encode it")
             self._device_corpus = (
                 ids.to(torch.int32),
                 offsets.to(torch.int64),
