@@ -320,6 +320,15 @@ def test_submodules_import_directly(module):
     assert "IMPORTED" in out
 
 
+def test_kernel_workers_wait_passively_unless_told_otherwise():
+    """Spinning OpenMP workers starve the working ones on a busy machine (bench_chainer.py)."""
+    code = "import os, ns_plugins.chainer.functions; print('POLICY', os.environ['OMP_WAIT_POLICY'])"
+    env = _env()
+    env.pop("OMP_WAIT_POLICY", None)  # this process may have set it already
+    assert "POLICY PASSIVE" in _run(["-c", code], env=env)
+    assert "POLICY ACTIVE" in _run(["-c", code], env=_env(OMP_WAIT_POLICY="ACTIVE"))
+
+
 def test_import_fixes_are_idempotent():
     import_fixes.apply()
     import_fixes.apply()
