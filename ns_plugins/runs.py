@@ -9,6 +9,7 @@ only train. This module is imported by both and imports neither.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import logging
@@ -37,6 +38,8 @@ __all__ = [
     "warm_start",
     "write_json",
     "write_report",
+    "check_resume",
+    "vocab_fingerprint",
 ]
 
 log = logging.getLogger(__name__)
@@ -234,6 +237,30 @@ def warm_start(path, words, d: int, seed: int, scale: float):
     W_out[have] = saved_out[rows[have]]
     log.info("init_vectors: %d of %d words start from %s", int(have.sum()), len(words), path)
     return W_in, W_out
+
+
+def vocab_fingerprint(words, counts) -> str:
+    """sha256 over the vocabulary's words and counts: which corpus and recipe the weights fit."""
+    h = hashlib.sha256()
+    for w in words:
+        h.update(w.encode("utf-8") + b"\0")
+    h.update(np.ascontiguousarray(counts, dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
+def check_resume(meta: dict, fingerprint: str | None, settings: dict) -> None:
+    """Refuse a checkpoint of another corpus, vocabulary or settings, naming what differs."""
+    if fingerprint is not None and meta.get("vocab_fingerprint") != fingerprint:
+        raise UsageError(
+            "the checkpoint was trained on another vocabulary (another corpus, min_count or "
+            "max_vocab_size); resume with the data settings it was trained with"
+        )
+    saved = meta.get("settings", {})
+    differ = [
+        f"{k}={saved.get(k)!r} there, {v!r} here" for k, v in settings.items() if saved.get(k) != v
+    ]
+    if differ:
+        raise UsageError(f"the checkpoint was trained with other settings: {'; '.join(differ)}")
 
 
 # ---------------------------------------------------------------------------------- the corpus

@@ -452,3 +452,15 @@ def test_load_from_checkpoint_rebuilds_the_batched_module(full_run):
     _, vectors = load_word2vec(run_dir / "vectors.bin")
     np.testing.assert_array_equal(module.vectors(), vectors)
     assert module.noise is not None and len(module.counts) == len(vectors)
+
+
+def test_a_checkpoint_of_the_other_engine_is_refused(full_run, tmp_path, cache):
+    from ns_plugins.errors import UsageError
+
+    _, run_dir, _ = full_run  # a batched run
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    with pytest.raises(UsageError, match="not written by the chunk engine"):
+        train(_cfg("+experiment=sgns", *CHUNK, f"ckpt_path={ckpt}"), tmp_path / "a")
+    args = ["+experiment=sgns", *PAIRS, "epochs=2", f"data.cache_dir={cache / 'sgns'}"]
+    with pytest.raises(UsageError, match="negative=5 there, 3 here"):
+        train(_cfg(*args, "negative=3", f"ckpt_path={ckpt}"), tmp_path / "b")

@@ -14,7 +14,6 @@ corpus and ``WeightAveraging`` averages the weights every ``device.average_every
 
 from __future__ import annotations
 
-import hashlib
 import math
 
 import numpy as np
@@ -24,9 +23,9 @@ from torch import nn
 
 from ns_plugins.config import Arch
 from ns_plugins.errors import UsageError
-from ns_plugins.runs import initial_weights, linear_decay
+from ns_plugins.runs import check_resume, initial_weights, linear_decay, vocab_fingerprint
 
-__all__ = ["ChunkModule", "check_resume", "chunk_seed", "vocab_fingerprint"]
+__all__ = ["ChunkModule", "chunk_seed"]
 
 # Settings a checkpoint must share with the run resuming it: they change what a step means.
 RESUME_SETTINGS = (
@@ -48,15 +47,6 @@ def chunk_seed(seed: int, rank: int, step: int) -> int:
     """The kernel's seed for one step: a function of (seed, rank, global step) alone, so a resumed
     run draws what an uninterrupted one draws."""
     return (seed * 0x9E3779B1 + rank * 0x85EBCA77 + step) % (2**63)
-
-
-def vocab_fingerprint(words, counts) -> str:
-    """sha256 over the vocabulary's words and counts: which corpus and recipe the weights fit."""
-    h = hashlib.sha256()
-    for w in words:
-        h.update(w.encode("utf-8") + b"\0")
-    h.update(np.ascontiguousarray(counts, dtype=np.int64).tobytes())
-    return h.hexdigest()
 
 
 class ChunkModule(pl.LightningModule):
@@ -255,8 +245,8 @@ class ChunkModule(pl.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        meta = checkpoint.get("ns_plugins")
-        if not meta or meta.get("engine") != "chunk":
+        meta = checkpoint.get("ns_plugins") or {}
+        if meta.get("engine") != "chunk":
             raise UsageError("the checkpoint was not written by the chunk engine (model.engine)")
         if self.in_embed is None:  # load_from_checkpoint: no datamodule, the checkpoint has all
             state = checkpoint["state_dict"]
@@ -272,18 +262,3 @@ class ChunkModule(pl.LightningModule):
     def vectors(self) -> np.ndarray:
         """The word vectors (input embeddings) as float32 numpy."""
         return self.in_embed.weight.detach().float().cpu().numpy()
-
-
-def check_resume(meta: dict, fingerprint: str | None, settings: dict) -> None:
-    """Refuse a checkpoint of another corpus, vocabulary or settings, naming what differs."""
-    if fingerprint is not None and meta.get("vocab_fingerprint") != fingerprint:
-        raise UsageError(
-            "the checkpoint was trained on another vocabulary (another corpus, min_count or "
-            "max_vocab_size); resume with the data settings it was trained with"
-        )
-    saved = meta.get("settings", {})
-    differ = [
-        f"{k}={saved.get(k)!r} there, {v!r} here" for k, v in settings.items() if saved.get(k) != v
-    ]
-    if differ:
-        raise UsageError(f"the checkpoint was trained with other settings: {'; '.join(differ)}")

@@ -23,7 +23,8 @@ from torch import Tensor, nn
 from ns_plugins.config import Arch, Backend, Optimizer, Reduce
 from ns_plugins.core import ops
 from ns_plugins.core.alias import AliasSampler
-from ns_plugins.runs import linear_decay
+from ns_plugins.errors import UsageError
+from ns_plugins.runs import check_resume, linear_decay, vocab_fingerprint
 
 __all__ = ["SGNSModule"]
 
@@ -130,6 +131,7 @@ class SGNSModule(pl.LightningModule):
         self._loss = _loss_fn(self.backend)
         self._generator: torch.Generator | None = None
         self.total_steps = 0  # set by configure_optimizers from the trainer
+        self.fingerprint: str | None = None  # of the vocabulary this run trains
         self.in_embed: nn.Embedding | None = None
         self.out_embed: nn.Embedding | None = None
         if counts is not None:
@@ -193,17 +195,32 @@ class SGNSModule(pl.LightningModule):
     def configure_model(self) -> None:
         # Without counts at construction, the vocabulary comes from the datamodule's setup();
         # without a trainer (load_from_checkpoint) on_load_checkpoint builds from the checkpoint.
-        if self.in_embed is None and self._trainer is not None:
-            self.build(self.trainer.datamodule.vocab.counts)
+        if self._trainer is None:
+            return
+        vocab = self.trainer.datamodule.vocab
+        if self.in_embed is None:
+            self.build(vocab.counts)
+        self.fingerprint = vocab_fingerprint(vocab.words, vocab.counts)
+
+    def _resume_settings(self) -> dict:
+        keys = ("vector_size", "negative", "ns_exponent", "alpha", "min_alpha", "arch", "seed")
+        return {k: self.hparams[k] for k in keys}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["ns_plugins"] = {
+            "engine": "batched",
+            "vocab_fingerprint": self.fingerprint,
+            "settings": self._resume_settings(),
+        }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        state = checkpoint.get("state_dict", {})
-        if "counts" not in state or "in_embed.weight" not in state:
-            from ns_plugins.errors import UsageError
-
+        meta = checkpoint.get("ns_plugins") or {}
+        if meta.get("engine") != "batched":
             raise UsageError("the checkpoint was not written by the batched engine (model.engine)")
         if self.in_embed is None:
-            self.build(state["counts"].numpy())
+            self.build(checkpoint["state_dict"]["counts"].numpy())
+            return
+        check_resume(meta, self.fingerprint, self._resume_settings())
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         rows = self.row_losses(batch)
