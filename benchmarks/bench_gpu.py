@@ -3,7 +3,8 @@ autograd, against the copy bandwidth measured on the same device in the same run
 engine's Triton step (words/s) against the numba kernel on the same machine's CPU cores.
 
     python benchmarks/bench_gpu.py [--B 65536 --d 128 --V 1000000 --k 5] [--dtype float32]
-                                   [--sweep] [--quick] [--dry-run] [--chunk-words N]
+                                   [--sweep] [--sweep-chunk] [--quick] [--dry-run]
+                                   [--chunk-words N] [--skip-loss]
 
 Bytes that must move (s = bytes per element of x/W, K = k + 1, R = unique ids in the batch):
     forward            B*d*s (x) + B*K*8 (ids) + B*K*d*s (gathered W rows) + B*s (loss)
@@ -169,7 +170,9 @@ class Table:
         print("-" * len(head))
         for name, ms, nbytes, base_ms, note in self.rows:
             if ms is None:
-                print(f"{name:52} {'skipped':>10}  {note}")
+                print(
+                    f"{name:52} {'failed' if note.startswith('FAILED') else 'skipped':>10}  {note}"
+                )
                 continue
             mb = gbs = frac = speed = ""
             if nbytes is not None:
@@ -364,7 +367,6 @@ def bench_chunk(args, table):
     """The chunk engine's step: words/s of the Triton kernel on one chunk, against the numba
     kernel on every CPU core of the same machine (the CPU path of the same engine)."""
     from ns_plugins.core.alias import AliasSampler
-    from ns_plugins.kernels import hogwild, triton_chunk
 
     V, d = (50_000, 100) if DEVICE == "cuda" else (500, 16)
     n = args.chunk_words if DEVICE == "cuda" else 100
@@ -376,44 +378,69 @@ def bench_chunk(args, table):
     offsets[-1] = n
     keep = np.minimum(1.0, (np.sqrt(freq / 1e-3) + 1) * 1e-3 / freq)  # gensim's, sample=1e-3
     sampler = AliasSampler.from_counts(counts, power=0.75)
+    workers = os.cpu_count() or 1
+    print(f"chunk step: {n} words, V={V}, d={d}, window 5, negative 5, sample 1e-3\n")
+    failed = []
+    for name, kw in (("sg", {}), ("shared", {"shared_negatives": True}), ("cbow", {"cbow": True})):
+        try:
+            chunk_rows(args, table, name, kw, n, V, d, ids, offsets, keep, sampler, workers)
+        except Exception as exc:  # noqa: BLE001 - one failing variant must not lose the table
+            import traceback
+
+            traceback.print_exc()
+            table.add(f"chunk step {name}, triton", None, note=f"FAILED: {exc!r}"[:300])
+            failed.append(name)
+    if failed:
+        raise RuntimeError(f"chunk step failed for {', '.join(failed)}")
+
+
+def chunk_rows(args, table, name, kw, n, V, d, ids, offsets, keep, sampler, workers):
+    from ns_plugins.kernels import hogwild, triton_chunk
+
+    rng = np.random.default_rng(1)
     tables = triton_chunk.device_tables(keep, sampler.prob, sampler.alias, DEVICE)
     ids_d = torch.from_numpy(ids).to(DEVICE)
     off_d = torch.from_numpy(offsets).to(DEVICE)
     W0 = ((rng.random((V, d)) - 0.5) / d).astype(np.float32)
-    workers = os.cpu_count() or 1
-    cpu_words = min(n, 2_000_000)
-    print(f"chunk step: {n} words, V={V}, d={d}, window 5, negative 5, sample 1e-3\n")
-    for name, kw in (("sg", {}), ("shared", {"shared_negatives": True}), ("cbow", {"cbow": True})):
-        W_in = torch.from_numpy(W0).to(DEVICE)
-        W_out = torch.zeros(V, d, device=DEVICE)
-        seeds = iter(range(10**9))
+    W_in = torch.from_numpy(W0).to(DEVICE)
+    W_out = torch.zeros(V, d, device=DEVICE)
+    seeds = iter(range(10**9))
 
-        def step(W_in=W_in, W_out=W_out, seeds=seeds, kw=kw):
-            return triton_chunk.train_chunk(ids_d, off_d, W_in, W_out, *tables, 5, 5, 0.025,
-                                            0.0001, next(seeds), **kw)  # fmt: skip
+    def step(programs=None):
+        return triton_chunk.train_chunk(ids_d, off_d, W_in, W_out, *tables, 5, 5, 0.025, 0.0001,
+                                        next(seeds), programs=programs, **kw)  # fmt: skip
 
-        out = step().cpu()
-        if not (torch.isfinite(W_in).all() and torch.isfinite(W_out).all()):
-            sys.exit(f"chunk {name}: the weights are not finite after one step")
-        ms = median_ms(step, args.quick)
-        # the peer: the numba kernel on the host's cores, one timed run after a warm-up
-        A_in, A_out = W0.copy(), np.zeros((V, d), np.float32)
-        sub = offsets[offsets <= cpu_words]
-        k32 = keep.astype(np.float32)
-        hogwild.train_chunk(ids, sub[:3], A_in, A_out, k32, sampler.prob, sampler.alias, 5, 5,
-                            0.025, 0.0001, 1, workers=workers, **kw)  # fmt: skip
-        t = time.perf_counter()
-        stats = hogwild.train_chunk(ids, sub, A_in, A_out, k32, sampler.prob, sampler.alias, 5,
-                                    5, 0.025, 0.0001, 1, workers=workers, **kw)  # fmt: skip
-        cpu_rate = (sub[-1] - sub[0]) / (time.perf_counter() - t)
-        rate = n / (ms * 1e-3)
-        table.add(
-            f"chunk step {name}, triton ({n / 1e6:.1f}M words)",
-            ms,
-            note=f"{rate / 1e6:.1f}M words/s, {out[1] / max(out[2], 1):.1f} pairs/word; "
-            f"numba on {workers} CPU threads {cpu_rate / 1e6:.2f}M words/s "
-            f"({rate / cpu_rate:.1f}x), {stats.n_pairs / max(stats.n_words, 1):.1f} pairs/word",
-        )
+    out = step().cpu()
+    if not (torch.isfinite(W_in).all() and torch.isfinite(W_out).all()):
+        raise RuntimeError(f"chunk {name}: the weights are not finite after one step")
+    ms = median_ms(step, args.quick)
+    # the peer: the numba kernel on the host's cores, one timed run after a warm-up
+    A_in, A_out = W0.copy(), np.zeros((V, d), np.float32)
+    sub = offsets[offsets <= min(n, 2_000_000)]
+    k32 = keep.astype(np.float32)
+    hogwild.train_chunk(ids, sub[:3], A_in, A_out, k32, sampler.prob, sampler.alias, 5, 5,
+                        0.025, 0.0001, 1, workers=workers, **kw)  # fmt: skip
+    t = time.perf_counter()
+    stats = hogwild.train_chunk(ids, sub, A_in, A_out, k32, sampler.prob, sampler.alias, 5, 5,
+                                0.025, 0.0001, 1, workers=workers, **kw)  # fmt: skip
+    cpu_rate = (sub[-1] - sub[0]) / (time.perf_counter() - t)
+    rate = n / (ms * 1e-3)
+    table.add(
+        f"chunk step {name}, triton ({n / 1e6:.1f}M words)",
+        ms,
+        note=f"{rate / 1e6:.1f}M words/s, {out[1] / max(out[2], 1):.1f} pairs/word; "
+        f"numba on {workers} CPU threads {cpu_rate / 1e6:.2f}M words/s "
+        f"({rate / cpu_rate:.1f}x), {stats.n_pairs / max(stats.n_words, 1):.1f} pairs/word",
+    )
+    if args.sweep_chunk and DEVICE == "cuda":
+        sms = torch.cuda.get_device_properties(0).multi_processor_count
+        for per_sm in (4, 8, 16, 32, 64):
+            t = median_ms(lambda p=sms * per_sm: step(programs=p), args.quick)
+            table.add(
+                f"  sweep chunk {name}: programs={sms * per_sm} ({per_sm}/SM)",
+                t,
+                note=f"{n / (t * 1e-3) / 1e6:.1f}M words/s",
+            )
 
 
 def main():
@@ -424,6 +451,9 @@ def main():
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     parser.add_argument("--sweep", action="store_true", help="time block shapes of the fused op")
+    parser.add_argument(
+        "--sweep-chunk", action="store_true", help="time grid sizes of the chunk step"
+    )
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--dry-run", action="store_true", help="tiny CPU run of every row")
     parser.add_argument("--chunk-words", type=int, default=4_000_000, help="words per chunk step")
@@ -454,12 +484,23 @@ def main():
     copy_bw = copy_bandwidth(args.quick)
     print(f"device-to-device copy: {copy_bw / 1e9:.0f} GB/s (read + write)\n")
     table = Table(copy_bw)
-    if not args.skip_loss:
-        bench_loss(args, table)
-    bench_sampling(args, table)
-    bench_chunk(args, table)
+    parts = (
+        [bench_sampling, bench_chunk]
+        if args.skip_loss
+        else [bench_loss, bench_sampling, bench_chunk]
+    )
+    failed = 0
+    for part in parts:  # a failing part is reported in the table; the others still run
+        try:
+            part(args, table)
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - check() exits on a wrong result
+            import traceback
+
+            traceback.print_exc()
+            table.add(part.__name__, None, note=f"FAILED: {exc!r}"[:300])
+            failed += 1
     table.print()
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -145,7 +145,7 @@ part gpu_tests 120 "$PY" -m pytest -m gpu -q -p no:cacheprovider -rfEs \
 row "$(grep -E '(passed|failed|error|skipped)' "$OUT/part_gpu_tests.txt" | tail -1)"
 
 # ------------------------------------------------------------------ benchmark
-bench_args=(--quick)
+bench_args=(--quick --sweep-chunk)
 [[ $DRY == 1 ]] && bench_args=(--dry-run)
 part bench_gpu 110 "$PY" benchmarks/bench_gpu.py "${bench_args[@]}"
 bench_out=$OUT/part_bench_gpu.txt
