@@ -263,9 +263,9 @@ from ns_plugins.kernels import triton_chunk as T
 target = GPUTarget("cuda", 90, 32)
 sig = {"ids_ptr": "*i32", "off_ptr": "*i64", "win_ptr": "*fp32", "wout_ptr": "*fp32",
        "keep_ptr": "*fp32", "prob_ptr": "*fp64", "alias_ptr": "*i32", "part_ptr": "*fp64",
-       "n_sent": "i32", "V": "i32", "D": "i32", "key_lo": "i64", "key_hi": "i64",
-       "alpha_start": "fp32", "alpha_end": "fp32", "window": "i32", "negative": "i32",
-       "n_programs": "i32"}
+       "next_ptr": "*i32", "n_sent": "i32", "V": "i32", "D": "i32", "key_lo": "i64",
+       "key_hi": "i64", "alpha_start": "fp32", "alpha_end": "fp32", "window": "i32",
+       "negative": "i32"}
 for mode in (0, 1, 2):
     consts = {"SHRINK": True, "MODE": mode, "LOSS": True, "SPAN": T.SPAN, "BLOCK_D": 128,
               "KP": 8, "WP": 8, "CP": 16, "BLK": T._BLK}

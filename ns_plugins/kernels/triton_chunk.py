@@ -8,8 +8,9 @@ it. With one program the kernel visits the words in the numba kernel's order and
 weights to float32 rounding; with many, programs update the shared tables without locks, as
 word2vec.c's threads and GPU word2vec ports do.
 
-Layout of the work: a fixed grid of programs (a few per SM) loops over spans of ``SPAN``
-consecutive corpus positions, so the step needs no host-side word count and no host sync. For
+Layout of the work: a fixed grid of programs (enough to fill the device) takes spans of ``SPAN``
+consecutive corpus positions from a counter on the device, in order, until the chunk is done, so
+the step needs no host-side word count and no host sync. For
 each kept center word a program finds its context the way word2vec.c does after subsampling (the
 ``reach`` nearest kept words on each side inside the sentence; keep decisions are recomputed
 from the position's key, in blocks), draws the negatives from the alias table, computes scores in
@@ -169,8 +170,8 @@ def _targets_update(h, O, t, kk, K, alpha, LOSS: tl.constexpr):
 
 @triton.jit
 def _chunk_kernel(
-    ids_ptr, off_ptr, win_ptr, wout_ptr, keep_ptr, prob_ptr, alias_ptr, part_ptr,
-    n_sent, V, D, key_lo, key_hi, alpha_start, alpha_end, window, negative, n_programs,
+    ids_ptr, off_ptr, win_ptr, wout_ptr, keep_ptr, prob_ptr, alias_ptr, part_ptr, next_ptr,
+    n_sent, V, D, key_lo, key_hi, alpha_start, alpha_end, window, negative,
     SHRINK: tl.constexpr, MODE: tl.constexpr, LOSS: tl.constexpr, SPAN: tl.constexpr,
     BLOCK_D: tl.constexpr, KP: tl.constexpr, WP: tl.constexpr, CP: tl.constexpr,
     BLK: tl.constexpr,
@@ -191,7 +192,11 @@ def _chunk_kernel(
     loss = tl.zeros([], dtype=tl.float64)
     pairs = zero
     words = zero
-    for j in range(pid, tl.cdiv(total, SPAN), n_programs):
+    n_spans = tl.cdiv(total, SPAN)
+    # spans are handed out by a counter: a program that starts late (the grid may exceed what
+    # the device holds at once) or meets long sentences simply takes fewer
+    j = tl.atomic_add(next_ptr, 1, sem="relaxed").to(tl.int64)
+    while j < n_spans:
         u = first + j * SPAN
         v = tl.minimum(u + SPAN, last)
         # the sentence holding u: the last s with offsets[s] <= u
@@ -288,6 +293,7 @@ def _chunk_kernel(
                         tl.atomic_add(xptr, dX, mask=xm, sem="relaxed")
                         pairs += nc
                     tl.debug_barrier()
+        j = tl.atomic_add(next_ptr, 1, sem="relaxed").to(tl.int64)
     tl.store(part_ptr + pid * 3, loss)
     tl.store(part_ptr + pid * 3 + 1, pairs.to(tl.float64))
     tl.store(part_ptr + pid * 3 + 2, words.to(tl.float64))
@@ -410,11 +416,12 @@ def train_chunk(
     num_warps = 1 if mode == 0 and block_d <= 128 else 4
     n_prog = int(programs) if programs is not None else _programs(device, num_warps)
     partials = torch.empty((n_prog, 3), dtype=torch.float64, device=device)
+    next_span = torch.zeros(1, dtype=torch.int32, device=device)
     key = int(stream_key(np.uint64(int(seed) & (2**64 - 1))))
     _chunk_kernel[(n_prog,)](
-        ids, offsets, W_in, W_out, keep_prob, alias_prob, alias_idx, partials,
+        ids, offsets, W_in, W_out, keep_prob, alias_prob, alias_idx, partials, next_span,
         offsets.numel() - 1, V, d, key & 0xFFFFFFFF, key >> 32,
-        float(alpha_start), float(alpha_end), window, negative, n_prog,
+        float(alpha_start), float(alpha_end), window, negative,
         SHRINK=bool(shrink_windows), MODE=mode, LOSS=bool(compute_loss), SPAN=SPAN,
         BLOCK_D=block_d, KP=triton.next_power_of_2(negative + 1),
         WP=triton.next_power_of_2(window), CP=triton.next_power_of_2(2 * window), BLK=_BLK,
