@@ -35,11 +35,11 @@ def rng(request):
     return np.random.default_rng(seed)
 
 
-def make_corpus(rng, V=12, d=10, n_sent=8, max_len=7, lead=3, subsample=True):
+def make_corpus(rng, V=12, d=10, n_sent=8, max_len=7, lead=3, subsample=True, min_len=0):
     """Sentences (some empty) starting ``lead`` words into ``ids``, one frequent word."""
     counts = rng.integers(1, 60, size=V).astype(np.float64)
     counts[0] = 400
-    lengths = rng.integers(0, max_len + 1, size=n_sent)
+    lengths = rng.integers(min_len, max_len + 1, size=n_sent)
     lengths[1] = 0
     offsets = (lead + np.concatenate([[0], np.cumsum(lengths)])).astype(np.int64)
     ids = rng.choice(V, size=offsets[-1] + 2, p=counts / counts.sum()).astype(np.int32)
@@ -112,7 +112,7 @@ def test_spans_and_context_scans_cross_sentences(rng, monkeypatch, mode):
     several blocks to find a wide window of kept words among many dropped ones."""
     monkeypatch.setattr(tc, "SPAN", 5)
     monkeypatch.setattr(tc, "_BLK", 4)
-    c = make_corpus(rng, V=6, n_sent=5, max_len=14)
+    c = make_corpus(rng, V=6, n_sent=5, min_len=10, max_len=16)  # one of them empty
     c["keep"][:] = 0.35
     seed = int(rng.integers(2**32))
     stats = assert_same_run(c, 5, 2, seed, MODES[mode], shrink_windows=False, programs=1)
