@@ -249,3 +249,17 @@ def test_init_vectors_start_the_shared_words(tmp_path, cache):
     np.savez(bad, words=np.array(words), in_embed=saved_in[:, :4], out_embed=saved_out[:, :4])
     with pytest.raises(ConfigError, match="vector_size 16"):
         train(_cfg("+experiment=sgns", f"init_vectors={bad}"), tmp_path / "bad")
+
+
+def test_a_failed_checkpoint_write_leaves_nothing_behind(tmp_path, monkeypatch):
+    from ns_plugins.lightning.run import StreamingCheckpointIO
+
+    def full_disk(obj, f, *args, **kwargs):
+        with open(f, "wb") as out:
+            out.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        StreamingCheckpointIO().save_checkpoint({"a": 1}, tmp_path / "ckpt" / "last.ckpt")
+    assert list((tmp_path / "ckpt").iterdir()) == []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import pickle
 import sys
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
+from lightning_fabric.plugins import TorchCheckpointIO
 from omegaconf import DictConfig
 
 from ns_plugins.config import Engine, GradSync
@@ -162,10 +164,31 @@ def build(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
         num_sanity_val_steps=0,
         use_distributed_sampler=False,
         logger=_loggers(cfg, run_dir),
+        plugins=[StreamingCheckpointIO()],
         callbacks=[*extra_callbacks, *configured, *cbs.values()],
         default_root_dir=run_dir,
     )
     return dm, model, trainer, cbs
+
+
+class StreamingCheckpointIO(TorchCheckpointIO):
+    """Writes a checkpoint straight into ``<name>.part`` and renames it into place. Lightning's own
+    atomic save serialises the whole checkpoint into memory first, which doubles a run's peak
+    memory at the first checkpoint (2.4 GB more at V = 1M, d = 300). A failed write (a full disk)
+    leaves neither a partial checkpoint nor a ``.part`` file."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        if storage_options is not None:
+            raise TypeError("storage_options are not supported by StreamingCheckpointIO")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".part")
+        try:
+            torch.save(checkpoint, tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 def _module(cfg: DictConfig) -> ChunkModule:
