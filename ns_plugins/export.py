@@ -65,8 +65,11 @@ def save_word2vec(path, words: Sequence[str], vectors, binary: bool = False) -> 
             for word, row in zip(words, vectors):
                 f.write(word.encode("utf-8") + b" " + row.tobytes() + b"\n")
         else:
+            # one %-format call per row formats its floats in C: about 5x faster than a
+            # per-value f-string at 300 dimensions, with the same text
+            row_format = " ".join(["%.9g"] * vectors.shape[1])
             for word, row in zip(words, vectors):
-                f.write((word + " " + " ".join(f"{v:.9g}" for v in row.tolist()) + "\n").encode())
+                f.write((word + " " + row_format % tuple(row.tolist()) + "\n").encode())
     os.replace(tmp, path)  # a reader never sees half a file
     return path
 

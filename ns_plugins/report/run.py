@@ -21,7 +21,8 @@ from ns_plugins.export import load_word2vec
 
 __all__ = ["Run", "load_run", "read_metrics_csv", "embedding_from_checkpoint", "has_artefacts"]
 
-_VECTOR_FILES = ("vectors.txt", "vectors.bin", "vectors.txt.gz", "vectors.bin.gz")
+# binary first: it reads many times faster than text (a 200k x 300 table: about 1 s against 15 s)
+_VECTOR_FILES = ("vectors.bin", "vectors.txt", "vectors.bin.gz", "vectors.txt.gz")
 _CHECKPOINT_SUFFIXES = (".ckpt", ".npz")  # Lightning runs, hogwild runs
 _REFUSED = (
     "{path}: refused: reading it would unpickle Python objects, and unpickling runs code the file "
