@@ -468,6 +468,14 @@ def train(cfg: DictConfig, run_dir, extra_callbacks=()) -> dict:
     """Check ``cfg``, train with the engine it names, write the run directory, and return the
     final metrics (empty on ranks other than 0). ``extra_callbacks`` are Lightning callbacks."""
     check_config(cfg)
-    from ns_plugins.lightning.run import train as train_lightning
+    try:
+        from ns_plugins.lightning.run import train as train_lightning
+    except ModuleNotFoundError as err:
+        if err.name not in ("torch", "pytorch_lightning", "lightning_fabric"):
+            raise
+        raise UsageError(
+            f"training needs {err.name}, which is not installed: "
+            'pip install "ns_plugins[lightning]" (with torch for your platform)'
+        ) from None
 
     return train_lightning(cfg, Path(run_dir), extra_callbacks)

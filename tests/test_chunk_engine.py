@@ -263,3 +263,13 @@ def test_a_failed_checkpoint_write_leaves_nothing_behind(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space"):
         StreamingCheckpointIO().save_checkpoint({"a": 1}, tmp_path / "ckpt" / "last.ckpt")
     assert list((tmp_path / "ckpt").iterdir()) == []
+
+
+def test_training_without_lightning_names_the_extra(tmp_path, monkeypatch):
+    import sys
+
+    for name in [m for m in sys.modules if m.startswith("ns_plugins.lightning")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "pytorch_lightning", None)  # import raises ModuleNotFoundError
+    with pytest.raises(UsageError, match=r"ns_plugins\[lightning\]"):
+        train(_cfg("+experiment=sgns"), tmp_path)
