@@ -5,15 +5,17 @@
 #
 # Expects, next to the working tree (both gitignored, prepared as the README says):
 #   .whl/      wheels of what the machine's Python lacks (hydra-core, omegaconf, antlr4 runtime,
-#              Chainer 7.8.1, hypothesis, ...), installed with pip --no-index into a scratch dir;
+#              Chainer 7.8.1), installed with pip --no-index into a scratch dir;
 #   .gpudata/  gcide.txt.gz, wordsim353.tsv, simlex999.txt, questions-words.txt.
 # The project itself is used from the working tree (PYTHONPATH; Hydra finds conf/ next to it).
 #
 # Parts, each guarded (a failure or a timeout is recorded and the script goes on), in this order:
 # install, the gpu-marked tests, benchmarks/bench_gpu.py, a device=gpu training run on gcide with
 # the chunk engine, the legacy Chainer program on the GPU under the runner, the same training run
-# on the CPU for the scores to compare. Everything lands in $OUT: gpu_check.log (all output),
-# results.md (one table, then the benchmark's table), the run directories.
+# on the CPU for the scores to compare. $OUT receives seven small files: gpu_check.log (all
+# output), results.md (one table, then the benchmark's table), bench_gpu.txt, gpu_tests.xml,
+# metrics_gpu.json, metrics_cpu.json, chainer_log.json; the run directories stay in a scratch
+# folder that is removed at the end.
 #
 # Environment: PYTHON (default python3), NS_GPU_WHEELS (.whl), NS_GPU_DATA (.gpudata),
 # NS_GPU_COMMIT (recorded when .git is absent), NS_GPU_BUDGET_S (total seconds, default 460),
@@ -35,6 +37,8 @@ TABLE=$OUT/results.md
 SCRATCH=$(mktemp -d /tmp/ns_gpu_check.XXXXXX)
 SITE=$SCRATCH/site
 DATA=$SCRATCH/data
+WORK=$SCRATCH/work
+mkdir -p "$WORK"
 START=$(date +%s)
 : >"$LOG"
 ROWS=()
@@ -43,7 +47,7 @@ say() { echo "$*" | tee -a "$LOG"; }
 left() { echo $((BUDGET - ($(date +%s) - START))); }
 
 # part NAME LIMIT_S CMD...: runs CMD with a timeout (never past the budget), output to the log
-# and to $OUT/part_NAME.txt; records status and seconds. FIG holds the figures for the table.
+# and to $WORK/part_NAME.txt; records status and seconds. FIG holds the figures for the table.
 part() {
   local name=$1 limit=$2 rc t0 secs status
   shift 2
@@ -60,9 +64,9 @@ part() {
   say "== $name (limit ${limit}s) $(date -u +%H:%M:%S)"
   t0=$(date +%s)
   # bash -c: a part may be one of the functions below (exported)
-  timeout --kill-after=10 "$limit" bash -c '"$@"' part "$@" >"$OUT/part_$name.txt" 2>&1
+  timeout --kill-after=10 "$limit" bash -c '"$@"' part "$@" >"$WORK/part_$name.txt" 2>&1
   rc=$?
-  cat "$OUT/part_$name.txt" >>"$LOG"
+  cat "$WORK/part_$name.txt" >>"$LOG"
   secs=$(($(date +%s) - t0))
   case $rc in
     0) status=ok ;;
@@ -90,8 +94,8 @@ COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "${NS_GPU_COM
 install() {
   set -e
   ls "$WHEELS"/*.whl
-  "$PY" -m pip install --no-index --no-deps --disable-pip-version-check -q --target "$SITE" \
-    "$WHEELS"/*.whl
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --disable-pip-version-check --target "$SITE" "$WHEELS"/*.whl
   mkdir -p "$DATA"
   for f in gcide.txt.gz wordsim353.tsv simlex999.txt questions-words.txt; do
     cp "$DATA_SRC/$f" "$DATA/$f"
@@ -123,12 +127,12 @@ EOF
 export -f install
 # Chainer 7.8.1 on setuptools >= 74 before Python 3.12 needs the stdlib distutils
 "$PY" -c "import sys; sys.exit(sys.version_info >= (3, 12))" && export SETUPTOOLS_USE_DISTUTILS=stdlib
-export PY WHEELS SITE DATA DATA_SRC OUT SCRATCH
+export PY WHEELS SITE DATA DATA_SRC OUT SCRATCH WORK
 export PYTHONPATH="$ROOT:$SITE${PYTHONPATH:+:$PYTHONPATH}"
 if part install 60 install; then
   row "wheels from $(basename "$WHEELS") into a scratch dir, project from the working tree"
 else
-  row "see part_install.txt"
+  row "see gpu_check.log"
 fi
 if [[ $DRY != 1 ]] && ! "$PY" -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
   say "no CUDA device visible to torch: the device parts will fail (NS_GPU_CHECK_DRY=1 rehearses)"
@@ -141,14 +145,14 @@ GPU_TESTS=(tests/test_kernels_triton_chunk.py tests/test_kernels_triton.py tests
 existing=()
 for t in "${GPU_TESTS[@]}"; do [[ -f $t ]] && existing+=("$t"); done
 part gpu_tests 120 "$PY" -m pytest -m gpu -q -p no:cacheprovider -rfEs \
-  --continue-on-collection-errors --junitxml="$OUT/gpu_tests.xml" "${existing[@]}"
-row "$(grep -E '(passed|failed|error|skipped)' "$OUT/part_gpu_tests.txt" | tail -1)"
+  --continue-on-collection-errors --junitxml="$WORK/gpu_tests.xml" "${existing[@]}"
+row "$(grep -E '(passed|failed|error|skipped)' "$WORK/part_gpu_tests.txt" | tail -1)"
 
 # ------------------------------------------------------------------ benchmark
 bench_args=(--quick --sweep-chunk)
 [[ $DRY == 1 ]] && bench_args=(--dry-run)
 part bench_gpu 110 "$PY" benchmarks/bench_gpu.py "${bench_args[@]}"
-bench_out=$OUT/part_bench_gpu.txt
+bench_out=$WORK/part_bench_gpu.txt
 row "$(grep -E 'copy:' "$bench_out" | head -1); fused loss fwd+bwd: $(grep -E '^triton fused' \
   "$bench_out" | awk '{print $(NF-1), "of copy,", $NF, "naive"}'); chunk step: $(grep -E \
   '^chunk step [a-z]+,' "$bench_out" | sed -E 's/^chunk step ([a-z]+),.* ([0-9.]+M words\/s),.*/\1 \2/' |
@@ -189,7 +193,7 @@ train_run() { # train_run NAME DEVICE [overrides...]
   "$PY" train.py +experiment=sgns_text "data.path=$corpus" "device=$device" \
     "eval.wordsim=$DATA/wordsim353.tsv" "eval.simlex=$DATA/simlex999.txt" \
     "eval.analogies=$DATA/questions-words.txt" "data.cache_dir=$SCRATCH/cache" \
-    "hydra.run.dir=$OUT/run_$name" "$@"
+    "hydra.run.dir=$WORK/run_$name" "$@"
 }
 export -f train_run
 export corpus
@@ -198,13 +202,13 @@ gpu_device=gpu
 dry_args=()
 [[ $DRY == 1 ]] && dry_args=(epochs=1)
 part train_gpu 120 train_run gpu "$gpu_device" "${dry_args[@]}"
-row "$(summarise "$OUT/run_gpu")"
+row "$(summarise "$WORK/run_gpu")"
 
 # ------------------------------------------------------------------ legacy Chainer on CuPy
 gpu_id=0
 [[ $DRY == 1 ]] && gpu_id=-1
 part chainer_gpu 60 "$PY" -m ns_plugins.chainer compat/train_word2vec.py --corpus "$corpus" \
-  --gpu "$gpu_id" --epoch 1 --quiet --out "$OUT/run_chainer"
+  --gpu "$gpu_id" --epoch 1 --quiet --out "$WORK/run_chainer"
 row "$("$PY" -c '
 import json, sys
 words = [int(ln.split(":")[1]) for ln in open(sys.argv[1]) if ln.startswith("data length")]
@@ -212,15 +216,15 @@ last = json.load(open(sys.argv[2]))[-1]
 secs = last.get("elapsed_time")
 rate = f", {words[0] / secs:.3g} words/s" if words and secs else ""
 print(", ".join(f"{k} {v:.4g}" for k, v in last.items() if isinstance(v, float)) + rate)
-' "$OUT/part_chainer_gpu.txt" "$OUT/run_chainer/log" 2>&1 | tail -1)"
+' "$WORK/part_chainer_gpu.txt" "$WORK/run_chainer/log" 2>&1 | tail -1)"
 
 # ------------------------------------------------------------------ the CPU run to compare with
 cpus=$(nproc)
 part train_cpu 150 train_run cpu cpu "workers=$cpus" "${dry_args[@]}"
-row "$(summarise "$OUT/run_cpu") ($cpus workers)"
+row "$(summarise "$WORK/run_cpu") ($cpus workers)"
 PART_NAME="gpu - cpu scores"
 PART_SECS=0
-LAST_STATUS="$("$PY" - "$OUT/run_gpu" "$OUT/run_cpu" <<'EOF'
+LAST_STATUS="$("$PY" - "$WORK/run_gpu" "$WORK/run_cpu" <<'EOF'
 import json, sys
 try:
     g, c = (json.load(open(f"{d}/metrics.json"))["eval"] for d in sys.argv[1:])
@@ -246,9 +250,14 @@ row "single runs move by 0.01-0.03 on WordSim-353 with the seed (RESULTS.md)"
   echo "total: $(($(date +%s) - START)) s"
   echo
   echo '```'
-  sed -n '/^row /,$p' "$OUT/part_bench_gpu.txt" 2>/dev/null
+  sed -n '/^row /,$p' "$bench_out" 2>/dev/null
   echo '```'
 } >"$TABLE"
-cat "$TABLE" | tee -a "$LOG"
+tee -a "$LOG" <"$TABLE"
+for pair in "$bench_out:bench_gpu.txt" "$WORK/gpu_tests.xml:gpu_tests.xml" \
+  "$WORK/run_gpu/metrics.json:metrics_gpu.json" "$WORK/run_cpu/metrics.json:metrics_cpu.json" \
+  "$WORK/run_chainer/log:chainer_log.json"; do
+  [[ -f ${pair%%:*} ]] && cp "${pair%%:*}" "$OUT/${pair##*:}"
+done
 rm -rf "$SCRATCH"
 exit 0
