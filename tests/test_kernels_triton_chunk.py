@@ -238,7 +238,7 @@ def test_cuda_full_grid_step_without_host_sync(mode):
     W_in = ((rng.random((V, d)) - 0.5) / d).astype(np.float32)
     stats = hw.train_chunk(ids, offsets, W_in.copy(), np.zeros((V, d), np.float32),
                            keep.astype(np.float32), s.prob, s.alias, 5, 5, 0.025, 0.02, 9,
-                           workers=2, **MODES[mode])  # fmt: skip
+                           workers=os.cpu_count() or 2, **MODES[mode])  # fmt: skip
     dev = torch.device("cuda")
     tables = tc.device_tables(keep, s.prob, s.alias, dev)
     tensors = [torch.from_numpy(ids).to(dev), torch.from_numpy(offsets).to(dev)]
