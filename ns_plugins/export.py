@@ -54,7 +54,8 @@ def save_word2vec(path, words: Sequence[str], vectors, binary: bool = False) -> 
     if not np.issubdtype(vectors.dtype, np.number):
         raise ValueError(f"vectors must be numeric, got dtype {vectors.dtype}")
     vectors = vectors.astype(_F32, copy=False)
-    if not np.isfinite(vectors).all():
+    # a row's float64 sum is finite exactly when the row is: no V x d boolean temporary
+    if not np.isfinite(vectors.sum(axis=1, dtype=np.float64)).all():
         raise ValueError("vectors contain NaN or infinity")
     words = _check_words(words, vectors.shape[0])
     path.parent.mkdir(parents=True, exist_ok=True)

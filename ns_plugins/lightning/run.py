@@ -285,7 +285,7 @@ def _write_rank_summary(run_dir: Path, trainer, model, dm) -> None:
 
     h = hashlib.sha256()
     for p in model.parameters():
-        h.update(p.detach().cpu().contiguous().numpy().tobytes())
+        h.update(p.detach().cpu().contiguous().numpy())  # the buffer itself, not a copy
     summary = {
         "rank": trainer.global_rank,
         "world_size": trainer.world_size,
