@@ -141,7 +141,8 @@ fi
 # ------------------------------------------------------------------ the gpu-marked tests
 GPU_TESTS=(tests/test_kernels_triton_chunk.py tests/test_kernels_triton.py tests/test_loss.py
   tests/test_kernels_cupy.py tests/test_alias.py tests/test_chainer_links.py
-  tests/test_chainer_ids.py)
+  tests/test_chainer_ids.py tests/test_chainer_lookup.py tests/test_chainer_compat.py
+  tests/test_chainer_cupy.py)
 existing=()
 for t in "${GPU_TESTS[@]}"; do [[ -f $t ]] && existing+=("$t"); done
 part gpu_tests 120 "$PY" -m pytest -m gpu -q -p no:cacheprovider -rfEs \
@@ -207,6 +208,9 @@ row "$(summarise "$WORK/run_gpu")"
 # ------------------------------------------------------------------ legacy Chainer on CuPy
 gpu_id=0
 [[ $DRY == 1 ]] && gpu_id=-1
+# what the runner says of this CuPy and device first: which path cannot work, and why
+part chainer_check 30 "$PY" -m ns_plugins.chainer --check-gpu
+row "see gpu_check.log for the report"
 part chainer_gpu 60 "$PY" -m ns_plugins.chainer compat/train_word2vec.py --corpus "$corpus" \
   --gpu "$gpu_id" --epoch 1 --quiet --out "$WORK/run_chainer"
 row "$("$PY" -c '
