@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import sys
+import tempfile
+from pathlib import Path
 
 import hydra
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from ns_plugins.config import config_dir
@@ -14,6 +18,33 @@ from ns_plugins.config import config_dir
 __all__ = ["main"]
 
 log = logging.getLogger("ns_plugins.train")
+
+# OS errors that are the machine's state, not a bug: reported as one line
+_FILE_FAULTS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT,
+                errno.ENOTDIR, errno.EISDIR}  # fmt: skip
+
+
+class RunDirCheck(Callback):
+    """Hydra callback: the run (or sweep) directory must be writable before anything starts;
+    otherwise one line and exit 2, instead of Hydra's traceback when it fails to create it."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        _check_writable(config.hydra.run.dir)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        _check_writable(config.hydra.sweep.dir)
+
+
+def _check_writable(directory) -> None:
+    path = Path(str(directory))
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        print(f"ns-train: error: cannot write the run directory {path}: {err.strerror}",
+              file=sys.stderr)  # fmt: skip
+        sys.exit(2)
 
 
 def _train(cfg: DictConfig) -> float | None:
@@ -30,7 +61,11 @@ def _train(cfg: DictConfig) -> float | None:
     multirun = hydra_cfg.mode is RunMode.MULTIRUN
     try:
         metrics = train(cfg, hydra_cfg.runtime.output_dir)
-    except UsageError as err:  # a setting or a file, not a bug: no traceback
+    except (UsageError, OSError) as err:  # a setting or a file, not a bug: no traceback
+        if isinstance(err, OSError):
+            if err.errno not in _FILE_FAULTS:
+                raise
+            err = f"{err.filename or 'a file'}: {err.strerror}"  # disk full, no permission, ...
         if multirun:
             log.error("job %s failed: %s", hydra_cfg.job.num, err)
             return math.nan

@@ -464,3 +464,45 @@ def test_a_checkpoint_of_the_other_engine_is_refused(full_run, tmp_path, cache):
     args = ["+experiment=sgns", *PAIRS, "epochs=2", f"data.cache_dir={cache / 'sgns'}"]
     with pytest.raises(UsageError, match="negative=5 there, 3 here"):
         train(_cfg(*args, "negative=3", f"ckpt_path={ckpt}"), tmp_path / "b")
+
+
+def test_unwritable_run_directory_is_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the run directory should go")
+    proc = _train_py("+experiment=sgns", *TINY, f"hydra.run.dir={blocker / 'run'}", timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"ns-train: error: cannot write the run directory {blocker / 'run'}: Not a directory"
+    ]
+
+
+@pytest.mark.slow
+def test_a_full_disk_while_checkpointing_is_one_line(tmp_path):
+    code = f"""
+import errno, sys, torch
+def full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device", "checkpoints/last.ckpt")
+torch.save = full
+sys.argv = ["train.py", "+experiment=sgns", *{[*TINY, *CHUNK, "epochs=1"]!r},
+            "hydra.run.dir={tmp_path}"]
+from ns_plugins.cli import main
+main()
+"""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), SETUPTOOLS_USE_DISTUTILS="stdlib")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=240)  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "ns-train: error: checkpoints/last.ckpt: No space left on device"
+    )
+    assert not list(tmp_path.glob("checkpoints/*.part"))
+
+
+def test_a_malformed_evaluation_file_fails_before_training(tmp_path):
+    from ns_plugins.errors import UsageError
+
+    bad = tmp_path / "sim.tsv"
+    bad.write_text("the of not-a-number\nand to 3.0 extra words\n")
+    with pytest.raises(UsageError, match="sim.tsv"):
+        train(_cfg("+experiment=sgns", *CHUNK, f"eval.wordsim={bad}"), tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()
