@@ -37,6 +37,7 @@ import triton
 import triton.language as tl
 
 from ns_plugins.kernels.hogwild import SLOT_BITS, SLOT_DRAWS, SLOT_KEEP, SLOT_REACH, stream_key
+from ns_plugins.kernels.triton_ns import _sigmoid, _softplus  # the loss kernels' stable forms
 
 __all__ = ["train_chunk", "device_tables"]
 
@@ -89,18 +90,6 @@ def _draw(prob_ptr, alias_ptr, key, pos, slot, V):
 
 
 # ----------------------------------------------------------------------------- math
-
-
-@triton.jit
-def _sigmoid(z):
-    e = tl.exp(-tl.abs(z))
-    r = 1.0 / (1.0 + e)
-    return tl.where(z >= 0, r, e * r)
-
-
-@triton.jit
-def _softplus(z):
-    return tl.maximum(z, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(z)))
 
 
 @triton.jit
