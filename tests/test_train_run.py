@@ -506,3 +506,20 @@ def test_a_malformed_evaluation_file_fails_before_training(tmp_path):
     with pytest.raises(UsageError, match="sim.tsv"):
         train(_cfg("+experiment=sgns", *CHUNK, f"eval.wordsim={bad}"), tmp_path / "run")
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_an_optuna_sweep_optimises_the_returned_metric(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    import yaml
+
+    proc = _train_py("-m", "+experiment=sgns", "+hparams_search=optuna", *TINY, *CHUNK,
+                     "hydra.sweeper.n_trials=2", "optimized_metric=eval/planted_purity",
+                     "epochs=1", f"hydra.sweep.dir={tmp_path}", timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    scores = [
+        json.loads((tmp_path / str(j) / "metrics.json").read_text())["eval"]["planted_purity"]
+        for j in (0, 1)
+    ]
+    best = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())["best_value"]
+    assert best == pytest.approx(max(scores))
