@@ -99,7 +99,7 @@ class DeviceConfig:
     precision: str = "32-true"
     process_group_backend: str | None = None
     grad_sync: GradSync = GradSync.local_sgd
-    average_every: int = 8  # local_sgd: steps between weight merges
+    average_every: int = 2  # local_sgd: steps between weight merges
     merge: Merge = Merge.sum  # local_sgd: add up the ranks' updates (sum) or average weights
 
 
@@ -126,7 +126,7 @@ class ModelConfig:
     cbow_mean: bool = True  # CBOW: average (True) or sum the context vectors
     # input vectors start uniform in +-init_scale / vector_size: 0.5 is word2vec.c's, 1.0 gensim 4's
     init_scale: float = 0.5
-    chunk_words: int = 50_000  # chunk engine: corpus words per training step
+    chunk_words: int = 200_000  # chunk engine: corpus words per training step
     # chunk engine, skip-gram: one set of negatives per center word for its window (HogBatch)
     shared_negatives: bool = False
     # batched engine, SGD: a row's step per batch is at most this long (null: no cap); keeps large
@@ -147,6 +147,8 @@ class TrainerConfig:
 @dataclass
 class EvalConfig:
     every_n_steps: int = 0  # 0: evaluate at the end of each epoch only
+    # the analogy set costs most: scored at the last epoch (and at the end) unless this is true
+    analogies_each_epoch: bool = False
     queries: list[str] = field(default_factory=list)  # nearest-neighbour words; default: top few
     k: int = 10
     wordsim: str | None = None

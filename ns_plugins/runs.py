@@ -78,7 +78,7 @@ PAIRS_ONLY = {
     "device.precision": "32-true",
     "model.max_row_step": 1.0,
 }
-CHUNK_ONLY = {"workers": 2, "model.chunk_words": 50_000, "model.shared_negatives": False}
+CHUNK_ONLY = {"workers": 2, "model.chunk_words": 200_000, "model.shared_negatives": False}
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -370,6 +370,7 @@ class RunEvaluator:
         self.k = k
         self.scores: dict = {}
         self.neighbours: dict = {}
+        self.complete = False  # whether the latest scores include every configured set
         self._loaded: dict | None = None
 
     def load(self) -> dict:
@@ -386,10 +387,16 @@ class RunEvaluator:
             self._loaded = loaded
         return self._loaded
 
-    def evaluate(self, words, vectors, ground_truth=None) -> dict:
+    def evaluate(self, words, vectors, ground_truth=None, analogies: bool = True) -> dict:
+        """Score ``vectors``; ``analogies=False`` leaves the analogy set out (the costly one:
+        about 0.7 s a time on gcide against 0.1 s for both similarity sets)."""
         from ns_plugins import evaluate
 
-        scores = evaluate.evaluate_all(words, vectors, ground_truth=ground_truth, **self.load())
+        sets = self.load()
+        if not analogies:
+            sets = {k: v for k, v in sets.items() if k != "analogies"}
+        self.complete = len(sets) == len(self.load())
+        scores = evaluate.evaluate_all(words, vectors, ground_truth=ground_truth, **sets)
         queries = self.queries or words[: min(5, len(words))]
         self.neighbours = evaluate.nearest_neighbours(words, vectors, queries, k=self.k)
         self.scores = scores

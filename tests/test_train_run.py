@@ -523,3 +523,22 @@ def test_an_optuna_sweep_optimises_the_returned_metric(tmp_path):
     ]
     best = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())["best_value"]
     assert best == pytest.approx(max(scores))
+
+
+@pytest.mark.parametrize("each_epoch", [False, True])
+def test_analogies_are_scored_at_the_last_epoch_unless_asked(each_epoch, tmp_path, cache):
+    questions = tmp_path / "questions.txt"
+    questions.write_text(": fillers\nthe of and to\nof the to and\n")
+    sim = tmp_path / "sim.tsv"
+    sim.write_text("the\tof\t8.0\nthe\tand\t6.5\nof\tto\t3.0\nand\tto\t1.0\n")
+    cfg = _cfg("+experiment=sgns", *CHUNK, "epochs=3", f"eval.analogies={questions}",
+               f"eval.wordsim={sim}", f"eval.analogies_each_epoch={each_epoch}",
+               f"data.cache_dir={cache / 'sgns'}")  # fmt: skip
+    metrics = train(cfg, tmp_path / "run")
+    assert metrics["eval"]["analogy_answered"] == 2
+    with open(tmp_path / "run" / "csv" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    epochs_with = [r["epoch"] for r in rows if r.get("eval/analogy")]
+    epochs_sim = [r["epoch"] for r in rows if r.get("eval/wordsim353")]
+    assert epochs_sim == ["0", "1", "2"]
+    assert epochs_with == (["0", "1", "2"] if each_epoch else ["2"])

@@ -122,21 +122,32 @@ class PeriodicEvaluation(pl.Callback):
     rank 0 with a ``RunEvaluator`` and logs ``eval/*`` with ``self.log`` on every rank (the scores
     are broadcast), so ``ModelCheckpoint(monitor=...)``, ``EarlyStopping`` and sweepers see them."""
 
-    def __init__(self, evaluator: RunEvaluator, every_n_steps: int = 0):
+    def __init__(
+        self, evaluator: RunEvaluator, every_n_steps: int = 0, analogies_each_epoch: bool = False
+    ):
         self.evaluator = evaluator
         self.every_n_steps = every_n_steps
+        self.analogies_each_epoch = analogies_each_epoch
         self.step: int | None = None  # global step of the last evaluation
 
-    def evaluate(self, trainer: pl.Trainer, pl_module) -> dict:
+    def evaluate(self, trainer: pl.Trainer, pl_module, analogies: bool = True) -> dict:
         self.step = trainer.global_step
         return self.evaluator.evaluate(
-            _vocab_words(trainer), pl_module.vectors(), trainer.datamodule.ground_truth
+            _vocab_words(trainer),
+            pl_module.vectors(),
+            trainer.datamodule.ground_truth,
+            analogies=analogies,
         )
 
     def _run(self, trainer, pl_module, epoch_end: bool):
         if trainer.sanity_checking:
             return
-        scores = self.evaluate(trainer, pl_module) if trainer.is_global_zero else None
+        # analogies (the costly set) at the last epoch, or at every one when asked
+        last = trainer.current_epoch + 1 >= trainer.max_epochs or (
+            trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps
+        )
+        full = self.analogies_each_epoch or (epoch_end and last)
+        scores = self.evaluate(trainer, pl_module, full) if trainer.is_global_zero else None
         if trainer.world_size > 1:
             scores = trainer.strategy.broadcast(scores, src=0)
             self.step = trainer.global_step

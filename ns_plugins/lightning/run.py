@@ -132,7 +132,9 @@ def build(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
     if cfg.device.grad_sync is GradSync.local_sgd:
         cbs["averaging"] = WeightAveraging(cfg.device.average_every, cfg.device.merge.value)
     cbs["evaluation"] = PeriodicEvaluation(
-        RunEvaluator(eval_inputs(cfg.eval), cfg.eval.queries, cfg.eval.k), cfg.eval.every_n_steps
+        RunEvaluator(eval_inputs(cfg.eval), cfg.eval.queries, cfg.eval.k),
+        cfg.eval.every_n_steps,
+        cfg.eval.analogies_each_epoch,
     )
     cbs["checkpoint"] = pl.callbacks.ModelCheckpoint(
         dirpath=ckpt_dir,
@@ -257,9 +259,8 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks=()) -> dict:
 
 def _final_metrics(cfg, trainer, cbs, seconds: float) -> dict:
     evaluation = cbs["evaluation"]
-    if (
-        evaluation.step != trainer.global_step
-    ):  # stopped between evaluations: score what is exported
+    # stopped between evaluations, or the last one left the analogies out: score what is exported
+    if evaluation.step != trainer.global_step or not evaluation.evaluator.complete:
         evaluation.evaluate(trainer, trainer.lightning_module)
     loss = trainer.callback_metrics.get("train/loss")
     interrupt = cbs["interrupt"]
