@@ -99,7 +99,7 @@ class DeviceConfig:
     precision: str = "32-true"
     process_group_backend: str | None = None
     grad_sync: GradSync = GradSync.local_sgd
-    average_every: int = 2  # local_sgd: steps between weight merges
+    average_every: int = 4  # local_sgd: steps between weight merges
     merge: Merge = Merge.sum  # local_sgd: add up the ranks' updates (sum) or average weights
 
 
@@ -126,7 +126,7 @@ class ModelConfig:
     cbow_mean: bool = True  # CBOW: average (True) or sum the context vectors
     # input vectors start uniform in +-init_scale / vector_size: 0.5 is word2vec.c's, 1.0 gensim 4's
     init_scale: float = 0.5
-    chunk_words: int = 200_000  # chunk engine: corpus words per training step
+    chunk_words: int = 100_000  # chunk engine: corpus words per training step
     # chunk engine, skip-gram: one set of negatives per center word for its window (HogBatch)
     shared_negatives: bool = False
     # batched engine, SGD: a row's step per batch is at most this long (null: no cap); keeps large

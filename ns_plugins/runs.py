@@ -78,7 +78,7 @@ PAIRS_ONLY = {
     "device.precision": "32-true",
     "model.max_row_step": 1.0,
 }
-CHUNK_ONLY = {"workers": 2, "model.chunk_words": 200_000, "model.shared_negatives": False}
+CHUNK_ONLY = {"workers": 2, "model.chunk_words": 100_000, "model.shared_negatives": False}
 
 
 def check_config(cfg: DictConfig) -> None:
