@@ -41,7 +41,9 @@ from ns_plugins.data import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CORPUS = ROOT.parent / "shared" / "data" / "gcide.txt.gz"
+# $NS_PLUGINS_DATA: a folder with gcide.txt.gz (the benchmarks' real corpus)
+_DATA = os.environ.get("NS_PLUGINS_DATA")
+DEFAULT_CORPUS = Path(_DATA) / "gcide.txt.gz" if _DATA else None
 
 
 class Timing:
@@ -178,6 +180,8 @@ def main():
     ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     ap.add_argument("--quick", action="store_true", help="one repeat, skip the corpus part")
     args = ap.parse_args()
+    if args.corpus is None:
+        raise SystemExit("give --corpus, or set NS_PLUGINS_DATA to a folder with gcide.txt.gz")
     if not args.corpus.exists():
         raise SystemExit(f"corpus not found: {args.corpus} (pass --corpus)")
     header()

@@ -37,7 +37,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+# a folder with gcide.txt.gz, wordsim353.tsv, simlex999.txt and questions-words.txt
+DATA = Path(os.environ["NS_PLUGINS_DATA"]) if os.environ.get("NS_PLUGINS_DATA") else None
 HYPER = dict(vector_size=100, window=5, negative=5, min_count=5, sample=1e-3, alpha=0.025,
              min_alpha=0.0001, ns_exponent=0.75)  # fmt: skip
 # words per train_chunk call: large enough that thread start-up is noise, small enough for progress
@@ -307,8 +308,10 @@ def _table(rows, args) -> None:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--corpus", type=Path, default=DATA / "gcide.txt.gz")
-    p.add_argument("--data", type=Path, default=DATA, help="folder with the evaluation files")
+    p.add_argument("--corpus", type=Path, default=DATA and DATA / "gcide.txt.gz",
+                   help="default: $NS_PLUGINS_DATA/gcide.txt.gz")  # fmt: skip
+    p.add_argument("--data", type=Path, default=DATA,
+                   help="folder with the evaluation files (default: $NS_PLUGINS_DATA)")  # fmt: skip
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--limit-words", type=int, default=None, help="train on the first N words")
     p.add_argument("--workers", type=int, default=2)
@@ -332,6 +335,8 @@ def main(argv=None) -> None:
             p.error(f"unknown variant {v!r}; choose from sg, shared, ddp2")
         if v == "ddp2" and args.ours != "app":
             p.error("the ddp2 variant runs through train.py (--ours app)")
+    if args.corpus is None or args.data is None:
+        p.error("give --corpus and --data, or set NS_PLUGINS_DATA to the folder that holds them")
     if not args.corpus.exists():
         p.error(f"corpus not found: {args.corpus}")
     if args.epochs < 1 or args.repeat < 1 or args.workers < 1:
