@@ -376,15 +376,9 @@ class RunEvaluator:
     def load(self) -> dict:
         """Read and check the evaluation files (once); bad ones raise before any training."""
         if self._loaded is None:
-            from ns_plugins import evaluate
+            from ns_plugins.evaluate import check_eval_files
 
-            loaded = {}
-            for key in ("wordsim", "simlex"):
-                if key in self.inputs:
-                    loaded[key] = evaluate.load_similarity(self.inputs[key])
-            if "analogies" in self.inputs:
-                loaded["analogies"] = evaluate.load_analogies(self.inputs["analogies"])
-            self._loaded = loaded
+            self._loaded = check_eval_files(self.inputs, self.k)
         return self._loaded
 
     def evaluate(self, words, vectors, ground_truth=None, analogies: bool = True) -> dict:
