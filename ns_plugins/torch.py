@@ -1,7 +1,8 @@
 """Chainer's negative-sampling API on torch tensors.
 
 ``negative_sampling(x, t, W, sampler, sample_size, reduce='sum', *, return_samples=False)`` keeps
-Chainer's signature and semantics (see DESIGN.md), and checks its inputs before any kernel runs.
+Chainer's signature and semantics (the contract in README.md, "The core"; the float64 oracle is
+``ns_plugins/core/reference.py``), and checks its inputs before any kernel runs.
 """
 
 from __future__ import annotations

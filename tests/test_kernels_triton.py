@@ -19,7 +19,8 @@ from ns_plugins.kernels import triton_ns  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
-# ||out - ref|| / ||ref||: float32 as in DESIGN.md; half types are bounded by their output rounding.
+# ||out - ref|| / ||ref||: float32 as the README's contract says; half types are bounded by their
+# output rounding.
 TOL = {torch.float32: 1e-5, torch.float64: 1e-12, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 POISON_ID = 2**62
 
