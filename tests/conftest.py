@@ -4,6 +4,7 @@ import os
 # Subprocesses that import Chainer 7.8.1 need the stdlib distutils on setuptools >= 74.
 os.environ.setdefault("SETUPTOOLS_USE_DISTUTILS", "stdlib")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 
@@ -51,3 +52,12 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(
                     pytest.mark.skip(reason="needs Chainer: pip install 'ns_plugins[chainer]'")
                 )
+
+
+@pytest.fixture
+def rng(request):
+    """A generator with a fresh seed per test, printed and recorded so a failure can be replayed."""
+    seed = int(np.random.SeedSequence().entropy % 2**32)
+    request.node.user_properties.append(("seed", seed))
+    print(f"seed={seed}")
+    return np.random.default_rng(seed)

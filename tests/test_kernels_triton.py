@@ -34,14 +34,6 @@ def poisoned_outputs(monkeypatch):
     monkeypatch.setattr(triton_ns, "_empty", empty)
 
 
-@pytest.fixture
-def rng(request):
-    seed = int(np.random.SeedSequence().entropy % 2**32)
-    request.node.user_properties.append(("seed", seed))
-    print(f"seed={seed}")
-    return np.random.default_rng(seed)
-
-
 def make_case(rng, B, d, V, K, dtype, scale=0.5):
     """Random inputs with ignored rows, repeated rows and a negative equal to its positive."""
     x = torch.from_numpy(rng.standard_normal((B, d)) * scale).to(dtype)
