@@ -56,8 +56,10 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture
 def rng(request):
-    """A generator with a fresh seed per test, printed and recorded so a failure can be replayed."""
-    seed = int(np.random.SeedSequence().entropy % 2**32)
+    """A generator with a fresh seed per test, printed and recorded so that a failure can be
+    replayed with NS_PLUGINS_TEST_SEED=<seed>."""
+    fixed = os.environ.get("NS_PLUGINS_TEST_SEED")
+    seed = int(fixed) if fixed else int(np.random.SeedSequence().entropy % 2**32)
     request.node.user_properties.append(("seed", seed))
     print(f"seed={seed}")
     return np.random.default_rng(seed)

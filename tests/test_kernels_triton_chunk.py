@@ -58,8 +58,9 @@ def run_triton(c, window, negative, seed, device=DEVICE, **kw):
     keep, prob, alias = tc.device_tables(c["keep"], s.prob, s.alias, device)
     ids = torch.from_numpy(c["ids"]).to(device)
     offsets = torch.from_numpy(c["offsets"]).to(device)
-    W_in = torch.from_numpy(c["W_in"]).to(device)
-    W_out = torch.from_numpy(c["W_out"]).to(device)
+    # copies: on the CPU .to(device) would share c's arrays and train them in place
+    W_in = torch.from_numpy(c["W_in"].copy()).to(device)
+    W_out = torch.from_numpy(c["W_out"].copy()).to(device)
     out = tc.train_chunk(ids, offsets, W_in, W_out, keep, prob, alias, window, negative,
                          0.1, 0.01, seed, **kw)  # fmt: skip
     assert out.dtype == torch.float64 and out.shape == (3,) and out.device == W_in.device
