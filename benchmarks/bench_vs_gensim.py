@@ -4,18 +4,18 @@
     python benchmarks/bench_vs_gensim.py --epochs 1 --repeat 3
     python benchmarks/bench_vs_gensim.py --limit-words 500000 --epochs 1   # a quick look
 
-Each trainer runs in its own subprocess (so peak RSS is its own). Raw words/s is what a user
-times: corpus words x epochs over the command's time. For ours (``--ours app``, the default) that
-is the whole ``python train.py +experiment=sgns_text ...`` process from start to exit, through
-Lightning: imports, vocabulary, encoding, training, evaluation on the three sets after every
-epoch, export and report. For gensim it is its script from the start of the process to the end of
-``Word2Vec(...)`` (imports, vocabulary, training; its evaluation is left out). ``--ours engine``
-times vocabulary, encoding and ``train_chunk`` in a small driver instead. Both sets of vectors
-are then scored by the same code (``ns_plugins.evaluate``) on WordSim-353, SimLex-999 and the
-Google analogies. ``--variants`` adds shared negatives (``shared``) and two gloo processes on the
-same cores (``ddp2``: ``device=ddp_cpu devices=2 workers=1``, weights averaged every
-``device.average_every`` steps). Trainers alternate within each repeat so that load from other
-processes hits all of them.
+Each trainer runs in its own subprocess; its peak RSS counts the processes it starts (a corpus
+encoder, other ranks) with it. Raw words/s is what a user times: corpus words x epochs over the
+command's time. For ours (``--ours app``, the default) that is the whole ``python train.py
++experiment=sgns_text ...`` process from start to exit, through Lightning: imports, vocabulary,
+encoding, training, evaluation on the three sets after every epoch, export and report. For gensim it
+is its script from the start of the process to the end of ``Word2Vec(...)`` (imports, vocabulary,
+training; its evaluation is left out). ``--ours engine`` times vocabulary, encoding and
+``train_chunk`` in a small driver instead. Both sets of vectors are then scored by the same code
+(``ns_plugins.evaluate``) on WordSim-353, SimLex-999 and the Google analogies. ``--variants`` adds
+shared negatives (``shared``) and two gloo processes on the same cores (``ddp2``: ``device=ddp_cpu
+devices=2 workers=1``, weights averaged every ``device.average_every`` steps). Trainers alternate
+within each repeat so that load from other processes hits all of them.
 """
 
 from __future__ import annotations
@@ -118,30 +118,59 @@ def _child(args) -> None:
 # ---------------------------------------------------------------------------- the parent
 
 
-def _peak_rss_mib(pid: int) -> float:
-    """Peak resident set of a running process (VmHWM: the high-water mark of its own address space;
-    unlike wait4's ru_maxrss it does not include what the parent held before fork and exec)."""
+def _status_mib(pid: int, field: str) -> float:
+    """A memory field of /proc/<pid>/status in MiB (NaN once the process is gone)."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except (OSError, ValueError):
         pass
     return math.nan
 
 
+def _peak_rss_mib(pid: int) -> float:
+    """Peak resident set of a running process (VmHWM: the high-water mark of its own address space;
+    unlike wait4's ru_maxrss it does not include what the parent held before fork and exec)."""
+    return _status_mib(pid, "VmHWM")
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        out += kids
+        todo += kids
+    return out
+
+
+def _tree_rss_mib(pid: int) -> float:
+    """What a process and all its children hold now: a run's helper processes (a corpus encoder,
+    other ranks) count towards its peak."""
+    rss = [_status_mib(p, "VmRSS") for p in [pid, *_descendants(pid)]]
+    return sum(r for r in rss if not math.isnan(r)) if rss and not math.isnan(rss[0]) else math.nan
+
+
 def _wait(cmd, log_path) -> tuple[float, float, int, float]:
-    """Run ``cmd``; (wall seconds, peak RSS MiB, exit status, start time.time()). The peak is
-    sampled until exit."""
+    """Run ``cmd``; (wall seconds, peak RSS MiB, exit status, start time.time()). The peak, the
+    process's own high-water mark or the sum over its process tree, whichever is larger, is
+    sampled every 0.1 s until exit."""
     start = time.time()
     t0 = time.perf_counter()
     peak = math.nan
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         while True:
-            rss = _peak_rss_mib(proc.pid)
-            if not math.isnan(rss):
-                peak = rss if math.isnan(peak) else max(peak, rss)
+            for rss in (_peak_rss_mib(proc.pid), _tree_rss_mib(proc.pid)):
+                if not math.isnan(rss):
+                    peak = rss if math.isnan(peak) else max(peak, rss)
             try:
                 proc.wait(timeout=0.1)
                 break

@@ -469,6 +469,7 @@ def train(cfg: DictConfig, run_dir, extra_callbacks=()) -> dict:
     """Check ``cfg``, train with the engine it names, write the run directory, and return the
     final metrics (empty on ranks other than 0). ``extra_callbacks`` are Lightning callbacks."""
     check_config(cfg)
+    encoder = _encode_in_background(cfg, Path(run_dir))
     try:
         from ns_plugins.lightning.run import train as train_lightning
     except ModuleNotFoundError as err:
@@ -478,5 +479,36 @@ def train(cfg: DictConfig, run_dir, extra_callbacks=()) -> dict:
             f"training needs {err.name}, which is not installed: "
             'pip install "ns_plugins[lightning]" (with torch for your platform)'
         ) from None
-
+    finally:
+        if encoder is not None:
+            encoder.join()
     return train_lightning(cfg, Path(run_dir), extra_callbacks)
+
+
+def _encode_in_background(cfg: DictConfig, run_dir: Path):
+    """Start encoding the corpus into its cache in a forked child, or return None.
+
+    Importing torch and Lightning takes seconds, and so does encoding a corpus of a few million
+    words: the child does the second while this process does the first. The run's data module
+    then finds the recipe's directory ready. Whatever the child meets (a bad file, a signal) it
+    leaves alone: the data module prepares the corpus again under the cache's lock and reports
+    the error itself, and a directory the child left half-written is removed under that lock.
+    Only before torch is imported, and only where fork is the platform's way (Linux): forking a
+    process that runs torch's or numba's threads is not safe."""
+    import multiprocessing
+    import sys
+
+    if "torch" in sys.modules or sys.platform != "linux":
+        return None
+    proc = multiprocessing.get_context("fork").Process(
+        target=_encode_quietly, args=(cfg, cache_dir_of(cfg, run_dir)), daemon=True
+    )
+    proc.start()
+    return proc
+
+
+def _encode_quietly(cfg: DictConfig, cache_dir: Path) -> None:
+    try:
+        prepare_run_data_for(cfg, cache_dir)
+    except BaseException:  # noqa: BLE001 - the data module prepares again and reports it
+        pass

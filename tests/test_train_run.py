@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 
 from ns_plugins.config import config_dir
 from ns_plugins.export import load_word2vec
-from ns_plugins.runs import ConfigError, train
+from ns_plugins.runs import ConfigError, cache_dir_of, prepare_run_data_for, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -542,3 +542,38 @@ def test_analogies_are_scored_at_the_last_epoch_unless_asked(each_epoch, tmp_pat
     epochs_sim = [r["epoch"] for r in rows if r.get("eval/wordsim353")]
     assert epochs_sim == ["0", "1", "2"]
     assert epochs_with == (["0", "1", "2"] if each_epoch else ["2"])
+
+
+def test_the_corpus_is_encoded_while_torch_is_imported(tmp_path, text_corpus):
+    """Before torch is imported, ``train`` forks a child that fills the corpus cache; the run then
+    reuses that directory. A child that meets a bad corpus exits quietly and leaves nothing."""
+    bad = tmp_path / "bad.txt.gz"
+    bad.write_bytes(b"\x1f\x8b\x08\x00 not gzip")
+    code = f"""
+import sys
+from pathlib import Path
+from hydra import compose, initialize_config_dir
+from ns_plugins.config import config_dir
+from ns_plugins.runs import _encode_in_background
+assert "torch" not in sys.modules
+for corpus, run in (({str(text_corpus)!r}, "good"), ({str(bad)!r}, "bad")):
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose("train", overrides={[*TINY]!r} + ["+experiment=sgns_text", "min_count=1",
+                      "data.path=" + corpus])
+    child = _encode_in_background(cfg, Path({str(tmp_path)!r}) / run)
+    child.join()
+    print(run, child.exitcode)
+"""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), SETUPTOOLS_USE_DISTUTILS="stdlib")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["good", "0", "bad", "0"]
+    (encoded,) = [p for p in (tmp_path / "good" / "data").iterdir() if p.is_dir()]
+    assert (encoded / "recipe.json").is_file()
+    assert not [p for p in (tmp_path / "bad" / "data").iterdir() if p.is_dir()]
+    # the run's own preparation reuses the child's directory
+    cfg = _cfg("+experiment=sgns_text", "min_count=1", f"data.path={text_corpus}")
+    before = (encoded / "ids.int32").stat().st_mtime_ns
+    assert prepare_run_data_for(cfg, cache_dir_of(cfg, tmp_path / "good")) == encoded
+    assert (encoded / "ids.int32").stat().st_mtime_ns == before
