@@ -312,7 +312,8 @@ def _table(rows, args) -> None:
     print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
     names = {"gensim": "gensim 4.3.3", "engine": "ours, engine", "app": "ours, train.py"}
     for (trainer, variant), m in med.items():
-        name = names[trainer] + ("" if variant == "sg" else f" ({variant} negatives)")
+        name = names[trainer] + {"sg": "", "shared": " (shared negatives)",
+                                 "ddp2": " (two gloo processes)"}[variant]  # fmt: skip
         print(f"| {name:34s} | {m['words_per_s'] / 1e3:10.0f}k "
               f"| {m['train_words_per_s'] / 1e3:12.0f}k | {m['seconds']:7.1f} | {m['wall']:9.1f} "
               f"| {m['rss']:12.0f} | {m['wordsim353']:6.3f} | {m['simlex999']:6.3f} "

@@ -326,6 +326,56 @@ def test_ddp_cpu_two_processes(tmp_path, engine, grad_sync):
     assert (tmp_path / "vectors.bin").is_file()
 
 
+def _train_py_patched(patch: str, args: list, timeout=240):
+    """``python train.py *args`` after ``patch`` ran in the same process (before any import of
+    torch, so that the ranks are forked as in a plain run)."""
+    code = f"""
+import os, sys
+{patch}
+sys.argv = ["train.py", *{args!r}]
+from ns_plugins.cli import main
+main()
+"""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), SETUPTOOLS_USE_DISTUTILS="stdlib")
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)  # fmt: skip
+
+
+_FAIL_ON_RANK = """
+import ns_plugins.runs as runs
+real = runs.{where}
+def failing(*args, **kwargs):
+    if os.environ.get("LOCAL_RANK") == "{rank}":
+        raise RuntimeError("rank {rank} fails in {where}")
+    return real(*args, **kwargs)
+runs.{where} = failing
+"""
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "where, rank",
+    [
+        ("open_run_data", 0),  # in setup: the other rank meets a closed connection
+        ("open_run_data", 1),
+        ("cache_dir_of", 1),  # before the process group: rank 0 would wait for it forever
+    ],
+)
+def test_a_failed_rank_stops_the_whole_run(tmp_path, where, rank):
+    """The ranks of ``devices=2`` are forked before torch is imported. When one fails the run
+    ends, with a status that is not 0 and the failing rank's own error: no rank is left waiting
+    for it (a rank left running would hold the output pipe past the timeout)."""
+    args = ["+experiment=sgns", *TINY, *CHUNK, "epochs=1", "device=ddp_cpu", "devices=2",
+            f"hydra.run.dir={tmp_path}"]  # fmt: skip
+    proc = _train_py_patched(_FAIL_ON_RANK.format(where=where, rank=rank), args, timeout=120)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert f"RuntimeError: rank {rank} fails in {where}" in proc.stderr
+    if where == "cache_dir_of":
+        assert "ns-train: rank 1 stopped (exit status 1); stopping the run" in proc.stderr
+    assert not (tmp_path / "vectors.bin").exists()
+
+
 @pytest.mark.distributed
 @pytest.mark.slow
 def test_two_nodes_over_gloo(tmp_path):
