@@ -479,19 +479,19 @@ def train(cfg: DictConfig, run_dir, extra_callbacks=()) -> dict:
     check_config(cfg)
     run_dir = Path(run_dir)
     encoder = _encode_in_background(cfg, run_dir)
-    with _local_ranks(cfg) as local_rank:
-        try:
-            from ns_plugins.lightning.run import train as train_lightning
-        except ModuleNotFoundError as err:
-            if err.name not in ("torch", "pytorch_lightning", "lightning_fabric"):
-                raise
-            raise UsageError(
-                f"training needs {err.name}, which is not installed: "
-                'pip install "ns_plugins[lightning]" (with torch for your platform)'
-            ) from None
-        finally:
-            if encoder is not None and local_rank == 0:
-                encoder.join()
+    try:
+        from ns_plugins.lightning.run import train as train_lightning
+    except ModuleNotFoundError as err:
+        if err.name not in ("torch", "pytorch_lightning", "lightning_fabric"):
+            raise
+        raise UsageError(
+            f"training needs {err.name}, which is not installed: "
+            'pip install "ns_plugins[lightning]" (with torch for your platform)'
+        ) from None
+    finally:
+        if encoder is not None:
+            encoder.join()
+    with _local_ranks(cfg):
         return train_lightning(cfg, run_dir, extra_callbacks)
 
 
@@ -502,24 +502,26 @@ _LAUNCHED_BY = ("LOCAL_RANK", "RANK", "WORLD_SIZE", "SLURM_NTASKS", "LSB_JOBID")
 
 @contextlib.contextmanager
 def _local_ranks(cfg: DictConfig):
-    """Start the other processes of a one-node DDP run by forking this one, before torch is
-    imported; yields this process's local rank. A forked rank trains and exits inside the block.
+    """Start the other processes of a one-node DDP run by forking this one, with torch and
+    Lightning imported and nothing trained yet; yields this process's local rank. A forked rank
+    trains and exits inside the block.
 
     Lightning's launcher starts them only when ``fit`` begins, as new interpreters that compose the
-    config and import torch and Lightning again while rank 0 waits for them (about 5 s here: 0.89x
-    the one-process words/s for two ranks on gcide, against 0.9x asked for). Forked before those
-    imports, every rank imports at once and none parses the command line again. Lightning finds
-    ``LOCAL_RANK`` set and treats the processes as started by a launcher, as under torchrun. When a
-    rank fails, the others are killed, as Lightning's launcher does, instead of waiting in a
-    collective forever. Elsewhere (several nodes, processes started by a launcher, torch already
-    imported, not Linux) Lightning's launcher starts the ranks as before."""
+    config and import torch and Lightning again while rank 0 waits (about 5 s here: two ranks ran
+    at 0.87x the one-process words/s on gcide). Forked, a rank starts with everything imported, as
+    a DataLoader worker does. Lightning finds ``LOCAL_RANK`` set and treats the processes as
+    started by a launcher, as under torchrun. When a rank fails, the others are killed, as
+    Lightning's launcher does, instead of waiting in a collective forever. Elsewhere (several
+    nodes, processes started by a launcher, CUDA already initialised, not Linux) Lightning's
+    launcher starts the ranks as before."""
     n = devices(cfg)
+    torch = sys.modules.get("torch")
     if (
         cfg.device.strategy != "ddp"
         or n < 2
         or num_nodes(cfg) != 1
         or any(name in os.environ for name in _LAUNCHED_BY)
-        or "torch" in sys.modules
+        or (torch is not None and torch.cuda.is_initialized())  # CUDA does not survive a fork
         or sys.platform != "linux"
     ):
         yield 0
@@ -553,7 +555,8 @@ def _local_ranks(cfg: DictConfig):
                 sys.stderr.flush()
                 os._exit(status)
         children[pid] = rank
-    watcher = threading.Thread(target=_watch_ranks, args=(children,), daemon=True)
+    waiting = dict(children)  # the watcher removes each rank it has seen end
+    watcher = threading.Thread(target=_watch_ranks, args=(waiting,), daemon=True)
     watcher.start()
     try:
         yield 0
@@ -568,7 +571,8 @@ def _local_ranks(cfg: DictConfig):
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-    watcher.join()
+    watcher.join(timeout=60.0)  # the ranks end with this one's last collective
+    _kill(list(waiting))
 
 
 def _kill(pids) -> None:
@@ -597,10 +601,11 @@ def _end(children, grace: float) -> None:
     _kill(running)
 
 
-def _watch_ranks(children: dict) -> None:
-    """Wait for the forked ranks; when one fails, kill the others (SIGKILL: a process waiting in
-    a collective ignores SIGTERM) and end this process with the failed rank's status."""
-    waiting = dict(children)
+def _watch_ranks(waiting: dict, grace: float = 5.0) -> None:
+    """Wait for the forked ranks (``{pid: rank}``, emptied as they end); when one fails, kill the
+    others (SIGKILL: a process waiting in a collective ignores SIGTERM) and, unless this process
+    ends within ``grace`` seconds (a collective with a dead peer fails at once, and this rank may
+    be failing itself, with the error that matters), end it with the failed rank's status."""
     while waiting:
         time.sleep(0.2)
         for pid in list(waiting):
@@ -612,6 +617,7 @@ def _watch_ranks(children: dict) -> None:
                 print(f"ns-train: rank {rank} stopped (exit status {code}); stopping the run",
                       file=sys.stderr, flush=True)  # fmt: skip
                 _kill(waiting)
+                time.sleep(grace)
                 os._exit(code if code > 0 else 1)
 
 

@@ -153,8 +153,11 @@ class PeriodicEvaluation(pl.Callback):
             self.step = trainer.global_step
         finite = {f"eval/{k}": float(v) for k, v in scores.items() if math.isfinite(v)}
         if epoch_end:
+            # every rank holds the same scores: the sync changes no value, it only tells Lightning
+            # that the ranks agree (it warns about epoch-level values logged without it)
+            sync = trainer.world_size > 1
             for k, v in finite.items():
-                pl_module.log(k, v, on_step=False, on_epoch=True)
+                pl_module.log(k, v, on_step=False, on_epoch=True, sync_dist=sync)
         elif finite and trainer.is_global_zero:
             # mid-epoch: straight to the loggers (self.log would average them over the epoch)
             for logger in trainer.loggers:
