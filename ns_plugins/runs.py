@@ -303,20 +303,26 @@ def prepare_run_data(
     )
 
 
-def prepare_run_data_for(cfg: DictConfig, cache_dir: Path) -> Path:
+def run_data_recipe(cfg: DictConfig) -> dict:
+    """The corpus settings of ``cfg`` as ``prepare_run_data``'s keyword arguments: the one mapping,
+    read by the run's data module and by the encoder started before it (so both ask the cache for
+    the same recipe)."""
     data = cfg.data
-    return prepare_run_data(
-        cache_dir,
-        data.source,
-        data.path,
-        cfg.min_count,
-        data.max_vocab_size,
-        data.synthetic_seed,
-        data.synthetic_sentences,
+    return dict(
+        source=data.source,
+        path=data.path,
+        min_count=cfg.min_count,
+        max_vocab_size=data.max_vocab_size,
+        synthetic_seed=data.synthetic_seed,
+        synthetic_sentences=data.synthetic_sentences,
         max_final_vocab=OmegaConf.select(cfg, "data.max_final_vocab", default=None),
         tokenizer=OmegaConf.select(cfg, "data.tokenizer", default=None),
         vocab_file=OmegaConf.select(cfg, "data.vocab_file", default=None),
     )
+
+
+def prepare_run_data_for(cfg: DictConfig, cache_dir: Path) -> Path:
+    return prepare_run_data(cache_dir, **run_data_recipe(cfg))
 
 
 def open_run_data(cache_dir: Path):
@@ -629,8 +635,8 @@ def _encode_in_background(cfg: DictConfig, run_dir: Path):
     then finds the recipe's directory ready. Whatever the child meets (a bad file, a signal) it
     leaves alone: the data module prepares the corpus again under the cache's lock and reports
     the error itself, and a directory the child left half-written is removed under that lock.
-    Only before torch is imported, and only where fork is the platform's way (Linux): forking a
-    process that runs torch's or numba's threads is not safe."""
+    Only before torch is imported (afterwards there is no import left to overlap), and only where
+    fork is the platform's way (Linux)."""
     import multiprocessing
 
     if "torch" in sys.modules or sys.platform != "linux":

@@ -45,6 +45,7 @@ from ns_plugins.runs import (
     export_run,
     finish_run,
     num_nodes,
+    run_data_recipe,
     write_json,
 )
 
@@ -83,23 +84,15 @@ def build(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
     data = cfg.data
     chunk = cfg.model.engine is Engine.chunk
     dm = CorpusDataModule(
-        source=data.source,
-        path=data.path,
+        **run_data_recipe(cfg),
         cache_dir=cache_dir_of(cfg, run_dir),
         arch=cfg.model.arch,
-        min_count=cfg.min_count,
-        max_vocab_size=data.max_vocab_size,
-        max_final_vocab=data.max_final_vocab,
-        tokenizer=data.get("tokenizer"),  # a choice the config may not offer yet
-        vocab_file=data.vocab_file,
         window=cfg.window,
         sample=cfg.sample,
         shrink_windows=cfg.shrink_windows,
         batch_size=cfg.batch_size,
         seed=cfg.seed,
         num_workers=data.num_workers,
-        synthetic_seed=data.synthetic_seed,
-        synthetic_sentences=data.synthetic_sentences,
         chunk_words=cfg.model.chunk_words if chunk else None,
         init_vectors=cfg.init_vectors,
         init_scale=cfg.model.init_scale,
