@@ -1,8 +1,11 @@
 import importlib.util
 import os
+import sys
 
-# Subprocesses that import Chainer 7.8.1 need the stdlib distutils on setuptools >= 74.
-os.environ.setdefault("SETUPTOOLS_USE_DISTUTILS", "stdlib")
+# Subprocesses that import Chainer 7.8.1 on Python 3.11 need the stdlib distutils on
+# setuptools >= 74. Python 3.12 has none: there the variable would stop setuptools importing.
+if sys.version_info < (3, 12):
+    os.environ.setdefault("SETUPTOOLS_USE_DISTUTILS", "stdlib")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
