@@ -215,7 +215,7 @@ def _run_one(args, trainer, variant, rep, work) -> dict:
         tail = (out / "log.txt").read_text()[-3000:]
         raise SystemExit(f"{trainer}/{variant} failed with status {code}:\n{tail}")
     if trainer == "app":
-        from ns_plugins.export import load_word2vec
+        from ns_plugins.embeddings import load_word2vec
 
         words, vectors = load_word2vec(out / "vectors.txt")
         # the app times vocabulary, encoding and training, as the children do

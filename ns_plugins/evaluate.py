@@ -1,5 +1,5 @@
 """Standard word-embedding evaluations for training runs, computed as gensim's ``KeyedVectors``
-computes them, through this package's :class:`~ns_plugins.embeddings.KeyedVectors`:
+computes them, by :mod:`ns_plugins.embeddings` (this module only adapts its scores to a run):
 
 - word similarity (WordSim-353, SimLex-999): Spearman correlation between human scores and cosine
   similarity, as ``evaluate_word_pairs`` (case-insensitive, pairs with unknown words skipped);
@@ -20,7 +20,14 @@ import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from ns_plugins.embeddings import KeyedVectors, _spearman, load_analogies, load_similarity
+from ns_plugins.embeddings import (
+    KeyedVectors,
+    analogy_scores,
+    load_analogies,
+    load_similarity,
+    pair_similarities,
+    spearman,
+)
 from ns_plugins.errors import UsageError
 
 __all__ = [
@@ -86,10 +93,10 @@ def similarity_spearman(
     """
     if isinstance(pairs, (str, Path)):
         pairs = load_similarity(pairs)
-    gold, model, n_oov = _kv(words, vectors).pair_similarities(
-        pairs, restrict_vocab, case_insensitive
+    gold, model, n_oov = pair_similarities(
+        _kv(words, vectors), pairs, restrict_vocab, case_insensitive
     )
-    return _spearman(gold, model), len(gold), n_oov
+    return spearman(gold, model), len(gold), n_oov
 
 
 def analogy_accuracy(
@@ -107,28 +114,7 @@ def analogy_accuracy(
     entry has ``section``, ``correct``, ``answered``, ``accuracy``.
     """
     sections = load_analogies(path) if isinstance(path, (str, Path)) else path
-    answers = _kv(words, vectors).analogy_answers(sections, restrict_vocab, case_insensitive)
-
-    def acc(c, n):
-        return c / n if n else 0.0  # gensim's convention for an empty section
-
-    per = []
-    for name, rows in answers:
-        correct = sum(c for _, _, c in rows)
-        answered = sum(a for _, a, _ in rows)
-        per.append({"section": name, "correct": correct, "answered": answered,
-                    "accuracy": acc(correct, answered)})  # fmt: skip
-    n_correct = sum(s["correct"] for s in per)
-    n_answered = sum(s["answered"] for s in per)
-    total = sum(len(rows) for _, rows in answers)
-    return {
-        "accuracy": acc(n_correct, n_answered),
-        "correct": n_correct,
-        "answered": n_answered,
-        "skipped": total - n_answered,
-        "total": total,
-        "sections": per,
-    }
+    return analogy_scores(_kv(words, vectors), sections, restrict_vocab, case_insensitive)
 
 
 def nearest_neighbours(

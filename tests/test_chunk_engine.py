@@ -10,8 +10,8 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from ns_plugins.config import config_dir
+from ns_plugins.embeddings import load_word2vec
 from ns_plugins.errors import UsageError
-from ns_plugins.export import load_word2vec
 from ns_plugins.kernels import hogwild
 from ns_plugins.runs import ConfigError, initial_weights, linear_decay, open_run_data, train
 

@@ -3,7 +3,7 @@ import gzip
 import numpy as np
 import pytest
 
-from ns_plugins.export import load_word2vec, save_word2vec
+from ns_plugins.embeddings import load_word2vec, save_word2vec
 
 
 def _random_embeddings(seed, n=50, dim=7):

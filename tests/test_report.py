@@ -10,7 +10,7 @@ import torch
 
 pytest.importorskip("matplotlib")
 
-from ns_plugins.export import save_word2vec  # noqa: E402
+from ns_plugins.embeddings import save_word2vec  # noqa: E402
 from ns_plugins.report import build_report, load_run  # noqa: E402
 from ns_plugins.report.__main__ import main  # noqa: E402
 from ns_plugins.report.plots import cluster_similarity_matrix  # noqa: E402

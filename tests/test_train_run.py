@@ -17,7 +17,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from ns_plugins.config import config_dir
-from ns_plugins.export import load_word2vec
+from ns_plugins.embeddings import load_word2vec
 from ns_plugins.runs import ConfigError, cache_dir_of, prepare_run_data_for, train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ns_plugins.embeddings import KeyedVectors, analogy_scores, as_matrix, unit_rows
+
 __all__ = ["SyntheticCorpus", "analogy_accuracy", "neighbour_purity", "synthetic_corpus"]
 
 FORMS = ("", "s", "ed")  # base, plural, past: suffixes of the inflected forms
@@ -184,18 +186,16 @@ def synthetic_corpus(
     return SyntheticCorpus(sentences, clusters, analogies, relations, seed)
 
 
-def _unit_rows(vectors) -> np.ndarray:
-    if hasattr(vectors, "detach"):  # a torch tensor
-        vectors = vectors.detach().cpu().numpy()
-    v = np.asarray(vectors, dtype=np.float64)
-    if v.ndim != 2:
-        raise ValueError(f"vectors must be 2-D (V, d), got shape {v.shape}")
-    norm = np.linalg.norm(v, axis=1, keepdims=True)
-    return v / np.where(norm > 0, norm, 1.0)
-
-
 def _words(vocab) -> list[str]:
     return list(getattr(vocab, "words", vocab))
+
+
+def _checked(vectors, vocab) -> tuple[np.ndarray, list[str]]:
+    words = _words(vocab)
+    v = as_matrix(vectors)
+    if v.shape[0] != len(words):
+        raise ValueError(f"{v.shape[0]} vectors for a vocabulary of {len(words)} words")
+    return v, words
 
 
 def neighbour_purity(vectors, vocab, clusters: dict[str, int], k: int = 10) -> float:
@@ -203,15 +203,13 @@ def neighbour_purity(vectors, vocab, clusters: dict[str, int], k: int = 10) -> f
 
     Only words of ``clusters`` present in ``vocab`` take part; chance is about 1 / n_clusters.
     """
-    words = _words(vocab)
-    v = _unit_rows(vectors)
-    if v.shape[0] != len(words):
-        raise ValueError(f"{v.shape[0]} vectors for a vocabulary of {len(words)} words")
+    v, words = _checked(vectors, vocab)
     ids = np.array([i for i, w in enumerate(words) if w in clusters], dtype=np.int64)
     if ids.size <= k:
         raise ValueError(f"only {ids.size} clustered words in the vocabulary, need more than k={k}")
     lab = np.array([clusters[words[i]] for i in ids])
-    sim = v[ids] @ v[ids].T
+    u = unit_rows(v[ids], np.float64)
+    sim = u @ u.T
     np.fill_diagonal(sim, -np.inf)
     nn = np.argpartition(-sim, k, axis=1)[:, :k]
     return float((lab[nn] == lab[:, None]).mean())
@@ -219,24 +217,17 @@ def neighbour_purity(vectors, vocab, clusters: dict[str, int], k: int = 10) -> f
 
 def analogy_accuracy(vectors, vocab, analogies) -> float:
     """Share of ``a : b :: c : d`` answered by ``d = argmax cos(x, b - a + c)`` over the whole
-    vocabulary, ``a``, ``b`` and ``c`` excluded (3CosAdd, as gensim's ``evaluate_word_analogies``).
-    Quadruples with a word outside ``vocab`` are skipped."""
-    words = _words(vocab)
-    index = {w: i for i, w in enumerate(words)}
-    v = _unit_rows(vectors)
-    if v.shape[0] != len(words):
-        raise ValueError(f"{v.shape[0]} vectors for a vocabulary of {len(words)} words")
-    q = np.array(
-        [[index[w] for w in quad] for quad in analogies if all(w in index for w in quad)],
-        dtype=np.int64,
-    ).reshape(-1, 4)
-    if q.size == 0:
+    vocabulary, ``a``, ``b`` and ``c`` excluded: 3CosAdd as gensim's ``evaluate_word_analogies``
+    with no ``restrict_vocab`` and ``case_insensitive=False``, computed by
+    :func:`ns_plugins.embeddings.analogy_scores`. Quadruples with a word outside ``vocab`` are
+    skipped; when none is left, ``ValueError``."""
+    v, words = _checked(vectors, vocab)
+    scores = analogy_scores(
+        KeyedVectors.from_words(words, v),
+        [("planted", analogies)],
+        restrict_vocab=None,
+        case_insensitive=False,
+    )
+    if not scores["answered"]:
         raise ValueError("no analogy has all four words in the vocabulary")
-    correct = 0
-    for s in range(0, q.shape[0], 2048):
-        a, b, c, d = q[s : s + 2048].T
-        sim = (v[b] - v[a] + v[c]) @ v.T
-        rows = np.arange(a.size)
-        sim[rows, a] = sim[rows, b] = sim[rows, c] = -np.inf
-        correct += int((sim.argmax(axis=1) == d).sum())
-    return correct / q.shape[0]
+    return scores["accuracy"]

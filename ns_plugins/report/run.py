@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ns_plugins.export import load_word2vec
+from ns_plugins.embeddings import load_word2vec
 
 __all__ = ["Run", "load_run", "read_metrics_csv", "embedding_from_checkpoint", "has_artefacts"]
 
