@@ -3,6 +3,8 @@
 Layout of an encoded directory: ``ids.int32`` (raw little-endian ids of known words, sentences
 back to back), ``offsets.npy`` (int64 sentence starts plus the end), ``vocab.tsv`` and
 ``meta.json`` (sizes and how many words were read, for words/s figures).
+``EncodedCorpus.open(directory, check=True)`` verifies such a directory cheaply before it is used:
+the files' sizes and shapes against ``meta.json`` and every id within the vocabulary.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from .reader import (
 )
 from .vocab import Vocab
 
-__all__ = ["EncodedCorpus", "encode_corpus"]
+__all__ = ["BlockEncoder", "EncodedCorpus", "encode_corpus"]
 
 log = logging.getLogger(__name__)
 
@@ -108,20 +110,104 @@ class EncodedCorpus:
         )
 
     @classmethod
-    def open(cls, out_dir) -> EncodedCorpus:
+    def open(cls, out_dir, check: bool = False) -> EncodedCorpus:
+        """Memory-map an encoded directory. ``check`` verifies it first, cheaply: files present,
+        the size of ``ids.int32`` and the shapes of ``offsets.npy`` and ``vocab.tsv`` as
+        ``meta.json`` gives them, and every id in ``[0, len(vocab))`` (one min/max pass over the
+        mapped ids). A damaged directory raises ``ValueError`` (or ``OSError``) saying what is
+        wrong."""
         d = Path(out_dir)
         meta_path = d / "meta.json"
         if not meta_path.exists():
             raise FileNotFoundError(f"no encoded corpus in {str(d)!r} (meta.json missing)")
         meta = json.loads(meta_path.read_text())
-        if meta.get("format") != FORMAT:
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise ValueError(f"{str(meta_path)!r} is not an encoded corpus of format {FORMAT}")
         n = int(meta["n_tokens"])
-        ids = np.memmap(d / "ids.int32", dtype="<i4", mode="r", shape=(n,))
-        offsets = np.load(d / "offsets.npy")
-        corpus = cls(ids, offsets, Vocab.load(d / "vocab.tsv"), meta["raw_words"], path=d)
+        ids_path = d / "ids.int32"
+        if check and ids_path.stat().st_size != 4 * n:
+            raise ValueError(
+                f"ids.int32 holds {ids_path.stat().st_size} bytes, meta.json says {n} ids "
+                f"({4 * n} bytes)"
+            )
+        ids = np.memmap(ids_path, dtype="<i4", mode="r", shape=(n,))
+        try:
+            offsets = np.load(d / "offsets.npy")
+        except (EOFError, SyntaxError) as err:  # a truncated or garbled header
+            raise ValueError(f"offsets.npy cannot be read ({err})") from None
+        vocab = Vocab.load(d / "vocab.tsv")
+        if check:
+            _check(meta, ids, offsets, vocab)
+        corpus = cls(ids, offsets, vocab, meta["raw_words"], path=d)
         corpus.replaced_bytes = int(meta.get("replaced_bytes", 0))
         return corpus
+
+
+def _check(meta: dict, ids, offsets, vocab: Vocab) -> None:
+    """Raise ``ValueError`` naming what does not fit in an encoded directory's files."""
+    sentences = meta.get("n_sentences")
+    if offsets.ndim != 1 or (sentences is not None and offsets.shape != (int(sentences) + 1,)):
+        raise ValueError(
+            f"offsets.npy has shape {offsets.shape}, meta.json says {sentences} sentences"
+        )
+    size = meta.get("vocab_size")  # absent in directories encoded before it was recorded
+    if size is not None and len(vocab) != int(size):
+        raise ValueError(f"vocab.tsv has {len(vocab)} words, meta.json says {size}")
+    if len(ids):
+        low, high = int(ids.min()), int(ids.max())
+        if low < 0 or high >= len(vocab):
+            raise ValueError(
+                f"ids.int32 holds ids from {low} to {high}, outside the vocabulary of "
+                f"{len(vocab)} words"
+            )
+
+
+class BlockEncoder:
+    """Token blocks (words with ``NEWLINE`` markers between lines, a line may span blocks) to
+    vocabulary ids, one block at a time: unknown words are dropped after lines are cut into
+    sentences of at most ``max_sentence_length`` raw words, as gensim reads a corpus. ``feed``
+    returns the block's kept ids and the positions (in the whole output) where sentences start."""
+
+    def __init__(self, vocab: Vocab, max_sentence_length: int = MAX_SENTENCE_LENGTH):
+        if max_sentence_length < 1:
+            raise ValueError(f"max_sentence_length must be >= 1, got {max_sentence_length}")
+        self.lookup = _Lookup(vocab.index)
+        self.lookup[NEWLINE] = _NEWLINE_ID
+        self.max_sentence_length = max_sentence_length
+        self.written = 0  # ids kept so far
+        self.words = 0  # raw words read so far
+        self.lines = 0  # line markers read so far
+        self._in_line = 0  # raw words already read on the current line (it may span blocks)
+        self._last_key = -1  # sentence key of the last word kept
+
+    def feed(self, toks) -> tuple[np.ndarray, np.ndarray]:
+        raw = np.fromiter(map(self.lookup.__getitem__, toks), dtype=np.int32, count=len(toks))
+        is_nl = raw == _NEWLINE_ID
+        line = self.lines
+        # line number and position in the line of every entry, markers included
+        line_of = line + np.cumsum(is_nl) - is_nl
+        nl_pos = np.flatnonzero(is_nl)
+        line_start = np.concatenate(([0], nl_pos + 1))  # entry where each line begins here
+        # a word's position in its line; the first line may continue the previous block
+        pos = np.arange(raw.size) - line_start[line_of - line]
+        pos[line_of == line] += self._in_line
+        word = ~is_nl
+        key = line_of.astype(np.int64) * (1 << 31) + pos // self.max_sentence_length
+        keep = word & (raw >= 0)
+        kept = raw[keep]
+        kkey = key[keep]
+        new = np.empty(kept.size, dtype=bool)
+        if kept.size:
+            new[0] = kkey[0] != self._last_key
+            new[1:] = kkey[1:] != kkey[:-1]
+            self._last_key = int(kkey[-1])
+        starts = self.written + np.flatnonzero(new)
+        self.written += kept.size
+        n_lines = int(nl_pos.size)
+        self.words += int(word.sum())
+        self._in_line = (raw.size - line_start[-1]) + (self._in_line if n_lines == 0 else 0)
+        self.lines += n_lines
+        return kept, starts
 
 
 def encode_corpus(
@@ -136,52 +222,23 @@ def encode_corpus(
     """Tokenize ``path`` as ``read_sentences`` does, keep words of ``vocab`` (unknown words are
     dropped, as gensim does, after lines are cut at ``max_sentence_length`` raw words) and write the
     ids to ``out_dir``. Returns the memory-mapped result."""
-    if max_sentence_length < 1:
-        raise ValueError(f"max_sentence_length must be >= 1, got {max_sentence_length}")
     if len(vocab) == 0:
         raise ValueError("vocabulary is empty")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    lookup = _Lookup(vocab.index)
-    lookup[NEWLINE] = _NEWLINE_ID
     stats = CorpusStats()
+    encoder = BlockEncoder(vocab, max_sentence_length)
     starts: list[np.ndarray] = []
-    written = 0
-    line = 0  # index of the current line, over the whole corpus
-    in_line = 0  # raw words already read on the current line (it may span blocks)
-    last_key = -1  # sentence key of the last word written
     ids_path = out / "ids.int32"
     tmp_path = out / "ids.int32.tmp"
     try:
         with open(tmp_path, "wb") as f:
             for toks in token_blocks(path, tokenizer, lowercase, stats):
-                raw = np.fromiter(map(lookup.__getitem__, toks), dtype=np.int32, count=len(toks))
-                is_nl = raw == _NEWLINE_ID
-                # line number and position in the line of every entry, markers included
-                line_of = line + np.cumsum(is_nl) - is_nl
-                nl_pos = np.flatnonzero(is_nl)
-                line_start = np.concatenate(([0], nl_pos + 1))  # entry where each line begins here
-                # a word's position in its line; the first line may continue the previous block
-                pos = np.arange(raw.size) - line_start[line_of - line]
-                pos[line_of == line] += in_line
-                word = ~is_nl
-                key = line_of.astype(np.int64) * (1 << 31) + pos // max_sentence_length
-                keep = word & (raw >= 0)
-                kept = raw[keep]
-                kkey = key[keep]
-                new = np.empty(kept.size, dtype=bool)
-                if kept.size:
-                    new[0] = kkey[0] != last_key
-                    new[1:] = kkey[1:] != kkey[:-1]
-                    last_key = int(kkey[-1])
-                starts.append(written + np.flatnonzero(new))
+                kept, block_starts = encoder.feed(toks)
+                starts.append(block_starts)
                 kept.astype("<i4").tofile(f)
-                written += kept.size
-                n_lines = int(nl_pos.size)
-                stats.lines += n_lines
-                stats.words += int(word.sum())
-                in_line = (raw.size - line_start[-1]) + (in_line if n_lines == 0 else 0)
-                line += n_lines
+        stats.lines, stats.words = encoder.lines, encoder.words
+        written = encoder.written
     except BaseException:
         tmp_path.unlink(missing_ok=True)  # no partial file left behind (full disk, bad input)
         raise
@@ -207,6 +264,7 @@ def encode_corpus(
         "source": os.fspath(path),
         "n_tokens": int(written),
         "n_sentences": int(offsets.size - 1),
+        "vocab_size": len(vocab),
         "raw_words": int(stats.words),
         "lines": int(stats.lines),
         "replaced_bytes": int(stats.replaced_bytes),

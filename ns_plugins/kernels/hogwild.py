@@ -38,7 +38,9 @@ from ns_plugins.kernels.prefetch import prefetch_row as _prefetch_row
 
 __all__ = ["ChunkStats", "train_chunk", "job_bounds"]
 
-_JIT = {"nogil": True, "fastmath": True, "cache": True}
+# error_model="numpy": a division by zero gives inf/NaN (caught by the caller as divergence)
+# instead of a ZeroDivisionError raised from inside a thread.
+_JIT = {"nogil": True, "fastmath": True, "cache": True, "error_model": "numpy"}
 
 # splitmix64 constants; numba keeps module-level numpy scalars with their dtype, which keeps the
 # arithmetic in uint64 (mixing uint64 with a Python int would promote to float64).

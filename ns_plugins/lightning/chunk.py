@@ -1,11 +1,7 @@
-"""The chunk engine: a training step trains one chunk of the encoded corpus in place.
-
-A step hands a span of whole sentences (tens of thousands of words, ``model.chunk_words``) to a
-fused kernel that does all of word2vec inside it: frequent-word subsampling, shrinking windows,
-exact alias negatives and the in-place SGD update, the learning rate decaying per word. On CPU the
-kernel is ``ns_plugins.kernels.hogwild.train_chunk`` (numba threads, ``workers``); on CUDA it is
-``ns_plugins.kernels.triton_chunk.train_chunk``. Lightning drives the loop (manual
-optimisation), checkpoints, loggers, callbacks and resume; there are no gradients.
+"""The chunk engine under Lightning: a training step trains one chunk of the encoded corpus in
+place with ``ns_plugins.engines.chunk.ChunkTrainer`` (the step the library's ``Word2Vec`` runs
+too). Lightning drives the loop (manual optimisation), checkpoints, loggers, callbacks and resume;
+there are no gradients.
 
 The weights are two dense float32 parameters. On CPU they share memory with the numpy arrays the
 kernel updates, so no step copies them. With several ranks every rank trains its own shard of the
@@ -22,10 +18,13 @@ import torch
 from torch import nn
 
 from ns_plugins.config import Arch
+from ns_plugins.engines.base import check_resume, step_seed, vocab_fingerprint
+from ns_plugins.engines.chunk import ChunkSettings, ChunkTrainer
 from ns_plugins.errors import UsageError
-from ns_plugins.runs import check_resume, initial_weights, linear_decay, vocab_fingerprint
 
 __all__ = ["ChunkModule", "chunk_seed"]
+
+chunk_seed = step_seed  # the name the chunk engine's tests and tools know
 
 # Settings a checkpoint must share with the run resuming it: they change what a step means.
 RESUME_SETTINGS = (
@@ -41,12 +40,6 @@ RESUME_SETTINGS = (
     "shared_negatives",
     "seed",
 )
-
-
-def chunk_seed(seed: int, rank: int, step: int) -> int:
-    """The kernel's seed for one step: a function of (seed, rank, global step) alone, so a resumed
-    run draws what an uninterrupted one draws."""
-    return (seed * 0x9E3779B1 + rank * 0x85EBCA77 + step) % (2**63)
 
 
 class ChunkModule(pl.LightningModule):
@@ -107,7 +100,7 @@ class ChunkModule(pl.LightningModule):
         self.fingerprint: str | None = None  # of the vocabulary this run trains
         self.in_embed: nn.Embedding | None = None
         self.out_embed: nn.Embedding | None = None
-        self._tables = None
+        self.engine: ChunkTrainer | None = None
         self._device_corpus = None
         if counts is not None:
             self.build(counts)
@@ -116,29 +109,28 @@ class ChunkModule(pl.LightningModule):
     def build(self, counts, weights=None) -> None:
         """Create the weights for a vocabulary with these counts: word2vec's initialisation, or
         ``weights = (W_in, W_out)`` (float32 numpy, used in place)."""
-        counts = np.asarray(counts, dtype=np.int64)
-        if counts.ndim != 1 or counts.size < 2:
-            raise ValueError(f"counts must be 1-D with at least 2 words, got shape {counts.shape}")
-        V, d = counts.size, self.hparams.vector_size
-        if weights is None:
-            weights = initial_weights(V, d, self.hparams.seed, self.hparams.init_scale)
-        W_in, W_out = weights
+        hp = self.hparams
+        settings = ChunkSettings(
+            vector_size=hp.vector_size, window=hp.window, negative=hp.negative,
+            ns_exponent=hp.ns_exponent, sample=hp.sample, alpha=hp.alpha,
+            min_alpha=hp.min_alpha, cbow=self.arch is Arch.cbow,
+            shrink_windows=hp.shrink_windows, shared_negatives=hp.shared_negatives,
+            init_scale=hp.init_scale, workers=hp.workers, seed=hp.seed,
+        )  # fmt: skip
+        self.engine = ChunkTrainer(counts, settings, weights)
         # from_numpy shares memory: the CPU kernel updates these arrays, the parameters see it.
         # Embedding tables keep the checkpoint keys of the pairs engine (in_embed.weight, ...).
-        self.in_embed = nn.Embedding.from_pretrained(torch.from_numpy(W_in), freeze=True)
-        self.out_embed = nn.Embedding.from_pretrained(torch.from_numpy(W_out), freeze=True)
-        self.register_buffer("counts", torch.from_numpy(counts.copy()))
-        self._tables = None
+        self.in_embed = nn.Embedding.from_pretrained(
+            torch.from_numpy(self.engine.W_in), freeze=True
+        )
+        self.out_embed = nn.Embedding.from_pretrained(
+            torch.from_numpy(self.engine.W_out), freeze=True
+        )
+        self.register_buffer("counts", torch.from_numpy(self.engine.counts.copy()))
 
     def tables(self):
         """(keep probabilities, alias table) of this vocabulary, built once."""
-        if self._tables is None:
-            from ns_plugins.data import keep_probability, negative_sampler
-
-            counts = self.counts.numpy()
-            keep = keep_probability(counts, self.hparams.sample).astype(np.float32)
-            self._tables = (keep, negative_sampler(counts, self.hparams.ns_exponent))
-        return self._tables
+        return self.engine.tables()
 
     # ------------------------------------------------------------------ Lightning hooks
     def configure_model(self) -> None:
@@ -159,82 +151,37 @@ class ChunkModule(pl.LightningModule):
         self.total_steps = int(total) if math.isfinite(total) else 0
         dm = self.trainer.datamodule
         if self.device.type == "cuda":
-            from ns_plugins.kernels import triton_chunk
-
-            keep, noise = self.tables()
-            ids = torch.as_tensor(np.asarray(dm.corpus.ids), device=self.device)
-            offsets = torch.as_tensor(np.asarray(dm.corpus.offsets), device=self.device)
-            # the kernel trusts its ids: check them once per run (one sync), not per step
-            V = len(self.counts)
-            if ids.numel() and not (0 <= int(ids.min()) and int(ids.max()) < V):
-                raise UsageError(f"the encoded corpus holds ids outside [0, {V}): re-encode it")
-            self._device_corpus = (
-                ids.to(torch.int32),
-                offsets.to(torch.int64),
-                triton_chunk.device_tables(keep, noise.prob, noise.alias, self.device),
+            # the parameters moved to the device: the step trains them there
+            self.engine.W_in, self.engine.W_out = (
+                self.in_embed.weight.data,
+                self.out_embed.weight.data,
+            )
+            self._device_corpus = self.engine.to_device(
+                dm.corpus.ids, dm.corpus.offsets, self.device
             )
 
     def training_step(self, batch, batch_idx):
         s0, s1 = (int(v) for v in batch)
         step = self.trainer.global_step
-        hp = self.hparams
-        a0 = linear_decay(step, self.total_steps, hp.alpha, hp.min_alpha)
-        a1 = linear_decay(step + 1, self.total_steps, hp.alpha, hp.min_alpha)
-        seed = chunk_seed(hp.seed, self.trainer.global_rank, step)
-        stats = self._train_chunk(s0, s1, a0, a1, seed)
-        opt = self.optimizers()
-        opt.param_groups[0]["lr"] = a0
-        opt.step()  # no gradients: only advances the global step
-        loss_sum, pairs = stats
-        self.log("train/loss", loss_sum / pairs, prog_bar=True, on_step=True)
-
-    def _train_chunk(self, s0: int, s1: int, a0: float, a1: float, seed: int):
-        """(loss sum, pairs trained, at least 1): floats on CPU, device tensors on CUDA."""
-        hp = self.hparams
-        flags = {
-            "shrink_windows": hp.shrink_windows,
-            "cbow": self.arch is Arch.cbow,
-            "shared_negatives": hp.shared_negatives,
-        }
         if self._device_corpus is not None:
-            from ns_plugins.kernels import triton_chunk
-
-            ids, offsets, tables = self._device_corpus
-            stats = triton_chunk.train_chunk(
-                ids,
-                offsets[s0 : s1 + 1],
-                self.in_embed.weight.data,
-                self.out_embed.weight.data,
-                *tables,
-                hp.window,
-                hp.negative,
-                a0,
-                a1,
-                seed,
-                **flags,
-            )
-            return stats[0], stats[1].clamp_min(1)
-        from ns_plugins.kernels.hogwild import train_chunk
-
-        corpus = self.trainer.datamodule.corpus
-        keep, noise = self.tables()
-        stats = train_chunk(
-            corpus.ids,
-            np.ascontiguousarray(corpus.offsets[s0 : s1 + 1], dtype=np.int64),
-            self.in_embed.weight.data.numpy(),
-            self.out_embed.weight.data.numpy(),
-            keep,
-            noise.prob,
-            noise.alias,
-            hp.window,
-            hp.negative,
-            a0,
-            a1,
-            seed=seed,
-            workers=hp.workers,
-            **flags,
-        )
-        return stats.loss_sum, max(stats.n_pairs, 1)
+            ids, offsets = self._device_corpus
+            # a device sync every 64 steps, not every step
+            loss_sum, pairs, _ = self.engine.step(
+                ids, offsets[s0 : s1 + 1], step, self.total_steps, self.trainer.global_rank,
+                check_every=64,
+            )  # fmt: skip
+            pairs = pairs.clamp_min(1)
+        else:
+            corpus = self.trainer.datamodule.corpus
+            loss_sum, pairs, _ = self.engine.step(
+                corpus.ids, corpus.offsets[s0 : s1 + 1], step, self.total_steps,
+                self.trainer.global_rank,
+            )  # fmt: skip
+            pairs = max(pairs, 1)
+        opt = self.optimizers()
+        opt.param_groups[0]["lr"] = self.engine.schedule(step, self.total_steps)[0]
+        opt.step()  # no gradients: only advances the global step
+        self.log("train/loss", loss_sum / pairs, prog_bar=True, on_step=True)
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
