@@ -116,3 +116,74 @@ def test_save_rejects_bad_input(tmp_path, words, vectors, message):
     with pytest.raises(ValueError, match=message):
         save_word2vec(tmp_path / "v.txt", words, vectors)
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_limit_keeps_the_first_rows_and_refuses_a_negative_one(tmp_path, binary):
+    from ns_plugins.embeddings import KeyedVectors
+
+    words, vectors = _random_embeddings(6, n=5)
+    path = save_word2vec(tmp_path / "v", words, vectors, binary=binary)
+    for limit, n in ((None, 5), (0, 5), (2, 2), (9, 5)):  # as gensim: 0 and None mean all
+        got_words, got = load_word2vec(path, binary=binary, limit=limit)
+        assert got_words == words[:n]
+        np.testing.assert_array_equal(got, vectors[:n])
+        kv = KeyedVectors.load_word2vec_format(path, binary=binary, limit=limit)
+        assert kv.index_to_key == words[:n]
+    # gensim 4.3.3 fails here too, with numpy's "negative dimensions are not allowed"
+    for limit in (-1, -5):
+        with pytest.raises(ValueError, match=f"limit must be >= 0.*got {limit}"):
+            KeyedVectors.load_word2vec_format(path, binary=binary, limit=limit)
+        with pytest.raises(ValueError, match="limit must be >= 0"):
+            load_word2vec(path, binary=binary, limit=limit)
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+@pytest.mark.parametrize("binary", [False, True])
+@pytest.mark.parametrize(
+    "count, dim, rows",
+    [(10**12, 3, 2), (2, 10**11, 1), (10**15, 10**6, 0)],
+)
+def test_header_promising_more_than_the_file_holds(tmp_path, suffix, binary, count, dim, rows):
+    """Nothing is allocated for rows the file does not hold: a lying header used to ask numpy
+    for count x dim floats (terabytes) before the first row was read."""
+    vec = np.arange(rows * min(dim, 3), dtype=np.float32).reshape(rows, min(dim, 3))
+    body = b"".join(
+        (f"w{i} " + " ".join(map(str, r.tolist())) + "\n").encode()
+        if not binary
+        else f"w{i} ".encode() + r.astype("<f4").tobytes() + b"\n"
+        for i, r in enumerate(vec)
+    )
+    path = tmp_path / (("v.bin" if binary else "v.txt") + suffix)
+    data = f"{count} {dim}\n".encode() + body
+    path.write_bytes(gzip.compress(data) if suffix else data)
+    with pytest.raises(ValueError) as info:
+        load_word2vec(path)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message
+    if rows and dim > 3 and not binary:  # the first line is too short for the header's dim
+        assert f"line 2 has 3 values, header says {dim}" in message
+    else:  # the file ends before the header's count (or before a record of dim floats)
+        found = rows if dim == 3 else 0
+        assert f"truncated: header says {count} vectors of {dim} dimensions" in message
+        assert message.endswith(f"the file holds {found}")
+
+
+@pytest.mark.parametrize("binary", [None, False, True])
+@pytest.mark.parametrize(
+    "header, message",
+    [
+        (b"3 two\n", "first line must be '<count> <dim>'"),
+        (b"2.5 3\n", "first line must be '<count> <dim>'"),
+        (b"3\n", "first line must be '<count> <dim>'"),
+        (b"1 2 3\n", "first line must be '<count> <dim>'"),
+        (b"2 0\n", "dimension 0"),
+        (b"-1 3\n", "count -1"),
+    ],
+)
+def test_bad_header(tmp_path, binary, header, message):
+    path = tmp_path / "v.w2v"
+    path.write_bytes(header + b"a 1 2 3\n")
+    with pytest.raises(ValueError, match=message) as info:
+        load_word2vec(path, binary=binary)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)

@@ -319,10 +319,9 @@ class KeyedVectors:
         cls, fname, fvocab=None, binary: bool | None = False, limit=None, datatype=np.float32
     ) -> KeyedVectors:
         """Read a word2vec text or binary file (``binary=None`` guesses from the name and
-        contents); ``limit`` keeps the first rows; ``fvocab`` reads ``word count`` lines."""
-        words, vectors = load_word2vec(fname, binary=binary)
-        if limit:
-            words, vectors = words[:limit], vectors[:limit]
+        contents); ``limit`` reads the first rows only (0 or None: all; negative: ``ValueError``);
+        ``fvocab`` reads ``word count`` lines."""
+        words, vectors = load_word2vec(fname, binary=binary, limit=limit)
         counts = None
         if fvocab is not None:
             known = {}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import os
 from collections.abc import Sequence
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
@@ -76,8 +77,11 @@ def save_word2vec(path, words: Sequence[str], vectors, binary: bool = False) -> 
     return path
 
 
+_HEADER_BYTES = 256  # "<count> <dim>\n" is far shorter; a file without one is not read whole
+
+
 def _read_header(f, path: Path) -> tuple[int, int]:
-    line = f.readline()
+    line = f.readline(_HEADER_BYTES)
     try:
         count, dim = (int(x) for x in line.decode("utf-8").split())
     except (UnicodeDecodeError, ValueError):
@@ -85,8 +89,28 @@ def _read_header(f, path: Path) -> tuple[int, int]:
             f"{path}: not a word2vec file: first line must be '<count> <dim>', got {line[:60]!r}"
         ) from None
     if count < 0 or dim <= 0:
-        raise ValueError(f"{path}: bad header: count {count}, dim {dim}")
+        raise ValueError(
+            f"{path}: bad header: count {count}, dimension {dim} (need count >= 0, dimension >= 1)"
+        )
     return count, dim
+
+
+def _check_limit(limit) -> int | None:
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, Integral) or limit < 0:
+        raise ValueError(
+            f"limit must be >= 0 (the number of leading words to read; 0 or None reads all), "
+            f"got {limit!r}"
+        )
+    return int(limit) or None
+
+
+def _truncated(path: Path, count: int, dim: int, found: int) -> ValueError:
+    return ValueError(
+        f"{path}: truncated: header says {count} vectors of {dim} dimensions, the file holds "
+        f"{found}"
+    )
 
 
 def _looks_binary(path: Path, dim: int) -> bool:
@@ -96,7 +120,7 @@ def _looks_binary(path: Path, dim: int) -> bool:
     if path.name.endswith((".txt", ".txt.gz", ".vec", ".vec.gz")):
         return False
     with _open(path, "rb") as f:
-        f.readline()
+        f.readline(_HEADER_BYTES)
         first = f.readline(64 * (dim + 8))
     try:
         parts = first.decode("utf-8").rstrip().split(" ")
@@ -106,34 +130,45 @@ def _looks_binary(path: Path, dim: int) -> bool:
     return len(parts) != dim + 1
 
 
-def _read_text(f, path: Path, count: int, dim: int):
+def _grow(vectors: np.ndarray, n: int, cap: int) -> np.ndarray:
+    """Room for at least ``n + 1`` rows, never more than ``cap``: rows are allocated as the file
+    shows them (doubling), not as its header promises them."""
+    bigger = np.empty((min(cap, max(1024, 2 * n)), vectors.shape[1]), dtype=np.float32)
+    bigger[:n] = vectors[:n]
+    return bigger
+
+
+def _read_text(f, path: Path, count: int, dim: int, n_read: int):
     words = []
-    vectors = np.empty((count, dim), dtype=np.float32)
-    for i in range(count):
+    vectors = np.empty((0, dim), dtype=np.float32)
+    for i in range(n_read):
         line = f.readline()
         if not line:
-            raise ValueError(f"{path}: truncated: header says {count} words, found {i}")
+            raise _truncated(path, count, dim, i)
         parts = line.decode("utf-8").rstrip().split(" ")
         if len(parts) != dim + 1:
             raise ValueError(f"{path}: line {i + 2} has {len(parts) - 1} values, header says {dim}")
+        if i == len(vectors):  # only now: the line has proved that dim values fit in the file
+            vectors = _grow(vectors, i, n_read)
         try:
             vectors[i] = np.array(parts[1:], dtype=np.float32)
         except ValueError:
             raise ValueError(f"{path}: line {i + 2} holds a value that is not a number") from None
         words.append(parts[0])
-    return words, vectors
+    return words, vectors[:n_read]
 
 
-def _read_binary(f, path: Path, count: int, dim: int):
+def _read_binary(f, path: Path, count: int, dim: int, n_read: int):
     data = f.read()
     words = []
-    vectors = np.empty((count, dim), dtype=np.float32)
     nbytes = dim * _F32.itemsize
+    # a record is at least one separator byte and dim floats: no more rows than that can fit
+    vectors = np.empty((min(n_read, len(data) // (nbytes + 1)), dim), dtype=np.float32)
     pos = 0
-    for i in range(count):
+    for i in range(n_read):
         space = data.find(b" ", pos)
         if space < 0 or len(data) - (space + 1) < nbytes:
-            raise ValueError(f"{path}: truncated: header says {count} words, found {i}")
+            raise _truncated(path, count, dim, i)
         try:
             word = data[pos:space].decode("utf-8").lstrip("\n")
         except UnicodeDecodeError:
@@ -144,11 +179,17 @@ def _read_binary(f, path: Path, count: int, dim: int):
     return words, vectors
 
 
-def load_word2vec(path, binary: bool | None = None) -> tuple[list[str], np.ndarray]:
+def load_word2vec(path, binary: bool | None = None, limit: int | None = None):
     """Read a word2vec text or binary file; returns ``(words, vectors)`` with float32 vectors.
 
     ``binary=None`` picks the format from the file name (``.bin`` / ``.txt``) or its contents.
+    ``limit`` reads only the first ``limit`` words (0 or None: all, as gensim); a negative one
+    raises ``ValueError`` (gensim 4.3.3 fails there too, with numpy's "negative dimensions").
+    Memory is taken for the rows the file holds, whatever its header claims: a file that ends
+    before the header's count raises a one-line ``ValueError`` naming it, the count and the
+    number of vectors found.
     """
+    limit = _check_limit(limit)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no word2vec file at {path}")
@@ -156,9 +197,10 @@ def load_word2vec(path, binary: bool | None = None) -> tuple[list[str], np.ndarr
         count, dim = _read_header(f, path)
     if binary is None:
         binary = _looks_binary(path, dim)
+    n_read = min(count, limit) if limit else count
     with _open(path, "rb") as f:
-        f.readline()
-        words, vectors = (_read_binary if binary else _read_text)(f, path, count, dim)
+        f.readline(_HEADER_BYTES)
+        words, vectors = (_read_binary if binary else _read_text)(f, path, count, dim, n_read)
     seen = set()
     for w in words:
         if w in seen:
