@@ -8,12 +8,15 @@ top level, so ``epochs=3`` works as an override. This module imports neither tor
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
 
 __all__ = [
     "Arch",
@@ -28,6 +31,7 @@ __all__ = [
     "TrainConfig",
     "config_dir",
     "register_configs",
+    "unknown_options",
 ]
 
 
@@ -206,6 +210,94 @@ SCHEMA_NAME = "ns_train_schema"
 def register_configs() -> None:
     """Store the schema; ``conf/train.yaml`` lists it first in its defaults."""
     ConfigStore.instance().store(name=SCHEMA_NAME, node=TrainConfig)
+
+
+# Names a Lightning or gensim user may guess, and this app's option for each (None: no such option).
+# ``+key=value`` adds a key Hydra does not check, so a guess would otherwise be silently unread.
+_GUESSES: dict[str, str | None] = {
+    "trainer.max_epochs": "epochs",
+    "trainer.min_epochs": None,
+    "trainer.accelerator": "device.accelerator",
+    "trainer.devices": "devices",
+    "trainer.num_nodes": "num_nodes",
+    "trainer.strategy": "device.strategy",
+    "trainer.precision": "device.precision",
+    "trainer.logger": "logger (a config group: logger=csv, logger=tensorboard, logger=many)",
+    "trainer.callbacks": "callbacks (a config group, or +callbacks.NAME._target_=...)",
+    "trainer.default_root_dir": "hydra.run.dir",
+    "trainer.resume_from_checkpoint": "ckpt_path",
+    "trainer.ckpt_path": "ckpt_path",
+    "trainer.val_check_interval": "eval.every_n_steps",
+    "trainer.seed": "seed",
+    "max_epochs": "epochs",
+    "iter": "epochs",  # gensim 3
+    "size": "vector_size",  # gensim 3
+    "dim": "vector_size",
+    "lr": "alpha",
+    "learning_rate": "alpha",
+    "threads": "workers",
+    "sg": "model=sgns or model=cbow",
+    "hs": None,  # hierarchical softmax: only negative sampling here
+    "cbow_mean": "model.cbow_mean",
+    "max_vocab_size": "data.max_vocab_size",
+    "max_final_vocab": "data.max_final_vocab",
+    "corpus_file": "data.path",
+    "accelerator": "device.accelerator",
+    "strategy": "device.strategy",
+    "precision": "device.precision",
+}
+
+# Nodes that hold free-form entries (a `_target_` and its arguments each), checked by no schema.
+_OPEN = ("logger", "callbacks")
+
+
+def _schema_keys(node, prefix: str = "") -> list[str]:
+    keys = []
+    for key in node:
+        dotted = f"{prefix}{key}"
+        keys.append(dotted)
+        if dataclasses.is_dataclass(OmegaConf.get_type(node, key)):
+            keys.extend(_schema_keys(node[key], dotted + "."))
+    return keys
+
+
+def _unknown(cfg: DictConfig, schema: DictConfig, prefix: str = "") -> list[str]:
+    found = []
+    for key in cfg:
+        dotted = f"{prefix}{key}"
+        if key not in schema:
+            found.append(dotted)
+        elif (
+            dotted not in _OPEN
+            and dataclasses.is_dataclass(OmegaConf.get_type(schema, key))
+            and isinstance(cfg[key], DictConfig)
+        ):
+            found.extend(_unknown(cfg[key], schema[key], dotted + "."))
+    return found
+
+
+def unknown_options(cfg: DictConfig) -> str | None:
+    """A one-line message naming the keys of ``cfg`` that the schema does not have (added with
+    ``+key=value``, which Hydra lets through unchecked), each with the option meant where one is
+    known or close; None when every key is read."""
+    schema = OmegaConf.structured(TrainConfig)
+    unknown = [k for k in _unknown(cfg, schema) if k != "hydra"]
+    if not unknown:
+        return None
+    known = _schema_keys(schema)
+    parts = []
+    for key in unknown:
+        if key in _GUESSES:
+            meant = _GUESSES[key]
+        else:
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+            meant = close[0] if close else None
+        parts.append(f"{key} (use {meant})" if meant else key)
+    many = len(parts) > 1
+    return (
+        f"unknown option{'s' if many else ''} {'; '.join(parts)}: this app does not read "
+        f"{'them' if many else 'it'} (python train.py --help lists the options)"
+    )
 
 
 def config_dir() -> Path:

@@ -10,7 +10,6 @@ only train. This module is imported by both and imports neither.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.util
 import json
 import logging
@@ -28,7 +27,17 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from ns_plugins.config import Arch, Backend, DataSource, Engine, GradSync, Optimizer, Reduce
+from ns_plugins.config import (
+    Arch,
+    Backend,
+    DataSource,
+    Engine,
+    GradSync,
+    Optimizer,
+    Reduce,
+    unknown_options,
+)
+from ns_plugins.engines.base import check_resume, initial_weights, linear_decay, vocab_fingerprint
 from ns_plugins.errors import UsageError
 
 __all__ = [
@@ -94,6 +103,10 @@ def check_config(cfg: DictConfig) -> None:
     missing = OmegaConf.missing_keys(cfg)
     if missing:
         raise ConfigError(f"missing value for {', '.join(sorted(missing))} (give it as key=value)")
+    unknown = unknown_options(cfg)
+    if unknown:
+        raise ConfigError(unknown)
+    _check_monitored(cfg)
     if cfg.data.source is DataSource.text:
         if not cfg.data.path:
             raise ConfigError("data=text needs a corpus: give data.path=/path/to/corpus.txt(.gz)")
@@ -160,6 +173,45 @@ def check_config(cfg: DictConfig) -> None:
         _check_pairs_engine(cfg, gpu)
 
 
+# The evaluation file behind each logged score (eval/wordsim353, eval/wordsim353_pairs, ...).
+_SCORE_FILES = {"wordsim353": "wordsim", "simlex999": "simlex", "analogy": "analogies"}
+_SCORE_EXAMPLES = {"wordsim": "wordsim353.tsv", "simlex": "simlex999.txt",
+                   "analogies": "questions-words.txt"}  # fmt: skip
+
+
+def _check_monitored(cfg: DictConfig) -> None:
+    """A configured callback that monitors an evaluation score (EarlyStopping, ModelCheckpoint)
+    needs what that score is computed from; without it Lightning fails after the first epoch."""
+    inputs = None
+    for name, conf in (cfg.callbacks or {}).items():
+        monitor = conf.get("monitor") if isinstance(conf, DictConfig) else None
+        if not isinstance(monitor, str) or not monitor.startswith("eval/"):
+            continue
+        what = f"callbacks.{name} monitors {monitor}"
+        score = monitor.removeprefix("eval/")
+        if score.startswith("planted_"):
+            if cfg.data.source is not DataSource.synthetic:
+                raise ConfigError(f"{what}, which only the synthetic corpus has (data=synthetic)")
+            continue
+        key = next((v for k, v in _SCORE_FILES.items() if score.startswith(k)), None)
+        if key is None:
+            raise ConfigError(
+                f"{what}, which no evaluation logs (eval/wordsim353, eval/simlex999, "
+                "eval/analogy, eval/planted_purity)"
+            )
+        if inputs is None:
+            inputs = eval_inputs(cfg.eval)
+        if key not in inputs:
+            raise ConfigError(
+                f"{what}, which needs an evaluation file: give eval.{key}=/path/to/"
+                f"{_SCORE_EXAMPLES[key]} (README: evaluation files)"
+            )
+        if key == "analogies" and cfg.epochs > 1 and not cfg.eval.analogies_each_epoch:
+            raise ConfigError(
+                f"{what}, scored at the last epoch only: add eval.analogies_each_epoch=true"
+            )
+
+
 def _check_checkpoint_file(path) -> None:
     """A Lightning checkpoint is a torch zip archive holding a data.pkl; read only its directory,
     so a truncated or foreign file (an .npz, say) is refused before anything is loaded."""
@@ -205,22 +257,6 @@ def _check_pairs_engine(cfg: DictConfig, gpu: bool) -> None:
         raise ConfigError("model.optimizer=sparse_adam needs sparse gradients, not grad_sync=dense")
 
 
-def linear_decay(step: int, total: int, alpha: float, min_alpha: float) -> float:
-    """word2vec's learning rate: linear from ``alpha`` at step 0 to ``min_alpha`` at ``total``."""
-    if total <= 0:
-        return alpha
-    return alpha - (alpha - min_alpha) * min(step / total, 1.0)
-
-
-def initial_weights(V: int, d: int, seed: int, scale: float):
-    """word2vec's start: input vectors uniform in [-scale/d, scale/d) (word2vec.c: scale 0.5,
-    gensim 4: 1.0), output vectors zero; float32, built in place with no V x d temporaries."""
-    W_in = np.random.default_rng(seed).random((V, d), dtype=np.float32)
-    W_in -= 0.5
-    W_in *= 2 * scale / d
-    return W_in, np.zeros((V, d), dtype=np.float32)
-
-
 def warm_start(path, words, d: int, seed: int, scale: float):
     """(W_in, W_out) for ``words``: rows of the words in ``path`` (an .npz with ``words``,
     ``in_embed``, ``out_embed``; never unpickled) copied over a fresh start."""
@@ -245,30 +281,6 @@ def warm_start(path, words, d: int, seed: int, scale: float):
     W_out[have] = saved_out[rows[have]]
     log.info("init_vectors: %d of %d words start from %s", int(have.sum()), len(words), path)
     return W_in, W_out
-
-
-def vocab_fingerprint(words, counts) -> str:
-    """sha256 over the vocabulary's words and counts: which corpus and recipe the weights fit."""
-    h = hashlib.sha256()
-    for w in words:
-        h.update(w.encode("utf-8") + b"\0")
-    h.update(np.ascontiguousarray(counts, dtype=np.int64).tobytes())
-    return h.hexdigest()
-
-
-def check_resume(meta: dict, fingerprint: str | None, settings: dict) -> None:
-    """Refuse a checkpoint of another corpus, vocabulary or settings, naming what differs."""
-    if fingerprint is not None and meta.get("vocab_fingerprint") != fingerprint:
-        raise UsageError(
-            "the checkpoint was trained on another vocabulary (another corpus, min_count or "
-            "max_vocab_size); resume with the data settings it was trained with"
-        )
-    saved = meta.get("settings", {})
-    differ = [
-        f"{k}={saved.get(k)!r} there, {v!r} here" for k, v in settings.items() if saved.get(k) != v
-    ]
-    if differ:
-        raise UsageError(f"the checkpoint was trained with other settings: {'; '.join(differ)}")
 
 
 # ---------------------------------------------------------------------------------- the corpus
