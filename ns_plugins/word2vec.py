@@ -1,19 +1,17 @@
-"""gensim 4's ``Word2Vec``, trained by this package's run skeleton.
+"""gensim 4's ``Word2Vec`` as a library object, trained in this process by the chunk engine's step.
 
 A gensim script runs with its import changed to ``from ns_plugins import Word2Vec``: the
 constructor takes gensim's arguments and trains when given a corpus; ``build_vocab`` (with
 ``update=True`` for new words), ``train`` (continues from the current weights), ``save`` /
-``Word2Vec.load`` (one ``.npz``, never pickled), ``model.wv`` (an
+``Word2Vec.load`` (one ``.npz``, never pickled), ``model.wv`` (a
 :class:`~ns_plugins.embeddings.KeyedVectors`) and ``CallbackAny2Vec``-style callbacks.
 
-Every training call is one run of ``ns_plugins.runs.train`` (the run skeleton behind ``train.py``)
-with a config composed from the app's Hydra configs: ``+experiment=sgns_text`` plus overrides for
-the arguments. The corpus goes in as a file: ``sentences`` (any restartable iterable of token
-lists) are written once to ``corpus_<n>.txt`` in the model's work directory, one sentence per line,
-and read back with ``data.tokenizer=split`` (``str.split``, no lowercasing), as gensim reads a
-``corpus_file``. The vocabulary fixed by ``build_vocab`` goes in as ``data.vocab_file``; the
-weights of earlier training as ``init_vectors``. Each run's directory (vectors, metrics, report) is
-kept under the work directory until the next run; ``model.run_dir`` names it.
+The corpus is encoded into vocabulary ids in memory (sentences as given; a ``corpus_file`` read as
+gensim's ``LineSentence`` reads it: split on whitespace, case kept, lines cut at 10,000 words) and
+trained chunk by chunk with :class:`~ns_plugins.engines.chunk.ChunkTrainer`, the step the training
+app runs under Lightning. On the CPU nothing here imports torch, Lightning or Hydra, and nothing is
+written to disk unless asked (``save``, ``wv.save_word2vec_format``). Progress goes to the
+``ns_plugins.word2vec`` logger, as gensim's to its own: nothing is shown unless logging is set up.
 """
 
 from __future__ import annotations
@@ -21,9 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
-import tempfile
-import weakref
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -40,9 +36,11 @@ _FORMAT = "ns_plugins.word2vec/1"
 # settings kept by save() and restored by load(), with gensim's names
 _PARAMS = (
     "vector_size alpha window min_count max_vocab_size sample seed workers min_alpha sg hs "
-    "negative ns_exponent cbow_mean epochs max_final_vocab shrink_windows device devices "
-    "corpus_count corpus_total_words train_count"
+    "negative ns_exponent cbow_mean epochs max_final_vocab shrink_windows device chunk_words"
 ).split()
+_STATE = ("corpus_count", "corpus_total_words", "train_count")
+# tokens handed to the encoder at a time (about 8 MB of ids and keys)
+_BLOCK_TOKENS = 1 << 20
 
 
 class CallbackAny2Vec:
@@ -79,21 +77,73 @@ def _restartable(corpus, passes: int) -> None:
         )
 
 
-def _quote(value) -> str:
-    """A Hydra override value for any path: single-quoted, quotes escaped."""
-    return "'" + str(value).replace("'", "\\'") + "'"
+def _empty_corpus() -> ValueError:
+    return ValueError(
+        "the corpus is empty (if not intended, be sure to provide a corpus that offers "
+        "restartable iteration = an iterable)"
+    )
+
+
+def _sentence_blocks(sentences) -> Iterator[list]:
+    """Token blocks of in-memory sentences: the words of several sentences, each sentence closed
+    by the reader's line marker, as ``token_blocks`` yields a file's."""
+    from ns_plugins.data.reader import NEWLINE
+
+    block: list = []
+    for sentence in sentences:
+        if isinstance(sentence, str):
+            raise TypeError("sentences must be lists of tokens, got a str; split it first")
+        block.extend(sentence)
+        block.append(NEWLINE)
+        if len(block) >= _BLOCK_TOKENS:
+            yield block
+            block = []
+    if block:
+        yield block
+
+
+class _Corpus:
+    """One training corpus: in-memory sentences or a file, read as token blocks."""
+
+    def __init__(self, corpus_iterable, corpus_file, passes: int):
+        if (corpus_iterable is None) == (corpus_file is None):
+            raise TypeError(
+                "Either one of corpus_file or corpus_iterable value must be provided"
+                if corpus_iterable is None
+                else "Both corpus_file and corpus_iterable must not be provided at the same time"
+            )
+        if corpus_file is not None:
+            from ns_plugins.data.reader import corpus_files
+
+            corpus_files(corpus_file)  # a missing path or a FIFO fails here, naming it
+        else:
+            _restartable(corpus_iterable, passes)
+        self.iterable, self.file = corpus_iterable, corpus_file
+
+    def blocks(self) -> Iterator[list]:
+        if self.file is None:
+            return _sentence_blocks(self.iterable)
+        from ns_plugins.data.reader import token_blocks
+
+        return token_blocks(self.file, tokenizer=str.split, lowercase=False)
+
+    def same_as(self, other: _Corpus | None) -> bool:
+        if other is None:
+            return False
+        if self.file is not None:
+            return other.file is not None and Path(self.file) == Path(other.file)
+        return self.iterable is other.iterable
 
 
 class Word2Vec:
     """Skip-gram (``sg=1``) or CBOW (``sg=0``) with negative sampling, gensim 4's interface.
 
-    Differences from gensim, all refused loudly rather than ignored: hierarchical softmax
-    (``hs=1``) is not implemented and ``negative`` must be >= 1. ``max_vocab_size`` and
-    ``max_final_vocab`` both cap the vocabulary at that many most frequent words (the count is
-    exact, so gensim's pruning while counting is not needed). Beyond gensim's arguments:
-    ``device`` (``"cpu"`` or ``"gpu"``), ``devices`` (processes or GPUs), ``work_dir`` (default: a
-    temporary directory removed with the model) and ``overrides`` (further config overrides, e.g.
-    ``["model.shared_negatives=true"]``).
+    Refused rather than ignored: hierarchical softmax (``hs=1``), ``negative=0``, CBOW summing its
+    context (``cbow_mean=0``), several processes (``devices`` > 1: the training app runs those).
+    ``max_vocab_size`` and ``max_final_vocab`` both keep that many most frequent words (the count
+    is exact, so gensim's pruning while counting is not needed). Beyond gensim: ``device``
+    (``"cpu"``, or ``"cuda"``/``"gpu"`` for the Triton kernel, which needs torch and triton) and
+    ``chunk_words`` (words per training step; the learning rate decays per step).
     """
 
     def __init__(
@@ -122,8 +172,7 @@ class Word2Vec:
         compute_loss: bool = False,
         device: str = "cpu",
         devices: int = 1,
-        work_dir=None,
-        overrides=(),
+        chunk_words: int = 100_000,
     ):
         if hs:
             raise ValueError("hs=1: hierarchical softmax is not implemented; use hs=0, negative>=1")
@@ -132,10 +181,38 @@ class Word2Vec:
                 "You must set either 'hs' or 'negative' to be positive for proper training; "
                 "only negative sampling is implemented: negative >= 1"
             )
-        if device not in ("cpu", "gpu"):
-            raise ValueError(f"device={device!r}: choose 'cpu' or 'gpu'")
-        if int(devices) < 1:
-            raise ValueError(f"devices must be >= 1, got {devices}")
+        if not sg and not cbow_mean:
+            raise ValueError("cbow_mean=0 (summed contexts) is not implemented; use cbow_mean=1")
+        if device not in ("cpu", "gpu", "cuda"):
+            raise ValueError(f"device={device!r}: choose 'cpu' or 'cuda' ('gpu')")
+        if int(devices) != 1:
+            raise ValueError(
+                f"devices={devices}: Word2Vec trains in this process on one device; several "
+                "processes or GPUs are the training app's (ns-train +experiment=sgns_text "
+                "data.path=... devices=N, see the README), whose vectors.bin loads with "
+                "KeyedVectors.load_word2vec_format"
+            )
+        for name, value in (("vector_size", vector_size), ("window", window),
+                            ("workers", workers), ("epochs", epochs), ("min_count", min_count),
+                            ("chunk_words", chunk_words)):  # fmt: skip
+            if int(value) < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        for name, value in (("max_vocab_size", max_vocab_size),
+                            ("max_final_vocab", max_final_vocab)):  # fmt: skip
+            if value is not None and int(value) < 1:
+                raise ValueError(f"{name} must be >= 1 or None, got {value}")
+        for name, value in (("alpha", alpha), ("min_alpha", min_alpha), ("sample", sample),
+                            ("ns_exponent", ns_exponent)):  # fmt: skip
+            if not math.isfinite(float(value)):
+                raise ValueError(f"{name} must be a finite number, got {value}")
+        if not 0 <= min_alpha <= alpha or alpha == 0:
+            raise ValueError(
+                f"need 0 <= min_alpha <= alpha and alpha > 0; got {min_alpha}, {alpha}"
+            )
+        if sample < 0:
+            raise ValueError(f"sample must be >= 0, got {sample}")
+        if not 0 <= int(seed) < 2**32:
+            raise ValueError(f"seed must be in [0, 2**32), got {seed}")
         self.vector_size, self.alpha, self.window = int(vector_size), float(alpha), int(window)
         self.min_count, self.max_vocab_size = int(min_count), max_vocab_size
         self.sample, self.seed, self.workers = float(sample), int(seed), int(workers)
@@ -144,21 +221,13 @@ class Word2Vec:
         self.cbow_mean, self.epochs = int(cbow_mean), int(epochs)
         self.max_final_vocab, self.shrink_windows = max_final_vocab, bool(shrink_windows)
         self.callbacks = tuple(callbacks)
-        self.compute_loss = bool(compute_loss)  # the loss is always computed and logged
-        self.device, self.devices = device, int(devices)
-        self.overrides = list(overrides)
+        self.compute_loss = bool(compute_loss)
+        self.device, self.chunk_words = device, int(chunk_words)
         self.corpus_count = self.corpus_total_words = self.train_count = 0
+        self.running_training_loss = 0.0
         self.wv = KeyedVectors(self.vector_size)
         self.syn1neg = np.zeros((0, self.vector_size), dtype=np.float32)  # output vectors
-        self.run_dir: Path | None = None
-        self.metrics: dict = {}
-        self._written = None  # (sentences object, the file they were written to)
-        self._n_files = 0
-        if work_dir is None:
-            work_dir = tempfile.mkdtemp(prefix="ns_word2vec_")
-            weakref.finalize(self, shutil.rmtree, work_dir, True)
-        self.work_dir = Path(work_dir)
-        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self._encoded = None  # (corpus, vocabulary size, ids, offsets, raw words) of the last train
         if sentences is not None or corpus_file is not None:
             self.build_vocab(sentences, corpus_file)
             self.train(sentences, corpus_file, total_examples=self.corpus_count,
@@ -167,64 +236,14 @@ class Word2Vec:
     def __repr__(self) -> str:
         return f"Word2Vec<vocab={len(self.wv)}, vector_size={self.vector_size}, alpha={self.alpha}>"
 
-    # ------------------------------------------------------------------------------- corpus
-    def _next_file(self, stem: str, suffix: str) -> Path:
-        self._n_files += 1
-        return self.work_dir / f"{stem}_{self._n_files}{suffix}"
-
-    def _corpus_file(self, corpus_iterable, corpus_file, passes: int) -> Path:
-        """The file to train from: ``corpus_file``, or the sentences written once to a file in the
-        work directory (the same corpus object again reuses its file)."""
-        if (corpus_iterable is None) == (corpus_file is None):
-            raise TypeError(
-                "Either one of corpus_file or corpus_iterable value must be provided"
-                if corpus_iterable is None
-                else "Both corpus_file and corpus_iterable must not be provided at the same time"
-            )
-        if corpus_file is not None:
-            from ns_plugins.data.reader import corpus_files
-
-            corpus_files(corpus_file)  # a missing path fails here, naming it
-            return Path(corpus_file)
-        if self._written is not None and self._written[0] is corpus_iterable:
-            return self._written[1]
-        _restartable(corpus_iterable, passes)
-        path = self._next_file("corpus", ".txt")
-        n_sentences = n_tokens = 0
-        with open(path, "w", encoding="utf-8", newline="\n") as f:
-            for sentence in corpus_iterable:
-                if isinstance(sentence, str):
-                    raise TypeError("sentences must be lists of tokens, got a str; split it first")
-                f.write(" ".join(sentence))
-                f.write("\n")
-                n_sentences += 1
-                n_tokens += len(sentence)
-        if n_sentences == 0:
-            path.unlink()
-            raise ValueError(
-                "the corpus is empty (if not intended, be sure to provide a corpus that offers "
-                "restartable iteration = an iterable)"
-            )
-        if self._written is not None:
-            self._written[1].unlink(missing_ok=True)
-        self._written = (corpus_iterable, path, n_tokens)
-        return path
-
-    @staticmethod
-    def _count(path: Path) -> tuple[Counter, int]:
-        """Word counts and the number of lines of a corpus file, read as training reads it."""
-        from ns_plugins.data.reader import NEWLINE, token_blocks
-
-        counts: Counter = Counter()
-        for toks in token_blocks(path, tokenizer=str.split, lowercase=False):
-            counts.update(toks)
-        return counts, counts.pop(NEWLINE, 0)
-
     # ------------------------------------------------------------------------------- vocabulary
     def build_vocab(self, corpus_iterable=None, corpus_file=None, update: bool = False, **kwargs):
         """Count the corpus and fix the vocabulary: words seen ``min_count`` times, at most
-        ``max_final_vocab`` / ``max_vocab_size`` of the most frequent, by descending count. With
-        ``update=True`` known words add the new counts and new frequent words are appended."""
+        ``max_final_vocab`` / ``max_vocab_size`` of the most frequent, by descending count (ties by
+        the word). With ``update=True`` known words add the new counts and new frequent words are
+        appended."""
+        from ns_plugins.data.reader import NEWLINE
+
         if kwargs:
             raise TypeError(f"build_vocab() got unsupported arguments: {sorted(kwargs)}")
         if update and not len(self.wv):
@@ -233,16 +252,24 @@ class Word2Vec:
                 "vocabulary. First build the vocabulary of your model with a corpus before doing "
                 "an online update."
             )
-        path = self._corpus_file(corpus_iterable, corpus_file, self.epochs + 1)
-        counts, n_sentences = self._count(path)
-        if corpus_iterable is not None and sum(counts.values()) != self._written[2]:
-            # a token the file cannot carry: the reader split it, or dropped an empty one
-            bad = next(t for s in corpus_iterable for t in s if not t or t.split() != [t])
+        corpus = _Corpus(corpus_iterable, corpus_file, self.epochs + 1)
+        counts: Counter = Counter()
+        for block in corpus.blocks():
+            counts.update(block)
+        n_sentences = counts.pop(NEWLINE, 0)
+        total = sum(counts.values())
+        if total == 0:
+            if corpus.file is not None:
+                raise ValueError(f"corpus_file {str(corpus.file)!r} holds no words")
+            raise _empty_corpus()
+        # a word file cannot carry such a token, and a corpus file cannot hold one
+        bad = next((w for w in counts if not isinstance(w, str) or w.split() != [w]), None)
+        if bad is not None:
             raise ValueError(f"token {bad!r} is empty or holds whitespace; split it first")
-        self.corpus_count, self.corpus_total_words = n_sentences, int(sum(counts.values()))
+        self.corpus_count, self.corpus_total_words = n_sentences, total
         caps = [c for c in (self.max_vocab_size, self.max_final_vocab) if c is not None]
         if not update:
-            from ns_plugins.data import Vocab
+            from ns_plugins.data.vocab import Vocab
 
             vocab = Vocab.from_counter(counts, self.min_count, min(caps) if caps else None)
             self.wv = KeyedVectors.from_words(
@@ -264,11 +291,12 @@ class Word2Vec:
             self.syn1neg = np.concatenate(
                 [self.syn1neg, np.zeros((len(new), self.vector_size), np.float32)]
             )
+        self._encoded = None
         log.info(
             "vocabulary: %d words (%d sentences, %d raw words)%s",
             len(self.wv),
             n_sentences,
-            self.corpus_total_words,
+            total,
             " after the update" if update else "",
         )
 
@@ -281,53 +309,27 @@ class Word2Vec:
         return out
 
     # ------------------------------------------------------------------------------- training
-    def config(self, corpus_path, vocab_file, init_vectors=None, epochs=None, alpha=None,
-               min_alpha=None):  # fmt: skip
-        """The run config for one training call, composed from the app's Hydra configs."""
-        from hydra import compose, initialize_config_dir
+    def _encode(self, corpus: _Corpus):
+        """(ids, offsets, raw words) of ``corpus`` under the current vocabulary, in memory; the
+        same corpus object (or file) trained again is not encoded again."""
+        from ns_plugins.data.encode import BlockEncoder
+        from ns_plugins.data.vocab import Vocab
 
-        from ns_plugins.config import config_dir
-
-        o = [
-            "+experiment=sgns_text",
-            *([] if self.sg else ["model=cbow", "model.init_scale=1.0"]),
-            f"data.path={_quote(corpus_path)}",
-            "data.tokenizer=split",
-            f"data.vocab_file={_quote(vocab_file)}",
-            "min_count=1",  # the vocabulary file is already cut
-            f"vector_size={self.vector_size}",
-            f"window={self.window}",
-            f"sample={self.sample!r}",
-            f"negative={self.negative}",
-            f"ns_exponent={self.ns_exponent!r}",
-            f"alpha={(self.alpha if alpha is None else alpha)!r}",
-            f"min_alpha={(self.min_alpha if min_alpha is None else min_alpha)!r}",
-            f"epochs={self.epochs if epochs is None else int(epochs)}",
-            f"workers={self.workers}",
-            f"seed={self.seed}",
-            f"shrink_windows={str(self.shrink_windows).lower()}",
-            f"model.cbow_mean={str(bool(self.cbow_mean)).lower()}",
-            "trainer.enable_progress_bar=false",
-        ]
-        if init_vectors is not None:
-            o.append(f"init_vectors={_quote(init_vectors)}")
-        if self.device == "gpu":
-            o.append("device=ddp" if self.devices > 1 else "device=gpu")
-        elif self.devices > 1:
-            o.append("device=ddp_cpu")
-        if self.devices > 1:
-            o.append(f"devices={self.devices}")
-        from hydra.core.global_hydra import GlobalHydra
-        from hydra.initialize import get_gh_backup, restore_gh_from_backup
-
-        # Inside a Hydra app: compose from our configs, then give the app its state back.
-        backup = get_gh_backup()
-        GlobalHydra.instance().clear()
-        try:
-            with initialize_config_dir(str(config_dir()), version_base=None, job_name="word2vec"):
-                return compose("train", overrides=[*o, *self.overrides])
-        finally:
-            restore_gh_from_backup(backup)
+        cached = self._encoded
+        if cached is not None and corpus.same_as(cached[0]) and cached[1] == len(self.wv):
+            return cached[2:]
+        encoder = BlockEncoder(Vocab(self.wv.index_to_key, self.wv.counts))
+        ids, starts = [], []
+        for block in corpus.blocks():
+            kept, block_starts = encoder.feed(block)
+            ids.append(kept)
+            starts.append(block_starts)
+        if encoder.words == 0:
+            raise _empty_corpus()
+        ids = np.concatenate(ids) if ids else np.zeros(0, np.int32)
+        offsets = np.concatenate([*starts, [encoder.written]]).astype(np.int64)
+        self._encoded = (corpus, len(self.wv), ids, offsets, encoder.words)
+        return ids, offsets, encoder.words
 
     def train(
         self,
@@ -338,14 +340,15 @@ class Word2Vec:
         epochs=None,
         start_alpha=None,
         end_alpha=None,
-        callbacks=(),
+        report_delay: float = 1.0,
         compute_loss=None,
+        callbacks=(),
         **kwargs,
     ):
-        """Train on the corpus for ``epochs``, starting from the current weights after the first
-        call. As in gensim, ``total_examples`` or ``total_words`` and ``epochs`` must be given
-        (the learning rate schedule follows the corpus as read); words outside the vocabulary
-        are skipped. ``callbacks`` join the model's for this call."""
+        """Train on the corpus for ``epochs``, starting from the current weights. As in gensim,
+        ``total_examples`` or ``total_words`` and ``epochs`` must be given; words outside the
+        vocabulary are skipped. ``callbacks`` join the model's for this call. Returns (effective
+        words, raw words) over all epochs, as gensim does."""
         if kwargs:
             raise TypeError(f"train() got unsupported arguments: {sorted(kwargs)}")
         if not len(self.wv):
@@ -361,82 +364,111 @@ class Word2Vec:
             raise ValueError(
                 "You must specify an explicit epochs count. The usual value is epochs=model.epochs."
             )
-        from ns_plugins.data import Vocab
-        from ns_plugins.runs import train as run_train
-
-        path = self._corpus_file(corpus_iterable, corpus_file, int(epochs))
-        vocab_file = self._next_file("vocab", ".tsv")
-        Vocab(self.wv.index_to_key, self.wv.counts).save(vocab_file)
-        init = None
-        if self.train_count:  # continue from the trained weights (new words start random)
-            init = self._next_file("weights", ".npz")
-            with open(init, "wb") as f:
-                np.savez(f, words=np.array(self.wv.index_to_key, dtype=str),
-                         in_embed=self.wv.vectors, out_embed=self.syn1neg)  # fmt: skip
-        cfg = self.config(path, vocab_file, init, epochs, start_alpha, end_alpha)
-        previous, run_dir = self.run_dir, self._next_file("run", "")
-        adapter = _lightning_callbacks(self, [*self.callbacks, *callbacks])
-        metrics = run_train(cfg, run_dir, extra_callbacks=[adapter])
-        if not metrics:
-            # another rank of a multi-process run (the script re-run by the launcher): rank 0
-            # writes the run directory and holds the result
-            return 0, 0
-        self._read_run(run_dir)
-        self.metrics, self.run_dir = metrics, run_dir
+        if compute_loss is not None:
+            self.compute_loss = bool(compute_loss)
+        ids, offsets, raw_words = self._encode(_Corpus(corpus_iterable, corpus_file, int(epochs)))
+        engine = self._engine(start_alpha, end_alpha)
+        callbacks = [*self.callbacks, *callbacks]
+        for cb in callbacks:
+            cb.on_train_begin(self)
+        trained = self._epochs(engine, ids, offsets, raw_words, int(epochs), callbacks,
+                               float(report_delay))  # fmt: skip
         self.train_count += 1
-        if previous is not None:
-            shutil.rmtree(previous, ignore_errors=True)
-        for stale in (init, vocab_file):
-            if stale is not None:
-                stale.unlink(missing_ok=True)
-        if metrics.get("interrupted"):
-            raise KeyboardInterrupt(f"training interrupted; the vectors so far are in {run_dir}")
-        words = int(metrics.get("words") or 0)
-        return words, words  # (trained, raw) words as gensim returns them; both are raw here
+        for cb in callbacks:
+            cb.on_train_end(self)
+        return trained, raw_words * int(epochs)
 
-    def _read_run(self, run_dir: Path) -> None:
-        """Take the trained input and output vectors from a finished run directory, by word."""
-        from ns_plugins.data import Vocab
+    def _engine(self, start_alpha, end_alpha):
+        from ns_plugins.engines.chunk import ChunkSettings, ChunkTrainer
 
-        words = Vocab.load(run_dir / "vocab.tsv").words
-        kv = KeyedVectors.load_word2vec_format(run_dir / "vectors.bin", binary=True)
-        if kv.index_to_key != words:
-            raise RuntimeError(f"{run_dir}: vectors.bin and vocab.tsv list different words")
-        out = _output_vectors(run_dir, kv.vectors.shape)
-        if words == self.wv.index_to_key:
-            self.wv.vectors, self.syn1neg = kv.vectors, out
-        else:
-            # A run that left out words of its vocabulary file (absent from this corpus, say):
-            # those keep their vectors; a word the model does not know would be a bug upstream.
-            rows = np.array([self.wv.get_index(w, -1) for w in words], dtype=np.int64)
-            if (rows < 0).any():
-                raise RuntimeError(f"{run_dir}: the run trained words outside data.vocab_file")
-            if len(words) != len(self.wv):
-                log.warning(
-                    "%s: the run trained %d of the %d words of its vocabulary file",
-                    run_dir,
-                    len(words),
-                    len(self.wv),
-                )
-            self.wv.vectors[rows], self.syn1neg[rows] = kv.vectors, out
+        settings = ChunkSettings(
+            vector_size=self.vector_size,
+            window=self.window,
+            negative=self.negative,
+            ns_exponent=self.ns_exponent,
+            sample=self.sample,
+            alpha=self.alpha if start_alpha is None else float(start_alpha),
+            min_alpha=self.min_alpha if end_alpha is None else float(end_alpha),
+            cbow=not self.sg,
+            shrink_windows=self.shrink_windows,
+            workers=self.workers,
+            # a new stream of draws for every training call
+            seed=self.seed + (self.train_count << 32),
+        )
+        return ChunkTrainer(self.wv.counts, settings, (self.wv.vectors, self.syn1neg))
+
+    def _epochs(self, engine, ids, offsets, raw_words, epochs, callbacks, report_delay) -> int:
+        """The training loop: every epoch walks the corpus in chunks of ``chunk_words``."""
+        from ns_plugins.engines.chunk import chunk_bounds
+
+        bounds = chunk_bounds(offsets, self.chunk_words)
+        n_chunks = len(bounds) - 1
+        total_steps = epochs * n_chunks
+        cuda = self.device in ("gpu", "cuda")
+        if cuda:
+            ids, offsets = self._to_cuda(engine, ids, offsets)
+        self.running_training_loss = 0.0
+        trained = 0
+        start = time.perf_counter()
+        for epoch in range(epochs):
+            for cb in callbacks:
+                cb.on_epoch_begin(self)
+            t0 = last_report = time.perf_counter()
+            words = 0
+            for c in range(n_chunks):
+                step = epoch * n_chunks + c
+                part = offsets[bounds[c] : bounds[c + 1] + 1]
+                loss, _, kept = engine.step(ids, part, step, total_steps,
+                                            compute_loss=self.compute_loss,
+                                            check_every=1 if not cuda else 64)  # fmt: skip
+                if cuda:
+                    loss, kept = float(loss), int(kept)
+                self.running_training_loss += loss
+                words += kept
+                now = time.perf_counter()
+                if now - last_report >= report_delay and c + 1 < n_chunks:
+                    log.info("EPOCH %d - PROGRESS: at %.2f%% examples, %.0f words/s", epoch,
+                             100.0 * (c + 1) / n_chunks, words / (now - t0))  # fmt: skip
+                    last_report = now
+            seconds = time.perf_counter() - t0
+            trained += words
+            log.info("EPOCH %d: training on %d raw words (%d effective words) took %.1fs, "
+                     "%.0f effective words/s", epoch, raw_words, words, seconds,
+                     words / max(seconds, 1e-9))  # fmt: skip
+            if cuda:
+                self._from_cuda(engine)
+            for cb in callbacks:
+                cb.on_epoch_end(self)
+        seconds = time.perf_counter() - start
+        log.info("training on %d raw words (%d effective words) took %.1fs, %.0f effective "
+                 "words/s", raw_words * epochs, trained, seconds,
+                 trained / max(seconds, 1e-9))  # fmt: skip
+        return trained
+
+    def _to_cuda(self, engine, ids, offsets):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device={self.device!r} but torch sees no CUDA device")
+        engine.W_in = torch.from_numpy(self.wv.vectors).to("cuda")
+        engine.W_out = torch.from_numpy(self.syn1neg).to("cuda")
+        return engine.to_device(ids, offsets, "cuda")
+
+    def _from_cuda(self, engine) -> None:
+        """The device's weights into ``wv.vectors`` and ``syn1neg`` (in place)."""
+        self.wv.vectors[...] = engine.W_in.cpu().numpy()
+        self.syn1neg[...] = engine.W_out.cpu().numpy()
         self.wv.norms = None
 
-    def _refresh(self, vectors) -> None:
-        """Take the current input vectors during training (for callbacks)."""
-        if vectors is not None and vectors.shape == self.wv.vectors.shape:
-            self.wv.vectors = np.asarray(vectors, dtype=np.float32)
-            self.wv.norms = None
-
     def get_latest_training_loss(self) -> float:
-        """The mean loss per trained pair over the last logged steps of the latest run."""
-        loss = self.metrics.get("final_loss")
-        return float(loss) if loss is not None else math.nan
+        """The summed loss of the latest ``train`` call (0.0 unless ``compute_loss=True``)."""
+        return self.running_training_loss
 
     # ------------------------------------------------------------------------------- files
     def save(self, fname) -> None:
         """The model (vocabulary, counts, both weight tables, settings) as one ``.npz`` written to
         ``fname`` exactly; ``Word2Vec.load`` reads it with ``allow_pickle=False``."""
-        params = {k: getattr(self, k) for k in _PARAMS}
+        params = {k: getattr(self, k) for k in (*_PARAMS, *_STATE)}
         counts = self.wv.counts if self.wv.counts is not None else np.zeros(len(self.wv), np.int64)
         with open(fname, "wb") as f:
             np.savez(
@@ -450,7 +482,11 @@ class Word2Vec:
             )
 
     @classmethod
-    def load(cls, fname, work_dir=None, callbacks=()) -> Word2Vec:
+    def load(cls, fname, callbacks=()) -> Word2Vec:
+        """A model written by ``save``; anything else (a gensim pickle, a truncated file) raises
+        one ``ValueError`` naming the file."""
+        import zipfile
+
         try:
             with np.load(fname, allow_pickle=False) as z:
                 if str(z["format"]) != _FORMAT:
@@ -458,74 +494,18 @@ class Word2Vec:
                 params = json.loads(str(z["params"]))
                 words, counts = z["words"].tolist(), z["counts"]
                 vectors, syn1neg = z["vectors"], z["syn1neg"]
-        except (KeyError, ValueError, OSError) as err:
+            state = {k: params.pop(k) for k in _STATE}
+            params.pop("devices", None)  # written by 0.1.0, always 1 in a model file
+            unknown = sorted(set(params) - set(_PARAMS))
+            if unknown:
+                raise KeyError(", ".join(unknown))
+            model = cls(**params, callbacks=callbacks)
+            if vectors.shape != syn1neg.shape or vectors.shape != (len(words), model.vector_size):
+                raise ValueError(f"arrays of shapes {vectors.shape} and {syn1neg.shape}")
+            model.wv = KeyedVectors.from_words(words, np.ascontiguousarray(vectors), counts)
+        except (KeyError, ValueError, TypeError, OSError, EOFError, zipfile.BadZipFile) as err:
             raise ValueError(f"{fname}: not a model saved by Word2Vec.save ({err})") from None
-        state = {k: params.pop(k) for k in ("corpus_count", "corpus_total_words", "train_count")}
-        model = cls(**params, work_dir=work_dir, callbacks=callbacks)
-        model.wv = KeyedVectors.from_words(words, vectors, counts)
-        model.syn1neg = syn1neg
+        model.syn1neg = np.ascontiguousarray(syn1neg)
         for k, v in state.items():
             setattr(model, k, v)
         return model
-
-
-def _output_vectors(run_dir: Path, shape) -> np.ndarray:
-    """The output (context) vectors of a run from its last checkpoint: a Lightning ``.ckpt`` read
-    with ``weights_only=True`` (plain tensors, never unpickled objects) or an ``.npz``."""
-    ckpts = run_dir / "checkpoints"
-    npz, ckpt = ckpts / "last.npz", ckpts / "last.ckpt"
-    if ckpt.is_file():
-        import torch
-
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
-        out = state["out_embed.weight"].float().numpy()
-    elif npz.is_file():
-        with np.load(npz, allow_pickle=False) as z:
-            out = np.asarray(z["out_embed"], dtype=np.float32)
-    else:
-        raise RuntimeError(f"{run_dir}: no checkpoints/last.ckpt or last.npz to continue from")
-    if out.shape != tuple(shape):
-        raise RuntimeError(f"{run_dir}: output vectors {out.shape}, input vectors {shape}")
-    return np.ascontiguousarray(out)
-
-
-def _lightning_callbacks(model: Word2Vec, callbacks):
-    """One Lightning callback that logs a line per epoch and calls the gensim-style callbacks."""
-    import pytorch_lightning as pl
-
-    def metric(trainer, name):
-        value = trainer.callback_metrics.get(name)
-        return float(value) if value is not None else math.nan
-
-    class GensimEvents(pl.Callback):
-        def on_train_start(self, trainer, pl_module):
-            if trainer.is_global_zero:
-                for cb in callbacks:
-                    cb.on_train_begin(model)
-
-        def on_train_epoch_start(self, trainer, pl_module):
-            if trainer.is_global_zero:
-                for cb in callbacks:
-                    cb.on_epoch_begin(model)
-
-        def on_train_epoch_end(self, trainer, pl_module):
-            if not trainer.is_global_zero:
-                return
-            log.info(
-                "EPOCH %d: loss %.4f, %.0f words/s",
-                trainer.current_epoch,
-                metric(trainer, "train/loss"),
-                metric(trainer, "train/words_per_sec"),
-            )
-            if callbacks:
-                vectors = getattr(pl_module, "vectors", None)
-                model._refresh(vectors() if callable(vectors) else None)
-                for cb in callbacks:
-                    cb.on_epoch_end(model)
-
-        def on_train_end(self, trainer, pl_module):
-            if trainer.is_global_zero:
-                for cb in callbacks:
-                    cb.on_train_end(model)
-
-    return GensimEvents()

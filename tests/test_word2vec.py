@@ -1,8 +1,9 @@
 """Word2Vec with gensim 4's interface: a tutorial-style script on the synthetic corpus (the same
 function runs with gensim's class where gensim is installed), the corpus and argument checks, the
-vocabulary rules and the run config it composes."""
+vocabulary rules, and what a library object must not do (import torch, write files)."""
 
 import logging
+import os
 import subprocess
 import sys
 
@@ -131,7 +132,7 @@ class _Exhausted:
 )
 def test_bad_corpus(tmp_path, corpus_arg, error, message):
     with pytest.raises(error, match=message):
-        Word2Vec(corpus_arg, min_count=1, work_dir=tmp_path)
+        Word2Vec(corpus_arg, min_count=1)
 
 
 def test_bad_arguments(tmp_path):
@@ -141,7 +142,7 @@ def test_bad_arguments(tmp_path):
         Word2Vec(negative=0)
     with pytest.raises(ValueError, match="device='tpu'"):
         Word2Vec(device="tpu")
-    model = Word2Vec(work_dir=tmp_path)
+    model = Word2Vec()
     with pytest.raises(RuntimeError, match="build vocabulary"):
         model.train([["a"]], total_examples=1, epochs=1)
     with pytest.raises(RuntimeError, match="online vocabulary-update"):
@@ -157,7 +158,7 @@ def test_bad_arguments(tmp_path):
 
 def test_vocabulary_rules(tmp_path):
     sentences = [["the", "cat", "sat"], ["the", "Cat", "ran"], ["the", "cat"], ["a", "dog"]]
-    model = Word2Vec(min_count=2, vector_size=8, work_dir=tmp_path)
+    model = Word2Vec(min_count=2, vector_size=8)
     model.build_vocab(sentences)
     # case is kept (str.split, as gensim reads), by descending count
     assert model.wv.index_to_key == ["the", "cat"]
@@ -165,40 +166,13 @@ def test_vocabulary_rules(tmp_path):
     assert model.wv.vectors.shape == (2, 8) and model.syn1neg.shape == (2, 8)
     corpus_file = tmp_path / "corpus.txt"
     corpus_file.write_text("".join(" ".join(s) + "\n" for s in sentences))
-    capped = Word2Vec(min_count=1, max_final_vocab=3, vector_size=8, work_dir=tmp_path / "c")
+    capped = Word2Vec(min_count=1, max_final_vocab=3, vector_size=8)
     capped.build_vocab(corpus_file=corpus_file)
     assert capped.wv.index_to_key == ["the", "cat", "Cat"]  # ties by the word itself
     model.build_vocab([["dog", "dog", "cat"], ["emu"]], update=True)
     assert model.wv.index_to_key == ["the", "cat", "dog"]  # emu is below min_count
     assert [model.wv.get_vecattr(w, "count") for w in ("the", "cat", "dog")] == [3, 3, 2]
     assert model.wv.vectors.shape == (3, 8) and not model.syn1neg[2].any()
-
-
-def test_config_composed_from_the_app(tmp_path):
-    model = Word2Vec(sg=0, cbow_mean=1, sample=1e-5, window=3, epochs=7, workers=1, seed=5,
-                     devices=2, overrides=["trainer.log_every_n_steps=5"])  # fmt: skip
-    cfg = model.config(tmp_path / "it's.txt", tmp_path / "v.tsv", tmp_path / "w.npz", epochs=2)
-    assert cfg.data.path == str(tmp_path / "it's.txt")
-    assert cfg.data.vocab_file == str(tmp_path / "v.tsv")
-    assert cfg.init_vectors == str(tmp_path / "w.npz")
-    assert cfg.data.tokenizer.value == "split" and cfg.model.arch.value == "cbow"
-    assert (cfg.sample, cfg.window, cfg.epochs, cfg.workers, cfg.seed) == (1e-5, 3, 2, 1, 5)
-    assert cfg.device.accelerator == "cpu" and cfg.device.strategy == "ddp" and cfg.devices == 2
-    assert cfg.trainer.log_every_n_steps == 5
-    gpu = Word2Vec(sg=1, device="gpu").config("c.txt", "v.tsv")
-    assert gpu.device.accelerator == "gpu" and gpu.model.arch.value == "skipgram"
-    assert gpu.init_vectors is None and gpu.model.init_scale == 1.0
-    ddp = Word2Vec(device="gpu", devices=4).config("c.txt", "v.tsv")
-    assert ddp.device.strategy == "ddp" and ddp.device.accelerator == "gpu" and ddp.devices == 4
-    # inside another Hydra app: composed from our configs, and the app's state is given back
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    (tmp_path / "app.yaml").write_text("name: app\n")
-    with initialize_config_dir(str(tmp_path), version_base=None):
-        assert Word2Vec(window=9).config("c.txt", "v.tsv").window == 9
-        assert compose("app").name == "app"
-    assert not GlobalHydra.instance().is_initialized()
 
 
 def test_tokenizer_names():
@@ -211,11 +185,11 @@ def test_tokenizer_names():
 
 
 def test_save_and_load_keep_everything(tmp_path):
-    model = Word2Vec(min_count=1, vector_size=6, window=2, sg=1, seed=3, work_dir=tmp_path / "w")
+    model = Word2Vec(min_count=1, vector_size=6, window=2, sg=1, seed=3)
     model.build_vocab([["a", "b", "c"], ["a", "b"]])
     model.syn1neg[:] = np.arange(18, dtype=np.float32).reshape(3, 6)
     model.save(tmp_path / "model")
-    back = Word2Vec.load(tmp_path / "model", work_dir=tmp_path / "w2")
+    back = Word2Vec.load(tmp_path / "model")
     assert back.wv.index_to_key == ["a", "b", "c"]
     np.testing.assert_array_equal(back.wv.vectors, model.wv.vectors)
     np.testing.assert_array_equal(back.syn1neg, model.syn1neg)
@@ -234,17 +208,119 @@ def test_corpus_file_keeps_case(corpus, tmp_path):
     with gzip.open(path, "wt", encoding="utf-8") as f:
         for i, s in enumerate(corpus.sentences[:2000]):
             f.write(" ".join(s) + (" Zebra," if i % 2 else " zebra") + "\n")
-    model = Word2Vec(corpus_file=path, vector_size=16, min_count=5, sg=1, epochs=1,
-                     work_dir=tmp_path / "w")  # fmt: skip
+    model = Word2Vec(corpus_file=path, vector_size=16, min_count=5, sg=1, epochs=1)
     assert model.wv.get_vecattr("Zebra,", "count") == 1000
     assert model.wv.get_vecattr("zebra", "count") == 1000
-    assert model.metrics["epochs_completed"] == 1 and model.run_dir.is_dir()
     assert not np.allclose(model.wv["Zebra,"], model.wv["zebra"])
 
 
 def test_cbow_is_the_default(corpus, tmp_path):
     """gensim's default architecture, CBOW with averaged contexts, learns the planted clusters."""
-    model = Word2Vec(corpus.sentences, vector_size=32, min_count=2, epochs=3, work_dir=tmp_path)
-    assert model.metrics["config"]["model"]["arch"] == "cbow"
-    assert model.metrics["config"]["model"]["cbow_mean"] is True
+    model = Word2Vec(corpus.sentences, vector_size=32, min_count=2, epochs=3)
+    assert (model.sg, model.cbow_mean) == (0, 1)
     assert corpus.neighbour_purity(model.wv.vectors, model.wv.index_to_key) >= 0.8
+
+
+LIBRARY_RUN = """
+import logging, os, sys
+from ns_plugins import Word2Vec
+sentences = [[f"w{(i * 7 + j) % 50}" for j in range(12)] for i in range(3000)]
+model = Word2Vec(sentences, vector_size=16, min_count=1, sg=1, epochs=2, workers=2)
+model.train(sentences, total_examples=len(sentences), epochs=1)
+print(len(model.wv), sorted(m for m in ("torch", "pytorch_lightning", "hydra") if m in sys.modules))
+"""
+
+
+def test_a_cpu_model_is_a_quiet_library_object(tmp_path):
+    """Training on the CPU imports no torch, Lightning or Hydra, prints nothing and writes no
+    file (the working directory and the temporary directory stay as they were)."""
+    work, scratch = tmp_path / "cwd", tmp_path / "tmp"
+    work.mkdir()
+    scratch.mkdir()
+    env = {**os.environ, "TMPDIR": str(scratch)}
+    proc = subprocess.run([sys.executable, "-c", LIBRARY_RUN], capture_output=True, text=True,
+                          cwd=work, env=env, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "50 []"
+    assert proc.stderr == ""
+    assert list(work.iterdir()) == [] and list(scratch.iterdir()) == []
+
+
+def test_progress_goes_to_the_logger_as_gensim_logs_it(caplog):
+    sentences = [[f"w{(i * 3 + j) % 40}" for j in range(10)] for i in range(2000)]
+    with caplog.at_level(logging.INFO, logger="ns_plugins.word2vec"):
+        model = Word2Vec(sentences, vector_size=8, min_count=1, sg=1, epochs=2, chunk_words=500)
+        trained, raw = model.train(sentences, total_examples=len(sentences), epochs=2,
+                                   report_delay=0.0)  # fmt: skip
+    lines = [r.getMessage() for r in caplog.records]
+    # gensim numbers epochs from 0 and reports raw and effective (subsampled) words
+    assert any(m.startswith("EPOCH 0 - PROGRESS: at ") for m in lines)
+    ends = [m for m in lines if m.startswith("EPOCH 1: training on 20000 raw words")]
+    assert len(ends) == 2 and all("effective words/s" in m for m in ends)
+    assert raw == 2 * 20000 and 0 < trained <= raw
+
+
+def test_the_step_is_the_chunk_engines():
+    """One worker: the model's weights are those of ChunkTrainer stepping the same encoded corpus
+    with the same schedule, bit for bit (one implementation of the step)."""
+    from ns_plugins.data.encode import EncodedCorpus
+    from ns_plugins.data.vocab import Vocab
+    from ns_plugins.engines.chunk import ChunkSettings, ChunkTrainer, chunk_bounds
+
+    rng = np.random.default_rng(4)
+    sentences = [[f"w{int(v)}" for v in rng.zipf(1.5, 15) % 60] for _ in range(800)]
+    model = Word2Vec(vector_size=12, min_count=1, sg=1, workers=1, epochs=2, chunk_words=700)
+    model.build_vocab(sentences)
+    start = model.wv.vectors.copy()
+    model.train(sentences, total_examples=len(sentences), epochs=2)
+
+    vocab = Vocab(model.wv.index_to_key, model.wv.counts)
+    corpus = EncodedCorpus.from_sentences(sentences, vocab)
+    settings = ChunkSettings(vector_size=12, cbow=False, workers=1, seed=1, alpha=0.025,
+                             min_alpha=0.0001)  # fmt: skip
+    engine = ChunkTrainer(vocab.counts, settings, (start, np.zeros_like(start)))
+    bounds = chunk_bounds(corpus.offsets, 700)
+    n = len(bounds) - 1
+    for epoch in range(2):
+        for c in range(n):
+            part = corpus.offsets[bounds[c] : bounds[c + 1] + 1]
+            engine.step(corpus.ids, part, epoch * n + c, 2 * n)
+    np.testing.assert_array_equal(engine.W_in, model.wv.vectors)
+    np.testing.assert_array_equal(engine.W_out, model.syn1neg)
+
+
+def test_divergence_is_one_error_naming_alpha():
+    from ns_plugins.engines.base import TrainingDiverged
+
+    sentences = [[f"w{(i + j) % 30}" for j in range(10)] for i in range(3000)]
+    with pytest.raises(TrainingDiverged, match=r"alpha=50\.0 is too large"):
+        Word2Vec(sentences, vector_size=16, min_count=1, sg=1, alpha=50.0, epochs=1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(vector_size=0), "vector_size must be >= 1"),
+        (dict(seed=-1), r"seed must be in \[0, 2\*\*32\)"),
+        (dict(window=0), "window must be >= 1"),
+        (dict(workers=0), "workers must be >= 1"),
+        (dict(alpha=float("nan")), "alpha must be a finite number"),
+        (dict(sg=0, cbow_mean=0), "cbow_mean=0"),
+        (dict(devices=2), "devices=2: Word2Vec trains in this process"),
+        (dict(max_final_vocab=0), "max_final_vocab must be >= 1"),
+    ],
+)
+def test_bad_settings_are_one_error(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Word2Vec(**kwargs)
+
+
+def test_load_refuses_what_save_did_not_write(tmp_path):
+    model = Word2Vec(min_count=1, vector_size=4)
+    model.build_vocab([["a", "b"], ["a"]])
+    model.save(tmp_path / "m.npz")
+    data = (tmp_path / "m.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
+    for bad in ("cut.npz", "missing.npz"):
+        with pytest.raises(ValueError, match="not a model saved by Word2Vec.save"):
+            Word2Vec.load(tmp_path / bad)
