@@ -96,6 +96,28 @@ def test_sampling_table_semantics():
     assert abs(ratio - 0.5) < 0.05
 
 
+@pytest.mark.parametrize(
+    "table",
+    [
+        [float("nan")] * 10,
+        [0.0, float("nan"), 2.0, -1.0, float("inf"), float("-inf"), 1.0, 0.0, -0.5, float("nan")],
+    ],
+)
+def test_sampling_table_values_outside_zero_one_as_keras(table):
+    # Keras drops a center when table[w] < random(): NaN and values >= 1 always keep it, values
+    # below 0 always drop it. These tables leave nothing to chance, so the outputs must be equal.
+    keras_sequence = pytest.importorskip("keras_preprocessing.sequence")
+    seq = np.random.default_rng(2).integers(0, 10, size=300).tolist()
+    ours = skipgrams(seq, 10, window_size=2, negative_samples=0, shuffle=False,
+                     sampling_table=table, seed=0)  # fmt: skip
+    theirs = keras_sequence.skipgrams(seq, 10, window_size=2, negative_samples=0, shuffle=False,
+                                      sampling_table=table)  # fmt: skip
+    assert ours[0] and ours == (theirs[0], theirs[1])
+    couples, _ = skipgrams(np.array(seq), 10, window_size=2, negative_samples=0, shuffle=False,
+                           sampling_table=np.asarray(table), return_arrays=True)  # fmt: skip
+    assert couples.tolist() == ours[0]
+
+
 def test_unigram_negatives_and_arrays():
     rng = np.random.default_rng(2)
     p = 1 / np.arange(1, 21)

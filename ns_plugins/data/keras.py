@@ -73,7 +73,9 @@ def skipgrams(
 
     Returns ``(couples, labels)``: lists ``[[word, context], ...]`` and ``[1, ..., 0, ...]``
     (``[[0, 1], ..., [1, 0], ...]`` when ``categorical``). ``seed`` (int or numpy Generator) makes
-    the whole output reproducible.
+    the whole output reproducible. ``sampling_table[w]`` is the keep probability of ``w`` as a
+    center, compared as Keras compares it (dropped when below a uniform draw): NaN and values of
+    1 or more always keep the word, values below 0 always drop it.
 
     Extensions (keyword-only): ``negatives="unigram"`` draws negative contexts from the unigram
     distribution raised to ``ns_exponent`` with the exact alias sampler, over ``counts`` (length
@@ -108,7 +110,9 @@ def skipgrams(
             raise ValueError(
                 f"sampling_table has {table.size} entries but the sequence holds id {seq.max()}"
             )
-        center = center[table[seq[center]] >= rng.random(center.size)]
+        # Keras drops a center when table[w] < random(), so NaN keeps it (a comparison with
+        # NaN is false), as does any value >= 1; a value below 0 drops it
+        center = center[~(table[seq[center]] < rng.random(center.size))]
 
     words, contexts = window_pairs(seq, center, window_size)
     n_pos = words.size
