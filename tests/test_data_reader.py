@@ -1,6 +1,8 @@
 import bz2
+import codecs
 import gzip
 import lzma
+import os
 import struct
 import zlib
 
@@ -9,6 +11,7 @@ import pytest
 
 from ns_plugins.data import read_sentences, simple_tokenize
 from ns_plugins.data import reader as reader_mod
+from ns_plugins.errors import UsageError
 
 TEXT = "The cat sat.\nOn the MAT, the cat's hat!\n\n  dogs   don't bark\n"
 EXPECTED = [
@@ -118,3 +121,102 @@ def test_default_tokenizer_is_simple_tokenize_per_line(tmp_path, punctuation):
     p.write_bytes(text.encode())
     expected = [t for t in (simple_tokenize(line.lower()) for line in text.split("\n")) if t]
     assert list(read_sentences(p)) == expected
+
+
+# ------------------------------------------------------------------ encodings and special files
+def _one_line(err: pytest.ExceptionInfo) -> str:
+    message = str(err.value)
+    assert "\n" not in message and isinstance(err.value, UsageError), message
+    return message
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be", "utf-8"])
+def test_byte_order_mark_decodes_the_file(tmp_path, monkeypatch, encoding):
+    boms = {
+        "utf-16-le": codecs.BOM_UTF16_LE,
+        "utf-16-be": codecs.BOM_UTF16_BE,
+        "utf-32-le": codecs.BOM_UTF32_LE,
+        "utf-32-be": codecs.BOM_UTF32_BE,
+        "utf-8": codecs.BOM_UTF8,
+    }
+    text = "Naïve café\n" + TEXT * 40  # several blocks, split inside characters
+    p = tmp_path / "c.txt"
+    p.write_bytes(boms[encoding] + text.encode(encoding))
+    monkeypatch.setattr(reader_mod, "BLOCK_BYTES", 101)
+    s = read_sentences(p, tokenizer=str.split, lowercase=False)
+    expected = [line.split() for line in text.split("\n") if line.split()]
+    assert list(s) == expected  # no BOM glued to the first word, no single letters
+    assert s.stats.replaced_bytes == 0
+
+
+@pytest.mark.parametrize(
+    "encoding, name",
+    [
+        ("utf-16-le", "UTF-16LE"),
+        ("utf-16-be", "UTF-16BE"),
+        ("utf-32-le", "UTF-32LE"),
+        ("utf-32-be", "UTF-32BE"),
+    ],  # fmt: skip
+)
+def test_wide_text_without_byte_order_mark_is_refused(tmp_path, encoding, name):
+    p = tmp_path / "wide.txt"
+    p.write_bytes((TEXT * 20).encode(encoding))
+    with pytest.raises(UsageError) as err:
+        list(read_sentences(p))
+    message = _one_line(err)
+    assert f"corpus file {str(p)!r} is not UTF-8 text" in message
+    assert "NUL" in message and f"{name} text without a byte-order mark" in message
+
+
+@pytest.mark.parametrize(
+    "data, likely",
+    [
+        ("中文的文本，一些词。\n".encode("gbk") * 30, "legacy encoding"),
+        (gzip.compress(TEXT.encode() * 30), "gzip-compressed data: name it .gz"),
+        (bytes(range(256)) * 20, "binary data"),
+    ],
+    ids=["gbk", "gzip", "binary"],
+)
+def test_text_that_is_mostly_not_utf8_is_refused(tmp_path, data, likely):
+    p = tmp_path / "c.txt"
+    p.write_bytes(data)
+    with pytest.raises(UsageError) as err:
+        list(read_sentences(p))
+    message = _one_line(err)
+    assert f"corpus file {str(p)!r} is not UTF-8 text" in message and likely in message
+
+
+def test_occasional_bad_bytes_still_read(tmp_path):
+    p = tmp_path / "latin1.txt"
+    p.write_bytes(("Naïve café au lait\n" + TEXT).encode("latin-1") * 50)  # 2 bad bytes a line
+    s = read_sentences(p)
+    assert len(list(s)) == 200 and s.stats.replaced_bytes == 100
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("where", ["file", "in a directory"])
+def test_fifo_is_refused_before_it_is_opened(tmp_path, where):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text(TEXT)
+    fifo = corpus / "z.fifo"
+    os.mkfifo(fifo)  # opening it for reading would block until a writer comes: never
+    path = fifo if where == "file" else corpus
+    with pytest.raises(UsageError) as err:
+        list(read_sentences(path))
+    assert f"corpus file {str(fifo)!r} is a FIFO (named pipe), not a regular file" in _one_line(err)
+
+
+def test_device_and_missing_paths(tmp_path):
+    if os.path.exists("/dev/null"):
+        with pytest.raises(UsageError, match="'/dev/null' is a character device"):
+            read_sentences("/dev/null")
+    with pytest.raises(FileNotFoundError) as err:  # also a UsageError: one line
+        read_sentences(tmp_path / "missing.txt")
+    assert _one_line(err) == f"corpus not found: {str(tmp_path / 'missing.txt')!r}"
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.txt").write_text(TEXT)
+    (tmp_path / "d" / "b.txt").symlink_to(tmp_path / "gone.txt")
+    with pytest.raises(UsageError) as err:
+        read_sentences(tmp_path / "d")
+    assert "b.txt' is a broken symbolic link" in _one_line(err)

@@ -4,16 +4,26 @@ Text is read in blocks of bytes, never whole files, so a text8-style corpus (one
 costs no more memory than a block. Each block becomes a flat token list in which the marker
 ``NEWLINE`` ends a line; every consumer (sentence lists, vocabulary counts, the id encoder) uses
 that one representation, so all of them tokenize identically.
+
+Text is UTF-8; an occasional undecodable byte is replaced by U+FFFD and counted. A file starting
+with a UTF-16 or UTF-32 byte-order mark is decoded as such (a UTF-8 one is dropped). A file whose
+first block looks like something else is refused with one line naming it and the likely encoding:
+more than ``NUL_SHARE`` of NUL bytes (UTF-16/32 without a byte-order mark, or binary data), or more
+than ``REPLACED_SHARE`` of bytes that are not UTF-8 (a legacy encoding, compressed or binary data).
+Only regular files are read: a FIFO, socket or device (which could block forever) is refused before
+it is opened, as is a missing path (``CorpusNotFoundError``).
 """
 
 from __future__ import annotations
 
 import bz2
 import codecs
+import errno
 import gzip
 import lzma
 import os
 import re
+import stat
 import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -23,6 +33,7 @@ from pathlib import Path
 from ns_plugins.errors import UsageError
 
 __all__ = [
+    "CorpusNotFoundError",
     "CorpusStats",
     "corpus_files",
     "open_binary",
@@ -37,6 +48,26 @@ NEWLINE = "\n"  # line marker inside token blocks; no tokenizer ever yields it a
 # (10 MB of Python objects); larger blocks only raise the peak memory, not the speed.
 BLOCK_BYTES = 1 << 20
 MAX_SENTENCE_LENGTH = 10000  # gensim's limit; longer lines are cut into chunks of this many words
+# A file's first block is refused as text above these shares of NUL bytes or of bytes that are not
+# UTF-8 (and at least _MIN_SUSPECT such bytes, so that a tiny file with one bad byte still reads).
+NUL_SHARE = 0.1
+REPLACED_SHARE = 0.2
+_MIN_SUSPECT = 4
+# byte-order marks, longest first (the UTF-32LE mark starts with the UTF-16LE one)
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+    (codecs.BOM_UTF8, "utf-8"),
+)
+# what a plain file holds when it starts with these bytes
+_MAGIC = (
+    (b"\x1f\x8b", "gzip-compressed data: name it .gz"),
+    (b"BZh", "bzip2-compressed data: name it .bz2"),
+    (b"\xfd7zXZ\x00", "xz-compressed data: name it .xz"),
+    (b"PK\x03\x04", "a zip archive: unpack it"),
+)
 
 _TOKEN = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 _TOKEN_OR_NEWLINE = re.compile(r"[^\W_]+(?:['’][^\W_]+)*|\n")
@@ -85,6 +116,20 @@ def _count_and_replace(err: UnicodeDecodeError):
 codecs.register_error("ns_plugins.count_replace", _count_and_replace)
 
 
+class CorpusNotFoundError(UsageError, FileNotFoundError):
+    """A corpus path that does not exist: a ``UsageError`` (one line, naming it) that callers may
+    also catch as the ``FileNotFoundError`` it is."""
+
+    def __init__(self, path, cause: str = "corpus not found"):
+        FileNotFoundError.__init__(self, errno.ENOENT, cause, os.fspath(path))
+
+    def __str__(self) -> str:
+        return f"{self.strerror}: {self.filename!r}"
+
+    def __reduce__(self):
+        return type(self), (self.filename, self.strerror)
+
+
 def _decode(data: bytes, stats: CorpusStats) -> str:
     try:
         return data.decode("utf-8")
@@ -95,22 +140,56 @@ def _decode(data: bytes, stats: CorpusStats) -> str:
         return text
 
 
+def _kind(mode: int) -> str:
+    for is_kind, name in (
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if is_kind(mode):
+            return name
+    return "a special file"
+
+
+def _mode(path: Path) -> int:
+    """``st_mode`` of ``path`` (links followed); a missing or unreadable entry is one line."""
+    try:
+        return path.stat().st_mode
+    except OSError as err:
+        if path.is_symlink():
+            raise UsageError(f"corpus file {str(path)!r} is a broken symbolic link") from None
+        raise UsageError(f"cannot read corpus file {str(path)!r}: {_cause(err)}") from None
+
+
+def _regular(path: Path, mode: int) -> Path:
+    if not stat.S_ISREG(mode):  # reading a FIFO or a device could block forever
+        raise UsageError(
+            f"corpus file {str(path)!r} is {_kind(mode)}, not a regular file; give a file or a "
+            "directory of files"
+        )
+    return path
+
+
 def corpus_files(path) -> list[Path]:
     """The files a corpus path stands for: the file itself, or a directory's files (recursive,
-    sorted, hidden names skipped)."""
+    sorted, hidden names skipped). Every one is a regular file, checked before anything opens it."""
     p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"corpus not found: {str(p)!r}")
-    if p.is_dir():
-        files = sorted(
-            f
-            for f in p.rglob("*")
-            if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts)
-        )
-        if not files:
-            raise UsageError(f"corpus directory {str(p)!r} contains no files")
-        return files
-    return [p]
+    if not p.exists() and not p.is_symlink():
+        raise CorpusNotFoundError(p)
+    mode = _mode(p)
+    if not stat.S_ISDIR(mode):
+        return [_regular(p, mode)]
+    files = []
+    for f in sorted(p.rglob("*")):
+        if any(part.startswith(".") for part in f.relative_to(p).parts):
+            continue
+        mode = _mode(f)
+        if not stat.S_ISDIR(mode):
+            files.append(_regular(f, mode))
+    if not files:
+        raise UsageError(f"corpus directory {str(p)!r} contains no files")
+    return files
 
 
 def _cause(err: BaseException) -> str:
@@ -133,6 +212,119 @@ def open_binary(path):
     if suffix in (".xz", ".lzma"):
         return lzma.open(p, "rb")
     return open(p, "rb")
+
+
+def _share(data: bytes) -> float:
+    return data.count(0) / max(1, len(data))
+
+
+def _wide_encoding(head: bytes) -> str | None:
+    """UTF-16 or UTF-32 (and which byte order) when the NUL bytes of ``head`` fall where that
+    encoding puts them for mostly ASCII text; None when they do not."""
+    q = [_share(head[i::4]) for i in range(4)]
+    if min(q[1], q[2], q[3]) > 0.9:
+        return "UTF-32LE"
+    if min(q[0], q[1], q[2]) > 0.9:
+        return "UTF-32BE"
+    even, odd = _share(head[0::2]), _share(head[1::2])
+    if odd > 0.3 and odd > 3 * even:
+        return "UTF-16LE"
+    if even > 0.3 and even > 3 * odd:
+        return "UTF-16BE"
+    return None
+
+
+def _not_utf8(head: bytes) -> int:
+    """Bytes of ``head`` that are not UTF-8 (a character cut at the block's end is not counted)."""
+    try:
+        head.decode("utf-8")
+        return 0
+    except UnicodeDecodeError:
+        pass
+    _replaced.n = 0
+    codecs.getincrementaldecoder("utf-8")("ns_plugins.count_replace").decode(head, final=False)
+    return _replaced.n
+
+
+def _check_text(path, head: bytes) -> None:
+    """Refuse a file whose first block is not UTF-8 text, naming the likely encoding."""
+    n = len(head)
+    nul = head.count(0)
+    bad = nul if nul >= _MIN_SUSPECT and nul > NUL_SHARE * n else 0
+    what = "NUL"
+    if not bad:
+        replaced = _not_utf8(head)
+        if replaced < _MIN_SUSPECT or replaced <= REPLACED_SHARE * n:
+            return
+        bad, what = replaced, "not valid UTF-8"
+    likely = next((kind for magic, kind in _MAGIC if head.startswith(magic)), None)
+    if likely is not None:
+        likely = f"it looks like {likely}"
+    elif what == "NUL":
+        wide = _wide_encoding(head)
+        likely = (
+            f"it looks like {wide} text without a byte-order mark; convert it to UTF-8 "
+            f"(iconv -f {wide} -t UTF-8)"
+            if wide
+            else "it looks like binary data, not text"
+        )
+    else:
+        likely = (
+            "it is likely in a legacy encoding (Latin-1, cp1252, GBK, Shift-JIS, ...) or binary "
+            "data; convert it to UTF-8 (iconv -f ENCODING -t UTF-8)"
+        )
+    raise UsageError(
+        f"corpus file {os.fspath(path)!r} is not UTF-8 text: {bad / n:.0%} of its first {n} bytes "
+        f"are {what}; {likely}"
+    )
+
+
+class _Prefixed:
+    """A binary stream whose first block was read already: that block first, then the rest."""
+
+    def __init__(self, head: bytes, f):
+        self._head, self._f = head, f
+
+    def read(self, n: int) -> bytes:
+        if self._head:
+            data, self._head = self._head, b""
+            return data
+        return self._f.read(n)
+
+
+class _Transcoded:
+    """A binary stream of UTF-16 or UTF-32 text (byte-order mark removed), read as UTF-8 bytes;
+    undecodable units are replaced by U+FFFD and counted in ``stats``."""
+
+    def __init__(self, head: bytes, f, encoding: str, stats: CorpusStats):
+        self._head, self._f, self._stats = head, f, stats
+        self._decoder = codecs.getincrementaldecoder(encoding)("ns_plugins.count_replace")
+        self._done = False
+
+    def read(self, n: int) -> bytes:
+        while not self._done:
+            raw, self._head = self._head or self._f.read(n), b""
+            _replaced.n = 0
+            text = self._decoder.decode(raw, final=not raw)
+            self._stats.replaced_bytes += _replaced.n
+            self._done = not raw
+            if text:
+                return text.encode("utf-8")
+        return b""
+
+
+def _utf8_stream(f, path, block_bytes: int, stats: CorpusStats):
+    """``f`` as a stream of UTF-8 bytes: decoded from UTF-16/32 after a byte-order mark, or checked
+    on its first block (see ``_check_text``)."""
+    head = f.read(block_bytes)
+    for bom, encoding in _BOMS:
+        if head.startswith(bom):
+            head = head[len(bom) :]
+            if encoding != "utf-8":
+                return _Transcoded(head, f, encoding, stats)
+            break
+    _check_text(path, head)
+    return _Prefixed(head, f)
 
 
 def _byte_pieces(f, block_bytes: int) -> Iterator[tuple[bytes, bool]]:
@@ -203,7 +395,8 @@ def token_blocks(
         stats.files += 1
         try:
             with open_binary(file) as f:
-                for data, ends_line in _byte_pieces(f, block_bytes):
+                text = _utf8_stream(f, file, block_bytes, stats)
+                for data, ends_line in _byte_pieces(text, block_bytes):
                     toks = _tokens(data, stats, tokenizer, lowercase)
                     if not ends_line and toks and toks[-1] == NEWLINE:
                         toks.pop()
