@@ -318,3 +318,190 @@ def test_encode_corpus_removes_its_partial_ids_file(tmp_path, monkeypatch):
     assert list((tmp_path / "enc").iterdir()) == []
     with pytest.raises(FileNotFoundError):
         EncodedCorpus.open(tmp_path / "enc")
+
+
+# ------------------------------------------------------------ reliability: content, damage, source
+def test_same_size_and_mtime_but_new_content_is_a_new_recipe(tmp_path):
+    p = _corpus(tmp_path, TEXT)
+    root = tmp_path / "cache"
+    first = prepare_cached_corpus(root, "text", p, min_count=1)
+    st = p.stat()
+    p.write_text(TEXT.replace("cat", "cow"))  # same size
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))  # same modification time
+    assert p.stat().st_size == st.st_size and p.stat().st_mtime_ns == st.st_mtime_ns
+    second = prepare_cached_corpus(root, "text", p, min_count=1)
+    assert second != first
+    words = open_cached_corpus(second)[0].vocab.words
+    assert "cow" in words and "cat" not in words
+
+
+def test_fingerprint_reads_both_ends_of_a_large_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(cache_mod, "FINGERPRINT_BYTES", 1000)
+    p = tmp_path / "big.txt"
+    data = bytearray(b"word " * 1000)  # 5000 bytes: the first and last 1000 are hashed
+    p.write_bytes(data)
+    entry = cache_mod._file_entry(p)
+    for at in (10, len(data) - 10):
+        changed = bytearray(data)
+        changed[at] = ord("x")
+        p.write_bytes(changed)
+        assert cache_mod._file_entry(p)[3] != entry[3]
+    assert entry[:3] == [str(p.resolve()), 5000, entry[2]] and len(entry[3]) == 64
+
+
+def _rewrite(path, data: bytes):
+    """Overwrite a file in place (same inode), as a stray write or a disk fault would."""
+    with open(path, "r+b") as f:
+        f.truncate(0)
+        f.write(data)
+
+
+def _damage(directory, kind):
+    ids = directory / "ids.int32"
+    if kind == "ids out of range":
+        values = np.fromfile(ids, dtype="<i4")
+        values[len(values) // 2] = 10**6
+        _rewrite(ids, values.tobytes())
+    elif kind == "negative id":
+        values = np.fromfile(ids, dtype="<i4")
+        values[0] = -5
+        _rewrite(ids, values.tobytes())
+    elif kind == "ids truncated":
+        _rewrite(ids, ids.read_bytes()[:-8])
+    elif kind == "ids missing":
+        ids.unlink()
+    elif kind == "offsets truncated":
+        offsets = directory / "offsets.npy"
+        _rewrite(offsets, offsets.read_bytes()[:-16])
+    elif kind == "offsets header cut":
+        offsets = directory / "offsets.npy"
+        _rewrite(offsets, offsets.read_bytes()[:20])
+    elif kind == "vocabulary truncated":
+        vocab = directory / "vocab.tsv"
+        _rewrite(vocab, "".join(vocab.read_text().splitlines(True)[:2]).encode())
+    elif kind == "recipe not JSON":
+        _rewrite(directory / "recipe.json", b'{"layout": "ns_plugins.corpus')
+    elif kind == "meta not JSON":
+        _rewrite(directory / "meta.json", b"\x00\x01garbage")
+    else:
+        raise AssertionError(kind)
+
+
+DAMAGE = [
+    "ids out of range",
+    "negative id",
+    "ids truncated",
+    "ids missing",
+    "offsets truncated",
+    "offsets header cut",
+    "vocabulary truncated",
+    "recipe not JSON",
+    "meta not JSON",
+]
+
+
+@pytest.mark.parametrize("kind", DAMAGE)
+def test_damaged_recipe_is_rebuilt(tmp_path, monkeypatch, caplog, kind):
+    p = _corpus(tmp_path, TEXT * 20)
+    root = tmp_path / "cache"
+    first = prepare_cached_corpus(root, "text", p, min_count=1)
+    expected = np.asarray(open_cached_corpus(first)[0].ids).copy()
+    _damage(first, kind)
+    monkeypatch.setattr(cache_mod, "_verified", {})  # a new run: nothing verified yet
+    with pytest.raises(UsageError) as err:  # reading the cache alone: one line, no traceback
+        open_cached_corpus(first)
+    assert f"corpus cache {str(first)!r} is damaged" in _one_line(err)
+    caplog.set_level("WARNING", logger=cache_mod.__name__)
+    again = prepare_cached_corpus(root, "text", p, min_count=1)
+    assert again == first  # the same recipe, encoded again
+    warnings = [r.getMessage() for r in caplog.records if "is damaged" in r.getMessage()]
+    assert len(warnings) == 1 and str(first) in warnings[0], warnings
+    corpus, _ = open_cached_corpus(again)
+    assert np.array_equal(np.asarray(corpus.ids), expected)
+    assert _leftovers(root) == []
+    caplog.clear()
+    monkeypatch.setattr(cache_mod, "_verified", {})
+    prepare_cached_corpus(root, "text", p, min_count=1)  # valid now: reused without a warning
+    assert not [r for r in caplog.records if "is damaged" in r.getMessage()]
+
+
+def test_damage_message_says_what_is_wrong(tmp_path, monkeypatch):
+    p = _corpus(tmp_path, TEXT * 20)
+    root = tmp_path / "cache"
+    first = prepare_cached_corpus(root, "text", p, min_count=1)
+    n_words = len(open_cached_corpus(first)[0].vocab)
+    _damage(first, "ids out of range")
+    monkeypatch.setattr(cache_mod, "_verified", {})
+    with pytest.raises(UsageError, match=rf"ids from 0 to 1000000, outside .* {n_words} words"):
+        open_cached_corpus(first)
+    _damage(first, "ids truncated")
+    with pytest.raises(UsageError, match=r"ids.int32 holds \d+ bytes, meta.json says \d+ ids"):
+        open_cached_corpus(first)
+
+
+def test_source_deleted_after_encoding(tmp_path):
+    p = _corpus(tmp_path, TEXT * 20)
+    root = tmp_path / "cache"
+    first = prepare_cached_corpus(root, "text", p, min_count=1)
+    p.unlink()
+    corpus, _ = open_cached_corpus(first)  # complete and valid: the cache alone is enough
+    assert corpus.n_tokens == 20 * 16
+    assert open_cached_corpus(root)[0].path == first
+    with pytest.raises(FileNotFoundError) as err:  # the recipe's key needs the source
+        prepare_cached_corpus(root, "text", p, min_count=1)
+    assert _one_line(err) == f"corpus not found: {str(p)!r}"
+    with pytest.raises(UsageError) as err:
+        prepare_corpus(p, root, min_count=1)
+    assert _one_line(err) == f"corpus not found: {str(p)!r}"
+
+
+def test_source_deleted_while_encoding(tmp_path, monkeypatch):
+    p = _corpus(tmp_path, TEXT * 20)
+    root = tmp_path / "cache"
+    real = cache_mod.encode_corpus
+
+    def encode_after_deletion(path, *args, **kwargs):
+        p.unlink()  # the vocabulary is counted, then the corpus goes
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(cache_mod, "encode_corpus", encode_after_deletion)
+    with pytest.raises(UsageError) as err:
+        prepare_cached_corpus(root, "text", p, min_count=1)
+    assert _one_line(err) == f"corpus not found: {str(p)!r}"
+    assert _leftovers(root) == [] and not [d for d in root.iterdir() if d.is_dir()]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, SystemExit])
+def test_interrupted_encoding_leaves_nothing_and_releases_the_lock(tmp_path, monkeypatch, exc):
+    from filelock import FileLock
+
+    p = _corpus(tmp_path, TEXT * 50)
+    root = tmp_path / "cache"
+    monkeypatch.setattr(reader_mod, "BLOCK_BYTES", 64)
+    with monkeypatch.context() as m:
+        m.setattr(encode_mod, "token_blocks", _crash_after_first_block(exc()))
+        with pytest.raises(exc):
+            prepare_cached_corpus(root, "text", p, min_count=1)
+    assert _leftovers(root) == []
+    assert not [d for d in root.iterdir() if d.is_dir()]
+    locks = list(root.glob(".*.lock"))
+    assert len(locks) == 1
+    lock = FileLock(str(locks[0]), timeout=0)  # another holder would make this fail at once
+    lock.acquire()
+    lock.release()
+    corpus, _ = open_cached_corpus(prepare_cached_corpus(root, "text", p, min_count=1))
+    assert corpus.n_tokens == 50 * 16
+
+
+@pytest.mark.timeout(30)
+def test_fifo_in_a_directory_corpus_is_refused(tmp_path):
+    d = tmp_path / "corpus"
+    d.mkdir()
+    (d / "a.txt").write_text(TEXT)
+    os.mkfifo(d / "b.fifo")
+    root = tmp_path / "cache"
+    with pytest.raises(UsageError) as err:
+        prepare_cached_corpus(root, "text", d, min_count=1)
+    assert f"{str(d / 'b.fifo')!r} is a FIFO (named pipe), not a regular file" in _one_line(err)
+    assert not root.exists()  # refused while the recipe is worked out, before anything is written

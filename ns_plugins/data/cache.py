@@ -1,9 +1,18 @@
 """The corpus cache: a corpus encoded once per recipe, shared by runs and processes.
 
-A recipe is everything the encoded ids depend on: the source (files with their sizes and
-modification times, or the synthetic corpus's settings), ``min_count``, ``max_vocab_size``,
-``max_final_vocab``, the tokenizer, a fixed vocabulary file's hash, lowercasing and the sentence
-length. Each recipe has its own directory under the cache directory, named by a hash of it::
+A recipe is everything the encoded ids depend on; its directory is named by the source and the
+first 20 hex digits of the sha256 of the recipe's JSON form (kept as ``recipe.json``), which holds
+the cache's layout version and:
+
+- the source: for a text corpus, every file (resolved path, size, modification time in ns and a
+  content fingerprint: sha256 of the size, the first MiB and the last MiB, so a file rewritten with
+  the same size and modification time is a new recipe, yet a multi-GB corpus costs two reads of
+  1 MiB; a change confined to the middle of a file larger than 2 MiB that keeps its size and
+  modification time goes unseen); for the synthetic corpus, its settings;
+- ``min_count``, ``max_vocab_size``, ``max_final_vocab``, the tokenizer's name, a fixed vocabulary
+  file's sha256, lowercasing and the sentence length.
+
+Each recipe has its own directory under the cache directory::
 
     CACHE/
       .text-1f2e....lock        one lock per recipe, across processes (filelock)
@@ -17,7 +26,13 @@ and renamed into place: it is complete or absent, so a crash or a full disk whil
 nothing a later run would use or reject (the next run removes the leftover and builds again). Two
 processes asking for the same recipe take its lock: one encodes, the other waits and reuses it.
 Recipes never replace each other, so a run keeps the corpus it opened while others use the cache.
-Delete the cache directory to clear it.
+A recipe directory found damaged when it is reused (a file missing, truncated or overwritten, sizes
+that disagree with ``meta.json``, an id outside the vocabulary, a ``recipe.json`` that is not the
+recipe) is logged, removed under its lock and encoded again. Delete the cache directory to clear it.
+
+The source files are needed to compute the key, so ``prepare_cached_corpus`` refuses a corpus
+path that no longer exists (one line) even when an earlier run encoded it; ``open_cached_corpus``
+reads the cache only, so a complete, valid recipe directory is used even when its source is gone.
 """
 
 from __future__ import annotations
@@ -35,7 +50,13 @@ from pathlib import Path
 from ns_plugins.errors import UsageError
 
 from .encode import EncodedCorpus, encode_corpus
-from .reader import MAX_SENTENCE_LENGTH, Tokenizer, corpus_files, tokenizer_named
+from .reader import (
+    MAX_SENTENCE_LENGTH,
+    CorpusNotFoundError,
+    Tokenizer,
+    corpus_files,
+    tokenizer_named,
+)
 from .vocab import Vocab
 
 __all__ = ["open_cached_corpus", "prepare_cached_corpus", "prepare_corpus"]
@@ -46,6 +67,7 @@ LAYOUT = "ns_plugins.corpus_cache/1"
 RECIPE = "recipe.json"
 LATEST = "latest"
 TRUTH = "ground_truth.json"
+FINGERPRINT_BYTES = 1 << 20  # hashed at each end of a source file
 
 
 def _tokenizer(tokenizer, lowercase: bool | None) -> tuple[Tokenizer | None, bool, str | None]:
@@ -77,6 +99,31 @@ def _file_hash(path) -> str:
     return h.hexdigest()
 
 
+def _fingerprint(path, size: int) -> str:
+    """sha256 of the size, the first and the last ``FINGERPRINT_BYTES`` of a file (all of it when
+    it is no longer than both)."""
+    h = hashlib.sha256(str(size).encode() + b"\0")
+    with open(path, "rb") as f:
+        if size <= 2 * FINGERPRINT_BYTES:
+            h.update(f.read())
+        else:
+            h.update(f.read(FINGERPRINT_BYTES))
+            f.seek(size - FINGERPRINT_BYTES)
+            h.update(f.read(FINGERPRINT_BYTES))
+    return h.hexdigest()
+
+
+def _file_entry(f: Path) -> list:
+    """[resolved path, size, mtime in ns, content fingerprint] of a source file."""
+    try:
+        st = f.stat()
+        return [str(f.resolve()), st.st_size, st.st_mtime_ns, _fingerprint(f, st.st_size)]
+    except FileNotFoundError:  # deleted since it was listed
+        raise CorpusNotFoundError(f) from None
+    except OSError as err:
+        raise UsageError(f"cannot read corpus file {str(f)!r}: {err.strerror or err}") from None
+
+
 def _recipe(
     source: str,
     path,
@@ -101,9 +148,7 @@ def _recipe(
         "max_sentence_length": int(max_sentence_length),
     }
     if source == "text":
-        recipe["files"] = [
-            [str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in corpus_files(path)
-        ]
+        recipe["files"] = [_file_entry(f) for f in corpus_files(path)]
     else:
         recipe["synthetic"] = synthetic
     return recipe
@@ -139,8 +184,38 @@ def _lock(path: Path):
     return FileLock(str(path))
 
 
+# recipe directories verified by this process, with the signature of their files then: opening
+# one again (setup after prepare_data) skips the pass over its ids
+_verified: dict[str, tuple] = {}
+
+
+def _signature(directory: Path) -> tuple:
+    names = (RECIPE, "meta.json", "ids.int32", "offsets.npy", "vocab.tsv")
+    return tuple(
+        (st.st_ino, st.st_size, st.st_mtime_ns) for st in (os.stat(directory / n) for n in names)
+    )
+
+
+def _verify(directory: Path, recipe: dict | None = None) -> EncodedCorpus:
+    """The corpus of a recipe directory, checked (see ``EncodedCorpus.open``), and its
+    ``recipe.json`` equal to ``recipe`` when given; ``ValueError`` or ``OSError`` saying what is
+    wrong otherwise."""
+    try:
+        found = json.loads((directory / RECIPE).read_text())
+    except ValueError as err:
+        raise ValueError(f"{RECIPE} is not valid JSON ({err})") from None
+    if recipe is not None and found != recipe:
+        raise ValueError(f"{RECIPE} holds another recipe")
+    key = str(directory.resolve())
+    signature = _signature(directory)
+    corpus = EncodedCorpus.open(directory, check=_verified.get(key) != signature)
+    _verified[key] = signature
+    return corpus
+
+
 def _reusable(directory: Path, recipe: dict) -> bool:
-    """Whether ``directory`` holds this recipe's corpus, complete; a damaged one is removed."""
+    """Whether ``directory`` holds this recipe's corpus, complete and valid; a damaged one is
+    removed (the caller holds the recipe's lock)."""
     recipe_file = directory / RECIPE
     if not recipe_file.is_file():
         if directory.exists():  # no recipe: not finished (only a rename creates it, so foreign)
@@ -148,12 +223,11 @@ def _reusable(directory: Path, recipe: dict) -> bool:
             shutil.rmtree(directory, ignore_errors=True)
         return False
     try:
-        if json.loads(recipe_file.read_text()) != recipe:
-            raise ValueError("recipe differs")
-        EncodedCorpus.open(directory)
+        _verify(directory, recipe)
         return True
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError, TypeError) as err:
         log.warning("corpus cache %s is damaged (%s); building it again", directory, err)
+        _verified.pop(str(directory.resolve()), None)
         shutil.rmtree(directory, ignore_errors=True)
         return False
 
@@ -200,6 +274,9 @@ def _build(
             (tmp / "synthetic.txt").unlink()  # regenerated from its settings when needed
         (tmp / RECIPE).write_text(json.dumps(recipe, indent=1))  # last: the directory is complete
         os.replace(tmp, out)
+    except UsageError:  # bad data, already one line (a corpus deleted meanwhile is one too)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
         cause = "no space left on device" if err.errno == errno.ENOSPC else str(err)
@@ -228,7 +305,11 @@ def prepare_cached_corpus(
     a run (this process or another) already did. ``source`` is ``text`` (``path``: a file or a
     directory of files, plain or compressed) or ``synthetic``. ``vocab_file`` (``word<TAB>count``
     lines, as a run's vocab.tsv) fixes the vocabulary instead of counting: its counts go through
-    ``min_count`` and ``max_final_vocab``, and corpus words outside it are dropped."""
+    ``min_count`` and ``max_final_vocab``, and corpus words outside it are dropped.
+
+    The recipe's key is computed from the source files, so they must exist: a missing corpus path
+    raises ``CorpusNotFoundError`` (a ``UsageError``, one line) even when an earlier run encoded
+    it. A recipe directory found damaged is removed and encoded again."""
     source = getattr(source, "value", source)
     if source not in ("text", "synthetic"):
         raise UsageError(f"unknown corpus source {source!r}; valid: text, synthetic")
@@ -266,6 +347,7 @@ def prepare_cached_corpus(
                 os.replace(out, old / "old")
                 shutil.rmtree(old, ignore_errors=True)
             _build(out, recipe, path, tokenize, vocab_file, synthetic)
+            _verified[str(out.resolve())] = _signature(out)  # written here just now
     try:  # for readers that ask for the latest corpus of a cache
         _write_text(root / LATEST, out.name)
         if (out / TRUTH).is_file():
@@ -278,12 +360,27 @@ def prepare_cached_corpus(
 
 
 def open_cached_corpus(directory) -> tuple[EncodedCorpus, dict | None]:
-    """(corpus, ground truth or None) of a recipe directory, or of the latest one of a cache."""
+    """(corpus, ground truth or None) of a recipe directory, or of the latest one of a cache.
+
+    Only the cache is read, never the corpus's source: a complete recipe directory that passes
+    the checks (files present, sizes and shapes as recorded, every id within the vocabulary) is
+    used even when its source files were deleted since it was encoded. A missing or damaged one
+    raises a one-line ``UsageError`` (``prepare_cached_corpus`` encodes it again)."""
     d = Path(directory)
     if not (d / RECIPE).is_file() and (d / LATEST).is_file():
         d = d / (d / LATEST).read_text().strip()
-    truth = d / TRUTH
-    return EncodedCorpus.open(d), (json.loads(truth.read_text()) if truth.is_file() else None)
+    if not (d / RECIPE).is_file():
+        raise UsageError(f"no encoded corpus in the corpus cache {str(d)!r}")
+    try:
+        corpus = _verify(d)
+        truth = d / TRUTH
+        return corpus, (json.loads(truth.read_text()) if truth.is_file() else None)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        _verified.pop(str(d.resolve()), None)
+        raise UsageError(
+            f"corpus cache {str(d)!r} is damaged ({err}); prepare it again (a training run "
+            "does) or delete it"
+        ) from None
 
 
 def prepare_corpus(
