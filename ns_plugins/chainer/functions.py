@@ -34,13 +34,68 @@ from ns_plugins.kernels import cupy_ns, numba_cpu
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+_KERNEL_DTYPES = {
+    numpy.dtype(numpy.float16): numpy.dtype(numpy.float32),
+    numpy.dtype(numpy.float32): numpy.dtype(numpy.float32),
+    numpy.dtype(numpy.float64): numpy.dtype(numpy.float64),
+}
+
+
+def _kernel_dtype(dtype):
+    """The dtype a float array is computed in: float16 in float32 (Chainer keeps reductions out
+    of float16); float types the kernels are not compiled for (long double, a non-native byte
+    order), which Chainer's type check accepts, in the native float32 or float64 of their size."""
+    found = _KERNEL_DTYPES.get(dtype)
+    if found is None:
+        found = numpy.dtype(numpy.float32 if dtype.itemsize <= 4 else numpy.float64)
+    return found
+
+
 def _widen(a):
-    """float16 computes in float32 (Chainer keeps reductions out of float16)."""
-    return a.astype(numpy.float32) if a.dtype == numpy.float16 else a
+    dtype = _kernel_dtype(a.dtype)
+    return a if a.dtype == dtype else a.astype(dtype)
 
 
-def _check_ids(samples, n_rows):
-    """The ids the kernels read: int64 in [0, n_rows), column 0 keeping the ignore label -1.
+def _check_arrays(x, W):
+    """What the kernels assume of x and W, checked in O(1) before any of them runs.
+
+    Chainer's type check leaves the widths alone (its einsum raises ValueError on a mismatch), and
+    it may be switched off (``chainer.config.type_check``); the kernels read ``x.shape[1]`` values
+    from every row of W they gather, so a mismatch would read or write outside the arrays. Shapes
+    raise ValueError as Chainer's einsum does; dtypes the kernels cannot take together raise
+    TypeError (Chainer's type check rejects them before this runs)."""
+    if x.ndim != 2 or W.ndim != 2:
+        raise ValueError(
+            f"negative_sampling: x and W must be 2-D, got x of shape {x.shape} and W of shape "
+            f"{W.shape}"
+        )
+    if x.shape[1] != W.shape[1]:
+        raise ValueError(
+            f"negative_sampling: x has {x.shape[1]} columns but W has {W.shape[1]} (x {x.shape}, "
+            f"W {W.shape}); the rows of x and of W must have the same width"
+        )
+    if x.dtype.kind != "f" or W.dtype != x.dtype:
+        raise TypeError(
+            f"negative_sampling: x and W must be floating point arrays of one dtype, got x "
+            f"{x.dtype} and W {W.dtype}"
+        )
+
+
+def _check_gy(gy, reduce, batch):
+    """The upstream gradient of the loss: 0-d for reduce='sum', one value per row for 'no'.
+    Chainer's own backward indexes ``gy[i]`` (IndexError on a 0-d gy) or broadcasts it."""
+    want = () if reduce == "sum" else (batch,)
+    if gy.shape != want:
+        error = IndexError if gy.ndim == 0 else ValueError
+        raise error(
+            f"negative_sampling: the gradient of the loss must have shape {want} "
+            f"(reduce={reduce!r}, {batch} rows), got {gy.shape}"
+        )
+
+
+def _check_ids(samples, n_rows, batch):
+    """The ids the kernels read: int64 in [0, n_rows), ``batch`` rows of at least one column,
+    column 0 keeping the ignore label -1.
 
     Chainer indexes ``W[samples]`` with numpy, so an id in [-V, -1] (a label of -5 too; only -1
     is ignored) counts from the end of W and anything else raises IndexError; the same happens
@@ -54,6 +109,13 @@ def _check_ids(samples, n_rows):
         )
     if samples.ndim != 2:
         raise IndexError(f"the sampler must return a 2-D array of ids, got shape {samples.shape}")
+    if samples.shape[0] != batch:  # Chainer: W[samples][mask] with a mask of another length
+        raise IndexError(
+            f"the ids have {samples.shape[0]} rows (shape {samples.shape}) but x has {batch}: x, "
+            "t and the sampler's ids need one row per example"
+        )
+    if samples.shape[1] == 0:
+        raise IndexError(f"the ids have no column for the positive id (shape {samples.shape})")
     ids = samples.astype(numpy.int64, copy=False)
     if ids.size == 0:
         return ids
@@ -127,7 +189,7 @@ _POOL = _GradientPool()
 
 def _dense_grads(x, W, ids, gx, g):
     """(gx, gW) in the dtypes of x and W, gW dense as Chainer wants it, built in a pooled array."""
-    gW = _POOL.take(W.shape, _widen(W).dtype)
+    gW = _POOL.take(W.shape, _kernel_dtype(W.dtype))
     numba_cpu.scatter_dense(g, _widen(x), ids, gW)
     return gx.astype(x.dtype, copy=False), gW.astype(W.dtype, copy=False)
 
@@ -174,9 +236,10 @@ class NegativeSamplingFunction(function_node.FunctionNode):
     def forward(self, inputs):
         self.retain_inputs((0, 1, 2))
         x, t, W = inputs
+        _check_arrays(x, W)
         self.ignore_mask = t != self.ignore_label
         samples = self._make_samples(t)
-        self.ids = _check_ids(samples, W.shape[0])
+        self.ids = _check_ids(samples, W.shape[0], x.shape[0])
         if self.fuse_grad and self.reduce == "sum" and not isinstance(x, cuda.ndarray):
             loss, *self.grads = _pair_grads(1.0, x, W, self.ids, with_loss=True)
         else:
@@ -197,6 +260,7 @@ class NegativeSamplingFunction(function_node.FunctionNode):
         grad = grad_class(self.reduce, self.ignore_mask, self.sample_size, self.ids, self.wx)
         if isinstance(grad, NegativeSamplingFunctionGrad):
             grad.grads = self.grads
+            grad.checked_ids = self.ids
         outputs = grad.apply((x, W, gy))
         return outputs[0], None, outputs[-1]  # Chainer's node returns (gx, None, gW)
 
@@ -204,7 +268,9 @@ class NegativeSamplingFunction(function_node.FunctionNode):
 class NegativeSamplingFunctionGrad(function_node.FunctionNode):
     """(x, W, gy) -> (gx, gW): the gradient of sum_b gy_b * loss_b, with dense gW.
 
-    Constructed as Chainer's is; ``samples`` are the checked ids (``_check_ids``)."""
+    Constructed as Chainer's is. ``samples`` (column 0 the labels) are checked as the loss checks
+    them (``_check_ids``) before a kernel runs, unless the drop-in loss built this node: it hands
+    over the ids it checked as ``checked_ids``."""
 
     def __init__(self, reduce, ignore_mask, sample_size, samples, wx):
         self.reduce = reduce
@@ -213,22 +279,28 @@ class NegativeSamplingFunctionGrad(function_node.FunctionNode):
         self.samples = samples
         self.wx = wx
         self.grads = None  # (gx, g) for gy = 1 from the fused forward, if any
+        self.checked_ids = None  # ids already checked against these x and W
 
     def forward(self, inputs):
         self.retain_inputs((0, 1, 2))
         x, W, gy = inputs
+        _check_arrays(x, W)
+        _check_gy(gy, self.reduce, x.shape[0])
+        ids = self.checked_ids
+        if ids is None:
+            ids = self.checked_ids = _check_ids(self.samples, W.shape[0], x.shape[0])
         if self.grads is None:
-            return _loss_grad(gy, x, W, self.samples)
+            return _loss_grad(gy, x, W, ids)
         gx, g = self.grads
         scale = gx.dtype.type(gy)
         if scale != 1:  # loss.backward() sends 1
             gx, g = gx * scale, g * scale
-        return _dense_grads(x, W, self.samples, gx, g)
+        return _dense_grads(x, W, ids, gx, g)
 
     def backward(self, indexes, grad_outputs):
         x, W, gy = self.get_retained_inputs()
         ggx, ggW = grad_outputs
-        node = NegativeSamplingFunctionGradGrad(self.samples, ggx is None, ggW is None)
+        node = NegativeSamplingFunctionGradGrad(self.checked_ids, ggx is None, ggW is None)
         inputs = [x, W, gy] + [g for g in (ggx, ggW) if g is not None]
         grads = node.apply(inputs)
         return tuple(grads[i] for i in indexes)
@@ -272,9 +344,11 @@ def negative_sampling(x, t, W, sampler, sample_size, reduce="sum", **kwargs):
     ``sampler((batch_size, sample_size + 1))`` (column 0 is then overwritten with ``t``).
     Rows with ``t == -1`` give 0. ``reduce='sum'`` returns the 0-d sum, ``'no'`` the per-row
     losses; ``return_samples=True`` also returns the sample array (the sampler's dtype).
-    float16 inputs are computed in float32 and cast back. Ids outside ``[-V, V)`` raise
-    IndexError before any kernel runs; negative ids other than the ignore label count from the
-    end of W, as numpy indexing does in Chainer.
+    float16 inputs are computed in float32 and cast back (long double and byte-swapped floats in
+    the native float64 / float32). Before any kernel runs, x and W of different widths raise
+    ValueError and ids that do not fit x (rows) or W (outside ``[-V, V)``) raise IndexError, as
+    in Chainer, also with Chainer's type check switched off; negative ids other than the ignore
+    label count from the end of W, as numpy indexing does in Chainer.
     """
     return_samples = False
     if kwargs:
