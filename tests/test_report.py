@@ -323,3 +323,83 @@ def test_cli_refuses_a_directory_with_nothing_to_report(tmp_path):
     assert proc.stderr.startswith("error: nothing to report in") and "Traceback" not in proc.stderr
     assert proc.stderr.count("\n") == 1
     assert not (tmp_path / "report.html").exists()
+
+
+_MARK = "OUTSIDE-THE-RUN"
+
+
+def _outside_copy(tmp_path, name):
+    """A file (or for "csv" a folder) outside the run directory holding the marker in the layout
+    ``name`` expects."""
+    outside = tmp_path / "elsewhere"
+    outside.mkdir(exist_ok=True)
+    if name == "csv":
+        (outside / "csvdir").mkdir()
+        (outside / "csvdir" / "metrics.csv").write_text(f"step,{_MARK}\n1,2.5\n2,3.5\n")
+        return outside / "csvdir"
+    target = outside / name.replace("/", "_")
+    if name == ".hydra/config.yaml":
+        target.write_text(f"secret: {_MARK}\n")
+    elif name == "metrics.json":
+        target.write_text(json.dumps({_MARK: 1.5, "planted_purity": 0.1234}))
+    elif name == "csv/metrics.csv":
+        target.write_text(f"step,{_MARK}\n1,2.5\n2,3.5\n")
+    elif name == "ground_truth.json":
+        target.write_text(json.dumps({"clusters": {_MARK: 0}}))
+    elif name == "vectors.txt":
+        save_word2vec(target, [_MARK, "b"], np.eye(2))
+    elif name == "vocab.tsv":
+        target.write_text(f"{_MARK}\t5\n")
+    return target
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        ".hydra/config.yaml",
+        "metrics.json",
+        "csv/metrics.csv",
+        "csv",
+        "ground_truth.json",
+        "vectors.txt",
+        "vocab.tsv",
+    ],
+)
+def test_links_out_of_the_run_directory_are_not_read(tmp_path, run_dir, name):
+    link = run_dir / name
+    if link.is_dir():
+        for p in sorted(link.rglob("*"), reverse=True):
+            p.unlink() if p.is_file() else p.rmdir()
+        link.rmdir()
+    else:
+        link.unlink()
+    link.symlink_to(_outside_copy(tmp_path, name))
+    run = load_run(run_dir)
+    assert _MARK not in repr(vars(run))
+    assert any("leads out of" in n and name in n for n in run.notes), run.notes
+    page = build_report(run_dir).read_text(encoding="utf-8")
+    assert _MARK not in page and "0.1234" not in page
+    assert "leads out of" in page
+
+
+def test_links_inside_the_run_directory_are_followed(run_dir):
+    (run_dir / "export").mkdir()
+    (run_dir / "vectors.txt").rename(run_dir / "export" / "vectors.txt")
+    (run_dir / "vectors.txt").symlink_to(run_dir / "export" / "vectors.txt")
+    (run_dir / "metrics.json").rename(run_dir / "export" / "metrics.json")
+    (run_dir / "metrics.json").symlink_to("export/metrics.json")  # relative, inside
+    run = load_run(run_dir)
+    assert run.words[:2] == ["c0w0", "c1w0"] and run.metrics["planted_purity"] == 0.93
+    assert not any("leads out of" in n for n in run.notes)
+
+
+def test_report_replaces_links_instead_of_writing_through_them(tmp_path, run_dir):
+    victims = {}
+    for name in ("report.html", "report_training.png"):
+        victims[name] = tmp_path / f"victim-{name}"
+        victims[name].write_text("keep me")
+        (run_dir / name).symlink_to(victims[name])
+    build_report(run_dir)
+    for name, victim in victims.items():
+        assert victim.read_text() == "keep me"
+        assert not (run_dir / name).is_symlink() and (run_dir / name).stat().st_size > 1000

@@ -401,8 +401,16 @@ def build_report(
     parts.append("</body></html>")
 
     for name, png in figures.items():
-        (out.parent / name).write_bytes(png)
-    tmp = out.with_name(out.name + ".part")
-    tmp.write_text("\n".join(parts), encoding="utf-8")
-    tmp.replace(out)
+        _replace(out.parent / name, png)
+    _replace(out, "\n".join(parts).encode("utf-8"))
     return out
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write ``path`` whole through a fresh temporary file: a reader never sees half a file, and a
+    symbolic link at ``path`` is replaced, never written through."""
+    tmp = path.with_name(path.name + ".part")
+    tmp.unlink(missing_ok=True)
+    with open(tmp, "xb") as f:
+        f.write(data)
+    tmp.replace(path)

@@ -1,7 +1,9 @@
 """Gather what a training run left behind: vectors, vocabulary, metrics, ground truth, config.
 
 Any piece may be missing; :func:`load_run` records what it could not find in ``Run.missing`` so
-the report can say so instead of failing.
+the report can say so instead of failing. Only files inside the run directory are read: a
+symbolic link (to a file or a folder) that leads out of it is skipped with a note, so that a
+report never shows a file from elsewhere (``.hydra/config.yaml -> /etc/passwd``, say).
 """
 
 from __future__ import annotations
@@ -80,18 +82,65 @@ def _number(cell) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _find_metrics_csv(run_dir: Path) -> Path | None:
+def _inside(root: Path, path: Path) -> bool:
+    """Whether ``path``, every link on the way resolved, lies in ``root`` (also resolved)."""
+    try:
+        return path.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError):  # a link loop, or a path that cannot be resolved
+        return False
+
+
+class _Files:
+    """The files of one run directory that may be read: those that are there and, links
+    resolved, inside it. A file found but leading elsewhere is noted once in ``refused``."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.refused: list[str] = []
+
+    def ok(self, path: Path, root: Path | None = None) -> bool:
+        if not path.is_file():
+            return False
+        root = self.root if root is None else root
+        if _inside(root, path):
+            return True
+        try:
+            shown = path.relative_to(self.root)
+        except ValueError:
+            shown = path
+        note = f"{shown} leads out of {root} (a symbolic link); not read"
+        if note not in self.refused:
+            self.refused.append(note)
+        return False
+
+    def first(self, paths) -> Path | None:
+        return next((p for p in paths if self.ok(p)), None)
+
+
+def _find_metrics_csv(run_dir: Path, files: _Files | None = None) -> Path | None:
+    files = files or _Files(run_dir)
     direct = run_dir / "csv" / "metrics.csv"
-    if direct.is_file():
+    if files.ok(direct):
         return direct
-    found = sorted(run_dir.glob("csv/**/metrics.csv"), key=lambda p: p.stat().st_mtime)
-    found = found or sorted(run_dir.glob("**/metrics.csv"), key=lambda p: p.stat().st_mtime)
+    found = sorted(
+        (p for p in run_dir.glob("csv/**/metrics.csv") if files.ok(p)),
+        key=lambda p: p.stat().st_mtime,
+    )
+    found = found or sorted(
+        (p for p in run_dir.glob("**/metrics.csv") if files.ok(p)),
+        key=lambda p: p.stat().st_mtime,
+    )
     return found[-1] if found else None
 
 
-def _find_checkpoint(run_dir: Path) -> Path | None:
+def _find_checkpoint(run_dir: Path, files: _Files | None = None) -> Path | None:
+    files = files or _Files(run_dir)
     ckpts = sorted(
-        (p for p in (run_dir / "checkpoints").glob("*") if p.suffix in _CHECKPOINT_SUFFIXES),
+        (
+            p
+            for p in (run_dir / "checkpoints").glob("*")
+            if p.suffix in _CHECKPOINT_SUFFIXES and files.ok(p)
+        ),
         key=lambda p: p.stat().st_mtime,
     )
     return ckpts[-1] if ckpts else None
@@ -152,11 +201,11 @@ def _first_line(exc: BaseException) -> str:
 def has_artefacts(run_dir) -> bool:
     """Whether a directory holds anything a report shows: vectors, a checkpoint or metrics."""
     d = Path(run_dir)
+    files = _Files(d)
     return (
-        any((d / n).is_file() for n in _VECTOR_FILES)
-        or _find_checkpoint(d) is not None
-        or (d / "metrics.json").is_file()
-        or _find_metrics_csv(d) is not None
+        files.first(d / n for n in (*_VECTOR_FILES, "metrics.json")) is not None
+        or _find_checkpoint(d, files) is not None
+        or _find_metrics_csv(d, files) is not None
     )
 
 
@@ -167,16 +216,18 @@ def _read_vocab(path: Path) -> tuple[list[str], np.ndarray]:
     return list(vocab.words), np.asarray(vocab.counts)
 
 
-def _find_upwards(start: Path, name: str, levels: int = 3) -> Path | None:
+def _find_upwards(start: Path, name: str, files: _Files, levels: int = 3) -> Path | None:
+    """``name`` in ``start`` or up to ``levels`` folders above, each time only if it lies in the
+    folder it was found in (links resolved)."""
     for d in [start, *start.parents][: levels + 1]:
-        if (d / name).is_file():
+        if files.ok(d / name, root=d):
             return d / name
     return None
 
 
-def _load_config(run: Run) -> None:
+def _load_config(run: Run, files: _Files) -> None:
     path = run.run_dir / ".hydra" / "config.yaml"
-    if not path.is_file():
+    if not files.ok(path):
         saved = (run.metrics or {}).get("config")
         if isinstance(saved, dict):  # the trainer also keeps the resolved config in metrics.json
             run.config = saved
@@ -208,15 +259,17 @@ def load_run(path) -> Run:
         )
     if path.is_dir():
         run = Run(source=path, run_dir=path)
-        vec_file = next((path / n for n in _VECTOR_FILES if (path / n).is_file()), None)
-        ckpt = None if vec_file else _find_checkpoint(path)
-    else:
+        files = _Files(path)
+        vec_file = files.first(path / n for n in _VECTOR_FILES)
+        ckpt = None if vec_file else _find_checkpoint(path, files)
+    else:  # the file named is read wherever it leads; what is found beside it is checked
         run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
         run = Run(source=path, run_dir=run_dir)
+        files = _Files(run_dir)
         is_ckpt = path.suffix in _CHECKPOINT_SUFFIXES
         vec_file, ckpt = (None, path) if is_ckpt else (path, None)
 
-    vocab_file = _find_upwards(ckpt.parent if ckpt else run.run_dir, "vocab.tsv")
+    vocab_file = _find_upwards(ckpt.parent if ckpt else run.run_dir, "vocab.tsv", files)
     if vocab_file is not None:
         vocab_words, counts = _read_vocab(vocab_file)
     else:
@@ -253,7 +306,7 @@ def load_run(path) -> Run:
             run.notes.append("vocab.tsv does not match the vectors file; counts not shown")
 
     metrics_json = run.run_dir / "metrics.json"
-    if metrics_json.is_file():
+    if files.ok(metrics_json):
         try:
             run.metrics = json.loads(metrics_json.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
@@ -261,14 +314,15 @@ def load_run(path) -> Run:
     else:
         run.missing.append("metrics.json (final scores)")
 
-    csv_path = _find_metrics_csv(run.run_dir)
+    csv_path = _find_metrics_csv(run.run_dir, files)
     if csv_path is not None:
         run.curves = read_metrics_csv(csv_path)
     else:
         run.missing.append("csv/metrics.csv (training curves)")
 
     truth = run.run_dir / "ground_truth.json"
-    if truth.is_file():
+    if files.ok(truth):
         run.ground_truth = json.loads(truth.read_text(encoding="utf-8"))
-    _load_config(run)
+    _load_config(run, files)
+    run.notes += files.refused
     return run
