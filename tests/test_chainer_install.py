@@ -122,6 +122,38 @@ def test_chainers_own_link_calls_through_patched_modules():
         nsc.uninstall()
 
 
+def test_classes_bound_before_install_keep_working():
+    """A program that imported Chainer's classes before install() keeps working ones: they name
+    themselves through their modules (super(WalkerAlias, self)), which install() repoints."""
+    from chainer.links import NegativeSampling as EarlyLink
+    from chainer.utils import WalkerAlias as EarlyAlias
+
+    assert not EarlyAlias.__module__.startswith("ns_plugins")
+    code = EarlyAlias.__init__.__code__
+
+    class Subclass(EarlyAlias):
+        def __init__(self, probs):
+            super().__init__(probs)
+
+    try:
+        nsc.install()
+        for cls in (EarlyAlias, Subclass):
+            sampler = cls([0.5, 0.5])
+            assert type(sampler) is cls
+            assert set(np.unique(sampler.sample((1000,)))) == {0, 1}
+            sampler.to_device("@numpy")  # device_resident_accept names the class too
+        link = EarlyLink(3, [1, 2, 3], 2)
+        link.to_device("@numpy")
+        assert type(link) is EarlyLink and isinstance(link.sampler, nsc.WalkerAlias)
+        y = link(np.ones((4, 3), np.float32), np.zeros(4, np.int32))
+        assert isinstance(y.creator, nsc.NegativeSamplingFunction)
+        assert chainer.utils.WalkerAlias([0.5, 0.5]).sample((3,)).shape == (3,)  # the drop-in
+    finally:
+        nsc.uninstall()
+    assert chainer.utils.WalkerAlias is EarlyAlias and EarlyAlias.__init__.__code__ is code
+    assert EarlyAlias([0.5, 0.5]).sample((3,)).shape == (3,)
+
+
 def test_requested_parts():
     assert autoinstall.requested_parts("") == ()
     assert autoinstall.requested_parts("0") == ()

@@ -3,7 +3,9 @@ the way Chainer's own code does."""
 
 from __future__ import annotations
 
+import dis
 import importlib
+import types
 
 from ns_plugins.chainer import _fixed  # noqa: F401  (Chainer imports on new stacks after it)
 
@@ -46,6 +48,7 @@ _CHAINER = {
     for module, attr, _, _ in _TARGETS
 }
 _originals: dict[tuple[str, str], object] = {}  # what install() replaced
+_recoded: dict[object, types.CodeType] = {}  # Chainer's methods install() rebound -> their code
 
 
 def lookup(module, attr: str, ours):
@@ -73,11 +76,9 @@ def install(parts=PARTS) -> None:
     ``'link'`` (``L.NegativeSampling``), ``'sampler'`` (``chainer.utils.WalkerAlias``). The parts
     are independent: the drop-in link calls whatever loss and sampler Chainer's modules hold, so
     ``parts=('loss', 'link')`` keeps Chainer's sampler and reproduces a seeded plain-Chainer run's
-    samples. Code that bound the originals before this call (``from chainer.functions import
-    negative_sampling``) keeps them: install before the program imports them. While installed,
-    Chainer's original ``NegativeSampling`` and ``WalkerAlias`` classes cannot be instantiated
-    from such old references (their ``__init__`` calls ``super(Name, self)`` through the patched
-    module name).
+    samples. Code that bound the originals before this call (``from chainer.utils import
+    WalkerAlias``) keeps them, and they keep working (``_keep_own_name``): install before the
+    program imports them for the drop-ins to be used there too.
     """
     parts = _check_parts(parts)
     replacements = [
@@ -89,6 +90,7 @@ def install(parts=PARTS) -> None:
         key = (module_name, attr)
         if key not in _originals:
             _originals[key] = getattr(module, attr)
+            _keep_own_name(module, attr, _originals[key])
         setattr(module, attr, replacement)
     # GPU code on CuPy 13/14 learns what cannot work, and why, when it first asks for the GPU
     key = ("chainer.backends.cuda", "check_cuda_available")
@@ -103,6 +105,59 @@ def uninstall() -> None:
     for (module_name, attr), original in list(_originals.items()):
         setattr(importlib.import_module(module_name), attr, original)
         del _originals[(module_name, attr)]
+    for function, code in list(_recoded.items()):
+        function.__code__ = code
+        del _recoded[function]
+
+
+def _keep_own_name(module, attr: str, original) -> None:
+    """Let a Chainer class that ``module.attr`` is about to stop naming keep working.
+
+    Chainer's ``WalkerAlias`` and ``NegativeSampling`` name themselves through their module's
+    globals (``super(WalkerAlias, self).__init__()``), so once the module name is the drop-in,
+    the class a program imported before install() would fail in ``__init__`` and
+    ``device_resident_accept``. Its methods' own global lookups of that name are pointed at an
+    extra module global holding the class itself; uninstall() restores their code."""
+    if not (
+        isinstance(original, type)
+        and original.__module__ == module.__name__
+        and original.__qualname__ == attr
+    ):
+        return  # a re-export (chainer.utils.WalkerAlias) or not a class: nothing names itself
+    alias = f"_ns_plugins_chainer_own_{attr}"
+    vars(module)[alias] = original  # kept after uninstall(): harmless, and no call can miss it
+    for member in vars(original).values():
+        if isinstance(member, (staticmethod, classmethod)):
+            member = member.__func__
+        functions = (
+            [member.fget, member.fset, member.fdel] if isinstance(member, property) else [member]
+        )
+        for function in functions:
+            if isinstance(function, types.FunctionType) and function not in _recoded:
+                code = _renamed_globals(function.__code__, attr, alias)
+                if code is not function.__code__:
+                    _recoded[function] = function.__code__
+                    function.__code__ = code
+
+
+def _renamed_globals(code: types.CodeType, name: str, alias: str) -> types.CodeType:
+    """``code`` with its global lookups of ``name`` reading ``alias`` instead (nested code too);
+    ``code`` itself when it has none, or when ``name`` is also an attribute or local name there
+    (one entry of ``co_names`` serves both, so it is left alone)."""
+    consts = tuple(
+        _renamed_globals(c, name, alias) if isinstance(c, types.CodeType) else c
+        for c in code.co_consts
+    )
+    if consts != code.co_consts:
+        code = code.replace(co_consts=consts)
+    if name not in code.co_names:
+        return code
+    uses = {
+        i.opname for i in dis.get_instructions(code) if i.opcode in dis.hasname and i.argval == name
+    }
+    if uses != {"LOAD_GLOBAL"}:
+        return code
+    return code.replace(co_names=tuple(alias if n == name else n for n in code.co_names))
 
 
 def installed() -> tuple[str, ...]:
