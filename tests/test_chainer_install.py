@@ -198,14 +198,44 @@ def test_runner_parts_and_module_mode(script):
     assert "ARGV x" in out
 
 
-def test_runner_usage_errors(tmp_path):
+def _runner_error(args, cwd=None):
+    """The last line of a runner that did not start its program (exit status 2, no traceback)."""
     proc = subprocess.run(
-        [sys.executable, "-m", "ns_plugins.chainer", str(tmp_path / "missing.py")],
+        [sys.executable, "-m", "ns_plugins.chainer", *args],
         env=_env(),
+        cwd=cwd,
         capture_output=True,
         text=True,
     )
-    assert proc.returncode == 2 and "no such script" in proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    last = proc.stderr.splitlines()[-1]
+    assert last.startswith("ns_plugins.chainer: error: "), proc.stderr
+    return last
+
+
+def test_runner_usage_errors(tmp_path):
+    assert "no such script" in _runner_error([str(tmp_path / "missing.py")])
+    assert "no script given" in _runner_error([])
+    assert "-m needs a module name" in _runner_error(["-m"])
+
+
+def test_runner_directory_without_main(tmp_path):
+    """As python DIR: a directory runs its __main__.py; without one, one line says so."""
+    assert _runner_error([str(tmp_path)]).endswith(
+        f"can't find '__main__' module in {str(tmp_path)!r}"
+    )
+    (tmp_path / "__main__.py").write_text("import sys; print('MAIN', sys.argv[1:])\n")
+    assert "MAIN ['a']" in _run(["-m", "ns_plugins.chainer", str(tmp_path), "a"])
+
+
+def test_runner_missing_module(tmp_path):
+    """As python -m: a module that is not there, or a package without __main__, is one line."""
+    last = _runner_error(["-m", "ns_plugins_missing_module", "a"], cwd=tmp_path)
+    assert last.endswith("no module named 'ns_plugins_missing_module'")
+    assert "ns_plugins_missing_parent" in _runner_error(["-m", "ns_plugins_missing_parent.child"])
+    (tmp_path / "package").mkdir()
+    (tmp_path / "package" / "__init__.py").write_text("")
+    assert "'package' is a package" in _runner_error(["-m", "package"], cwd=tmp_path)
 
 
 def test_not_active_unless_asked(tmp_path):
