@@ -1,6 +1,6 @@
 """ns_plugins: fast, exact negative sampling for Chainer, PyTorch and Lightning.
 
-``from ns_plugins import Word2Vec`` gives gensim 4's Word2Vec interface on the training app; it is
+``from ns_plugins import Word2Vec`` gives gensim 4's Word2Vec interface on numpy and numba; it is
 loaded on first use, so ``import ns_plugins`` stays light (no torch, no Hydra).
 """
 

@@ -39,8 +39,11 @@ _PARAMS = (
     "negative ns_exponent cbow_mean epochs max_final_vocab shrink_windows device chunk_words"
 ).split()
 _STATE = ("corpus_count", "corpus_total_words", "train_count")
-# tokens handed to the encoder at a time (about 8 MB of ids and keys)
-_BLOCK_TOKENS = 1 << 20
+# Corpus read in blocks of 256 KB of text or 64k in-memory tokens: a block's token strings and the
+# encoder's per-token arrays are the transient memory of counting and encoding (1 MB blocks
+# raised the peak of a 2M-word call by 15 MiB), and per-block overhead is still negligible.
+_BLOCK_BYTES = 1 << 18
+_BLOCK_TOKENS = 1 << 16
 
 
 class CallbackAny2Vec:
@@ -125,7 +128,7 @@ class _Corpus:
             return _sentence_blocks(self.iterable)
         from ns_plugins.data.reader import token_blocks
 
-        return token_blocks(self.file, tokenizer=str.split, lowercase=False)
+        return token_blocks(self.file, str.split, False, block_bytes=_BLOCK_BYTES)
 
     def same_as(self, other: _Corpus | None) -> bool:
         if other is None:
@@ -319,14 +322,19 @@ class Word2Vec:
         if cached is not None and corpus.same_as(cached[0]) and cached[1] == len(self.wv):
             return cached[2:]
         encoder = BlockEncoder(Vocab(self.wv.index_to_key, self.wv.counts))
-        ids, starts = [], []
+        # filled in place: the corpus's size as last counted is the usual size (grown if not)
+        ids = np.empty(max(self.corpus_total_words, 1), dtype=np.int32)
+        starts = []
         for block in corpus.blocks():
             kept, block_starts = encoder.feed(block)
-            ids.append(kept)
+            end = encoder.written
+            if end > ids.size:
+                ids = np.resize(ids, max(end, 2 * ids.size))
+            ids[end - kept.size : end] = kept
             starts.append(block_starts)
         if encoder.words == 0:
             raise _empty_corpus()
-        ids = np.concatenate(ids) if ids else np.zeros(0, np.int32)
+        ids = ids[: encoder.written]
         offsets = np.concatenate([*starts, [encoder.written]]).astype(np.int64)
         self._encoded = (corpus, len(self.wv), ids, offsets, encoder.words)
         return ids, offsets, encoder.words
