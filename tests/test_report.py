@@ -403,3 +403,23 @@ def test_report_replaces_links_instead_of_writing_through_them(tmp_path, run_dir
     for name, victim in victims.items():
         assert victim.read_text() == "keep me"
         assert not (run_dir / name).is_symlink() and (run_dir / name).stat().st_size > 1000
+
+
+def test_words_that_look_like_mathtext_are_drawn_as_text(tmp_path):
+    # matplotlib parses "$...$" as math and raises on "$x^$": the page was never written
+    words, vecs, clusters = _clustered(n_clusters=3, per=4, n_noise=4)
+    odd = ["$x^$", "$\\frac{$", "$$", "a$b", "\\$", "_^{}"]
+    words[: len(odd)] = odd
+    clusters = {odd[i]: clusters.pop(w) for i, w in enumerate(list(clusters)[: len(odd)])}
+    run = tmp_path / "run"
+    run.mkdir()
+    save_word2vec(run / "vectors.txt", words, vecs)
+    (run / "ground_truth.json").write_text(json.dumps({"clusters": clusters}))
+    _write_csv(run / "csv" / "metrics.csv")
+    text = (run / "csv" / "metrics.csv").read_text().replace("eval/planted_purity", "eval/$x^$")
+    (run / "csv" / "metrics.csv").write_text(text)
+    out = build_report(run, words=["$x^$"])
+    page = out.read_text(encoding="utf-8")
+    assert "<b>$x^$</b>" in page
+    for png in _check_self_contained(page):
+        _check_png(png)

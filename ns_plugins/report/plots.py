@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import io
 
@@ -29,6 +30,21 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _literal_text(figure_function):
+    """Draw every string of the figure as it is: words, cluster ids and logged metric names are
+    data, and matplotlib would otherwise parse ``$...$`` in them as math (raising on ``$x^$``)
+    or hand them to LaTeX when a matplotlibrc sets ``text.usetex``."""
+
+    @functools.wraps(figure_function)
+    def draw(*args, **kwargs):
+        import matplotlib
+
+        with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+            return figure_function(*args, **kwargs)
+
+    return draw
 
 
 def _png(fig) -> bytes:
@@ -68,6 +84,7 @@ def _empty(ax, text: str) -> None:
     ax.set_yticks([])
 
 
+@_literal_text
 def training_figure(curves: dict) -> bytes:
     """Loss, words/s, learning rate and evaluation scores against the training step."""
     plt = _pyplot()
@@ -193,6 +210,7 @@ def _palette(n: int) -> list:
     return [c for i, c in enumerate(plt.get_cmap("tab20").colors) if i not in (14, 15)]
 
 
+@_literal_text
 def embedding_map(
     words: list[str],
     vectors: np.ndarray,
@@ -277,6 +295,7 @@ def cluster_similarity_matrix(words: list[str], vectors: np.ndarray, clusters: d
     return ids, np.divide(total, pairs, out=np.full_like(total, np.nan), where=pairs > 0)
 
 
+@_literal_text
 def cluster_similarity(words: list[str], vectors: np.ndarray, clusters: dict) -> bytes | None:
     """Heat map of :func:`cluster_similarity_matrix`: a learned structure shows as a bright
     diagonal on a dark background. None when fewer than two clusters have words here."""
