@@ -142,8 +142,8 @@ def _keep_own_name(module, attr: str, original) -> None:
 
 def _renamed_globals(code: types.CodeType, name: str, alias: str) -> types.CodeType:
     """``code`` with its global lookups of ``name`` reading ``alias`` instead (nested code too);
-    ``code`` itself when it has none, or when ``name`` is also an attribute or local name there
-    (one entry of ``co_names`` serves both, so it is left alone)."""
+    ``code`` itself when it has none, or when ``name`` is also an attribute or import name there
+    (one entry of ``co_names`` serves them all, so it is left alone)."""
     consts = tuple(
         _renamed_globals(c, name, alias) if isinstance(c, types.CodeType) else c
         for c in code.co_consts
