@@ -26,11 +26,28 @@ _FILE_FAULTS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.ERO
 
 class RunDirCheck(Callback):
     """Hydra callback: the run (or sweep) directory must be writable before anything starts;
-    otherwise one line and exit 2, instead of Hydra's traceback when it fails to create it."""
+    otherwise one line and exit 2, instead of Hydra's traceback when it fails to create it.
+
+    A single run also takes the run directory (``runs.claim_run_dir``) here, before Hydra writes
+    its ``.hydra/`` files and log into it: a directory in use by another run, or holding one, is
+    refused before anything of the run there is overwritten."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         _check_writable(config.hydra.run.dir)
+        from ns_plugins.errors import UsageError
+        from ns_plugins.runs import claim_run_dir
 
+
+        try:
+            claim_run_dir(config.hydra.run.dir, config.get("ckpt_path"))
+        except UsageError as err:
+            print(f"ns-train: error: {err}", file=sys.stderr)
+            sys.exit(2)
+
+    def on_run_end(self, config: DictConfig, **kwargs) -> None:
+        from ns_plugins.runs import release_run_dir
+
+        release_run_dir(config.hydra.run.dir)
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         _check_writable(config.hydra.sweep.dir)
 
