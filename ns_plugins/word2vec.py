@@ -445,8 +445,11 @@ class Word2Vec:
                      words / max(seconds, 1e-9))  # fmt: skip
             if cuda:
                 self._from_cuda(engine)
+            else:
+                engine.sync()  # the threads' copies into wv.vectors and syn1neg
             for cb in callbacks:
                 cb.on_epoch_end(self)
+        engine.release_copies()
         seconds = time.perf_counter() - start
         log.info("training on %d raw words (%d effective words) took %.1fs, %.0f effective "
                  "words/s", raw_words * epochs, trained, seconds,

@@ -10,6 +10,7 @@ step) and by the library's ``Word2Vec`` (a plain loop over epochs and chunks) al
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -18,6 +19,8 @@ import numpy as np
 from ns_plugins.engines.base import TrainingDiverged, initial_weights, linear_decay, step_seed
 
 __all__ = ["ChunkSettings", "ChunkTrainer", "chunk_bounds"]
+
+log = logging.getLogger(__name__)
 
 # Rows checked for finite values after a step: the most frequent words, which every step updates,
 # so a diverging run shows there first (a full scan would cost a pass over V x d per step).
@@ -41,9 +44,16 @@ class ChunkSettings:
     init_scale: float = 0.5
     workers: int = 2
     seed: int = 1
+    # Threads train their own copies of the tables, merged every ``merge_every`` steps, when the
+    # copies (an anchor and one table pair per thread after the first) fit in ``copies_mib``;
+    # otherwise (the default) they share the tables without locks. Copies trained apart for a
+    # whole small corpus lose the structure (CBOW on the test corpus: neighbour purity 0.48
+    # against 0.96 shared), so they are opt-in.
+    merge_every: int = 4
+    copies_mib: float = 0.0
 
     def __post_init__(self):
-        for name in ("vector_size", "window", "workers"):
+        for name in ("vector_size", "window", "workers", "merge_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.negative < 0:
@@ -92,6 +102,8 @@ class ChunkTrainer:
         self.W_in, self.W_out = W_in, W_out
         self._tables = None
         self._device_tables = None
+        self._copies = None  # (anchors, replica pairs) while threads train their own copies
+        self._since_merge = 0  # steps trained on the copies since the last merge
 
     def tables(self):
         """(keep probabilities, alias table) of this vocabulary, built once."""
@@ -149,15 +161,63 @@ class ChunkTrainer:
         from ns_plugins.kernels.hogwild import train_chunk
 
         keep, noise = self.tables()
+        copies = self._thread_copies()
         stats = train_chunk(
             ids, np.ascontiguousarray(offsets, dtype=np.int64), self.W_in, self.W_out, keep,
             noise.prob, noise.alias, s.window, s.negative, a0, a1, seed=seed,
             shrink_windows=s.shrink_windows, cbow=s.cbow, shared_negatives=s.shared_negatives,
             workers=s.workers, compute_loss=compute_loss,
+            replicas=None if copies is None else copies[1],
         )  # fmt: skip
+        if copies is not None:
+            self._since_merge += 1
+            if self._since_merge >= s.merge_every:
+                self.sync()
         if check_every and step % check_every == 0:
             self.check_finite(step, stats.loss_sum)
         return stats.loss_sum, stats.n_pairs, stats.n_words
+
+    def _thread_copies(self):
+        """(anchors, replica pairs) for threads that train their own copies, made at the first
+        step that needs them; None when the threads share the tables (one worker, CUDA, or copies
+        over the budget, which is logged once)."""
+        s = self.settings
+        if self._copies is not None:
+            return self._copies or None
+        if s.workers < 2 or not isinstance(self.W_in, np.ndarray):
+            return None
+        need = s.workers * (self.W_in.nbytes + self.W_out.nbytes) / 2**20
+        if need > s.copies_mib:
+            log.info("%d threads share the tables without locks: their own copies would take "
+                     "%.0f MiB, over copies_mib=%g", s.workers, need, s.copies_mib)  # fmt: skip
+            self._copies = False
+            return None
+        log.info("%d threads train their own copies of the tables (%.0f MiB), merged every %d "
+                 "steps", s.workers, need, s.merge_every)  # fmt: skip
+        anchors = (self.W_in.copy(), self.W_out.copy())
+        replicas = [(self.W_in.copy(), self.W_out.copy()) for _ in range(s.workers - 1)]
+        self._copies = (anchors, replicas)
+        self._since_merge = 0
+        return self._copies
+
+    def sync(self) -> None:
+        """Merge the threads' copies into ``W_in`` / ``W_out`` (adding up their deltas); every
+        reader of the weights (a checkpoint, an evaluation, the export) calls this first."""
+        if not self._copies:
+            return
+        from ns_plugins.kernels.merge import merge_deltas
+
+        (A_in, A_out), replicas = self._copies
+        merge_deltas([self.W_in, *(r[0] for r in replicas)], A_in)
+        merge_deltas([self.W_out, *(r[1] for r in replicas)], A_out)
+        self._since_merge = 0
+
+    def release_copies(self) -> None:
+        """Merge and free the threads' copies (made again at the next step): after training, or
+        before someone else writes ``W_in`` / ``W_out`` (a resumed checkpoint, the ranks' merge)."""
+        self.sync()
+        if self._copies:
+            self._copies = None
 
     def check_finite(self, step: int, loss_sum: float = 0.0) -> None:
         """Raise ``TrainingDiverged``, naming the learning rate, when the loss or the most
@@ -174,6 +234,7 @@ class ChunkTrainer:
 
     def vectors(self) -> np.ndarray:
         """The word vectors (input embeddings) as float32 numpy."""
+        self.sync()
         W = self.W_in
         if isinstance(W, np.ndarray):
             return W

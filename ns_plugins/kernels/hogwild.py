@@ -440,6 +440,7 @@ def train_chunk(
     workers: int = 2,
     job_words: int = 4_000,
     compute_loss: bool = True,
+    replicas=None,
 ) -> ChunkStats:
     """Train ``W_in`` / ``W_out`` in place on one chunk of an encoded corpus.
 
@@ -449,6 +450,9 @@ def train_chunk(
     distribution. The chunk is cut into jobs of about ``job_words`` words, handed one by one to
     ``workers`` threads that update the weights without locks. One worker and one seed give
     identical results run after run.
+
+    ``replicas``: ``(W_in, W_out)`` pairs, one per thread after the first, each thread training
+    its own pair instead of the shared tables (the caller merges them: ``kernels.merge``).
     """
     _check("ids", ids, (np.dtype(np.int32), np.dtype(np.int64)), 1)
     _check("offsets", offsets, (np.dtype(np.int64),), 1)
@@ -480,6 +484,13 @@ def train_chunk(
         raise ValueError(f"workers must be >= 1, got {workers}")
     if int(job_words) < 1:
         raise ValueError(f"job_words must be >= 1, got {job_words}")
+    tables_of = [(W_in, W_out)]
+    for i, pair in enumerate(replicas or ()):
+        for name, arr in zip(("W_in", "W_out"), pair):
+            _check(f"replicas[{i}] {name}", arr, (W_in.dtype,), 2)
+            if arr.shape != W_in.shape or not arr.flags.writeable:
+                raise ValueError(f"replicas[{i}] {name} must be a writeable {W_in.shape} array")
+        tables_of.append(tuple(pair))
     if not (math.isfinite(alpha_start) and math.isfinite(alpha_end)):
         raise ValueError("alpha_start and alpha_end must be finite")
     if len(offsets) < 1:
@@ -497,6 +508,8 @@ def train_chunk(
     bounds = job_bounds(offsets, int(job_words))
     n_jobs = len(bounds) - 1
     n_threads = min(int(workers), n_jobs)
+    if replicas is not None and len(tables_of) < n_threads:
+        raise ValueError(f"{len(tables_of) - 1} replicas for {n_threads} threads: give workers - 1")
     max_len = max(int(lengths.max()), 1)
     outs = np.zeros((n_threads, 3), dtype=np.float64)
     seed = int(seed) & (2**64 - 1)
@@ -507,14 +520,15 @@ def train_chunk(
     next_job = itertools.count()
 
     def run(t):
+        W_in_t, W_out_t = tables_of[t] if replicas is not None else (W_in, W_out)
         while (job := next(next_job)) < n_jobs:
             _train_jobs(
                 ids,
                 offsets,
                 bounds,
                 job,
-                W_in,
-                W_out,
+                W_in_t,
+                W_out_t,
                 keep_prob,
                 alias_prob,
                 alias_idx,

@@ -10,6 +10,7 @@ corpus and ``WeightAveraging`` averages the weights every ``device.average_every
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -150,6 +151,10 @@ class ChunkModule(pl.LightningModule):
         total = self.trainer.estimated_stepping_batches
         self.total_steps = int(total) if math.isfinite(total) else 0
         dm = self.trainer.datamodule
+        if self.trainer.world_size > 1:
+            # the ranks' merge (WeightAveraging) writes the tables between steps: the threads of
+            # a rank share them rather than keep copies that would miss it
+            self.engine.settings = dataclasses.replace(self.engine.settings, copies_mib=0.0)
         if self.device.type == "cuda":
             # the parameters moved to the device: the step trains them there
             self.engine.W_in, self.engine.W_out = (
@@ -183,8 +188,14 @@ class ChunkModule(pl.LightningModule):
         opt.step()  # no gradients: only advances the global step
         self.log("train/loss", loss_sum / pairs, prog_bar=True, on_step=True)
 
+    def on_train_end(self) -> None:
+        self.engine.release_copies()
+
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # the state dict holds the parameters themselves, saved after this hook: merge the
+        # threads' copies into them first
+        self.engine.sync()
         checkpoint["ns_plugins"] = {
             "engine": "chunk",
             "vocab_fingerprint": self.fingerprint,
@@ -208,4 +219,6 @@ class ChunkModule(pl.LightningModule):
 
     def vectors(self) -> np.ndarray:
         """The word vectors (input embeddings) as float32 numpy."""
+        if self.engine is not None:
+            self.engine.sync()
         return self.in_embed.weight.detach().float().cpu().numpy()
