@@ -33,11 +33,10 @@ class RunDirCheck(Callback):
     refused before anything of the run there is overwritten."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        _check_writable(config.hydra.run.dir)
         from ns_plugins.errors import UsageError
         from ns_plugins.runs import claim_run_dir
 
-
+        _check_writable(config.hydra.run.dir)
         try:
             claim_run_dir(config.hydra.run.dir, config.get("ckpt_path"))
         except UsageError as err:
@@ -48,6 +47,7 @@ class RunDirCheck(Callback):
         from ns_plugins.runs import release_run_dir
 
         release_run_dir(config.hydra.run.dir)
+
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         _check_writable(config.hydra.sweep.dir)
 

@@ -4,6 +4,7 @@ Small runs on the synthetic corpus (600 sentences, a few steps an epoch), in thi
 that is enough and as ``python train.py`` where the exit status and the console matter.
 """
 
+import csv
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
+import torch
 from hydra import compose, initialize_config_dir
 
 from ns_plugins.config import config_dir
@@ -45,6 +47,11 @@ def cache(tmp_path_factory):
 def _train_py(*args, timeout=240):
     return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=ENV,
                           capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+
+def _csv_rows(run_dir: Path) -> list[dict]:
+    with open(run_dir / "csv" / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
 
 
 class _SignalAt(pl.Callback):
@@ -101,6 +108,10 @@ def test_a_finished_run_directory_takes_only_its_own_resume(tmp_path, cache):
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     more = train(_cfg(*args, "epochs=2", f"ckpt_path={ckpt}"), run_dir)
     assert more["global_step"] == 2 * first["global_step"]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["last.ckpt"]
+    assert torch.load(ckpt, weights_only=True)["global_step"] == more["global_step"]
+    steps = [int(r["step"]) for r in _csv_rows(run_dir) if r["train/loss"]]
+    assert steps == list(range(more["global_step"]))
 
 
 def test_resuming_an_interrupted_run_in_its_directory_continues_its_files(tmp_path, cache):
@@ -114,6 +125,12 @@ def test_resuming_an_interrupted_run_in_its_directory_continues_its_files(tmp_pa
         train(_cfg(*args), run_dir)
     resumed = train(_cfg(*args, f"ckpt_path={part['interrupt_checkpoint']}"), run_dir)
     assert not resumed["interrupted"]
+    names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert names == ["interrupted.ckpt", "last.ckpt"]  # no last-v1.ckpt beside a stale last.ckpt
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["global_step"] == resumed["global_step"]
+    steps = [int(r["step"]) for r in _csv_rows(run_dir) if r["train/loss"]]
+    assert steps == list(range(resumed["global_step"]))  # the earlier rows kept, none twice
 
 
 def test_a_run_directory_with_checkpoints_of_an_unfinished_run_is_refused(tmp_path, cache):

@@ -8,8 +8,10 @@ the loss op) only train.
 
 from __future__ import annotations
 
+import csv
 import gc
 import logging
+import math
 import os
 import pickle
 import sys
@@ -20,8 +22,10 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
+from lightning_fabric.loggers.logger import rank_zero_experiment
 from lightning_fabric.plugins import TorchCheckpointIO
 from omegaconf import DictConfig
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
 from ns_plugins.config import Engine, GradSync
 from ns_plugins.errors import UsageError
@@ -133,6 +137,7 @@ def build(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
         dirpath=ckpt_dir,
         save_last=True,
         save_top_k=0,
+        enable_version_counter=False,  # one last.ckpt, overwritten (not last-v1.ckpt beside it)
         every_n_train_steps=cfg.trainer.checkpoint_every_n_steps or None,
     )
     merge = cbs["averaging"].merge if "averaging" in cbs else None
@@ -207,15 +212,69 @@ def _module(cfg: DictConfig) -> ChunkModule:
 def _loggers(cfg: DictConfig, run_dir: Path) -> list:
     """The ``logger`` group's Lightning loggers (``_target_`` entries; ``save_dir`` defaults to the
     run directory), plus the CSV logger the report reads when none of them is one."""
+    resumed = cfg.ckpt_path is not None
     loggers = []
     for conf in (cfg.logger or {}).values():
         if conf is None:
             continue
         kwargs = {} if conf.get("save_dir") else {"save_dir": str(run_dir)}
+        if conf.get("_target_") in _CSV_LOGGERS:  # a resumed run's curves continue in its file
+            kwargs.update(_target_=f"{__name__}.ContinuedCSVLogger", resumed=resumed)
         loggers.append(instantiate(conf, **kwargs))
     if not any(isinstance(lg, pl.loggers.CSVLogger) for lg in loggers):
-        loggers.insert(0, pl.loggers.CSVLogger(run_dir, name="csv", version=""))
+        loggers.insert(0, ContinuedCSVLogger(run_dir, name="csv", version="", resumed=resumed))
     return loggers
+
+
+_CSV_LOGGERS = ("pytorch_lightning.loggers.CSVLogger", "lightning.pytorch.loggers.CSVLogger",
+                "pytorch_lightning.loggers.csv_logs.CSVLogger")  # fmt: skip
+
+
+class ContinuedCSVLogger(pl.loggers.CSVLogger):
+    """Lightning's CSV logger; with ``resumed=True`` the rows already in ``metrics.csv`` stay (a
+    resumed run's curves continue) where Lightning's logger deletes the file. Rows of steps the
+    resumed run trains again (written after its checkpoint) give way to the new ones."""
+
+    def __init__(self, *args, resumed: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.resumed = resumed
+
+    @property
+    @rank_zero_experiment
+    def experiment(self):
+        if self._experiment is None and self.resumed:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _ContinuedWriter(log_dir=self.log_dir)
+        return super().experiment
+
+
+class _ContinuedWriter(ExperimentWriter):
+    def _check_log_dir_exists(self) -> None:
+        self._earlier = None  # (header, rows) of the file there, kept until the first save
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+                reader = csv.DictReader(f)
+                self._earlier = (list(reader.fieldnames or ()), list(reader))
+
+    def save(self) -> None:
+        if self._earlier is not None and self.metrics:
+            header, rows = self._earlier
+            self._earlier = None
+            first = min(m["step"] for m in self.metrics)
+            rows = [r for r in rows if _step(r) < first]
+            self.metrics_keys = sorted(set(header))
+            with self._fs.open(self.metrics_file_path, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=self.metrics_keys)
+                writer.writeheader()
+                writer.writerows(rows)
+        super().save()
+
+
+def _step(row: dict) -> float:
+    try:
+        return float(row.get("step") or "nan")
+    except ValueError:
+        return math.nan
 
 
 def train(cfg: DictConfig, run_dir: Path, extra_callbacks=()) -> dict:
