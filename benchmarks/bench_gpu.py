@@ -195,7 +195,7 @@ def check(name, got, want, tol):
 
 def bench_loss(args, table):
     from ns_plugins.core.alias import AliasSampler
-    from ns_plugins.kernels import triton_ns
+    from ns_plugins.kernels import loss_triton
 
     B, d, V, k = args.B, args.d, args.V, args.k
     K = k + 1
@@ -205,8 +205,8 @@ def bench_loss(args, table):
     x = (torch.randn(B, d, device=DEVICE, generator=gen) * 0.1).to(dtype)
     W = (torch.randn(V, d, device=DEVICE, generator=gen) * 0.1).to(dtype)
     sampler = AliasSampler.from_counts(zipf_counts(V), power=0.75)
-    prob, alias = triton_ns.alias_tables(sampler, DEVICE)
-    samples = triton_ns.sample(prob, alias, (B, K), seed=1)
+    prob, alias = loss_triton.alias_tables(sampler, DEVICE)
+    samples = loss_triton.sample(prob, alias, (B, K), seed=1)
     samples[:, 0] = torch.randint(0, V, (B,), device=DEVICE, generator=gen)
     R = torch.unique(samples).numel()
 
@@ -218,19 +218,19 @@ def bench_loss(args, table):
     # Correctness against naive torch before timing anything.
     gx_n, gW_n = naive_step(x.float(), W.float(), samples)
     tol = 1e-4 if dtype == torch.float32 else 2e-2
-    loss, gx, rows, gw_rows = triton_ns.forward_backward_sparse(x, W, samples)
+    loss, gx, rows, gw_rows = loss_triton.forward_backward_sparse(x, W, samples)
     check("fused sparse gx", gx, gx_n, tol)
     check("fused sparse gW", gw_rows, gW_n[rows], tol)
-    gx, gW = triton_ns.backward(torch.ones(B, device=DEVICE), x, W, samples)
+    gx, gW = loss_triton.backward(torch.ones(B, device=DEVICE), x, W, samples)
     check("dense gW", gW, gW_n, tol)
     del gx_n, gW_n, gW
 
     naive = median_ms(lambda: naive_step(x, W, samples), args.quick)
     table.add("naive torch autograd fwd+bwd (dense gW)", naive, dense_bytes, naive)
     try:
-        from ns_plugins.kernels import torch_cpu
+        from ns_plugins.kernels import loss_torch
 
-        t = median_ms(lambda: torch_cpu.forward_backward_sparse(x, W, samples), args.quick)
+        t = median_ms(lambda: loss_torch.forward_backward_sparse(x, W, samples), args.quick)
         table.add("core torch ops fwd+bwd (sparse)", t, sparse_bytes, naive)
     except ImportError as e:
         table.add("core torch ops fwd+bwd (sparse)", None, note=str(e))
@@ -250,33 +250,33 @@ def bench_loss(args, table):
         table.add("core op ns_loss + autograd", None, note=str(e))
 
     ones = torch.ones(B, device=DEVICE)
-    t = median_ms(lambda: triton_ns.forward(x, W, samples, validate=False), args.quick)
+    t = median_ms(lambda: loss_triton.forward(x, W, samples, validate=False), args.quick)
     table.add("triton forward", t, fwd_bytes)
-    t = median_ms(lambda: triton_ns.backward(ones, x, W, samples, validate=False), args.quick)
+    t = median_ms(lambda: loss_triton.backward(ones, x, W, samples, validate=False), args.quick)
     table.add("triton backward (dense gW)", t)
     t = median_ms(
         lambda: (
-            triton_ns.forward(x, W, samples, validate=False),
-            triton_ns.backward(ones, x, W, samples, validate=False),
+            loss_triton.forward(x, W, samples, validate=False),
+            loss_triton.backward(ones, x, W, samples, validate=False),
         ),
         args.quick,
     )
     table.add("triton fwd + bwd (dense gW, autograd path)", t, dense_bytes, naive)
     t = median_ms(
         lambda: (
-            triton_ns.forward(x, W, samples, validate=False),
-            triton_ns.sparse_backward(ones, x, W, samples, validate=False),
+            loss_triton.forward(x, W, samples, validate=False),
+            loss_triton.sparse_backward(ones, x, W, samples, validate=False),
         ),
         args.quick,
     )
     table.add("triton fwd + sparse bwd (two passes)", t, sparse_bytes, naive)
     fused = median_ms(
-        lambda: triton_ns.forward_backward_sparse(x, W, samples, validate=False), args.quick
+        lambda: loss_triton.forward_backward_sparse(x, W, samples, validate=False), args.quick
     )
     table.add("triton fused fwd+bwd sparse (one pass)", fused, sparse_bytes, naive)
     t = median_ms(lambda: torch.unique(samples, sorted=True, return_inverse=True), args.quick)
     table.add("  of which torch.unique (row ids)", t, note="sort-based, syncs the host")
-    t = median_ms(lambda: triton_ns.forward(x, W, samples, validate=True), args.quick)
+    t = median_ms(lambda: loss_triton.forward(x, W, samples, validate=True), args.quick)
     table.add("triton forward with id validation", t, fwd_bytes)
 
     if args.sweep:
@@ -285,7 +285,7 @@ def bench_loss(args, table):
     try:
         import cupy as cp
 
-        from ns_plugins.kernels import cupy_ns
+        from ns_plugins.kernels import loss_cupy
     except ImportError as e:
         table.add("cupy fwd + bwd (dense gW)", None, note=f"no cupy: {e}")
         table.add("chainer-style kernel fwd + bwd", None, note="needs cupy")
@@ -295,12 +295,12 @@ def bench_loss(args, table):
         return
     xc, Wc, sc = cp.from_dlpack(x), cp.from_dlpack(W), cp.from_dlpack(samples)
     gyc = cp.asarray(1.0, dtype=xc.dtype)
-    gx_c, gW_c = cupy_ns.backward(gyc, xc, Wc, sc)
+    gx_c, gW_c = loss_cupy.backward(gyc, xc, Wc, sc)
     check("cupy gW", torch.from_dlpack(gW_c), naive_step(x.float(), W.float(), samples)[1], tol)
     t = median_ms(
         lambda: (
-            cupy_ns.forward(xc, Wc, sc, validate=False),
-            cupy_ns.backward(gyc, xc, Wc, sc, validate=False),
+            loss_cupy.forward(xc, Wc, sc, validate=False),
+            loss_cupy.backward(gyc, xc, Wc, sc, validate=False),
         ),
         args.quick,
     )
@@ -313,37 +313,37 @@ def bench_loss(args, table):
 
 
 def sweep(args, x, W, samples, sparse_bytes, table):
-    """Time the fused kernel over block shapes; the default comes from triton_ns._blocks."""
-    from ns_plugins.kernels import triton_ns
+    """Time the fused kernel over block shapes; the default comes from loss_triton._blocks."""
+    from ns_plugins.kernels import loss_triton
 
-    default = triton_ns._blocks
+    default = loss_triton._blocks
     kp, block_d, nd, _, _ = default(args.d, args.k + 1)
     try:
         for block_b in (1, 2, 4, 8, 16):
             for warps in (2, 4, 8):
-                triton_ns._blocks = lambda d, k1, b=block_b, w=warps: (kp, block_d, nd, b, w)
+                loss_triton._blocks = lambda d, k1, b=block_b, w=warps: (kp, block_d, nd, b, w)
                 t = median_ms(
-                    lambda: triton_ns.forward_backward_sparse(x, W, samples, validate=False),
+                    lambda: loss_triton.forward_backward_sparse(x, W, samples, validate=False),
                     args.quick,
                 )
                 table.add(f"  sweep fused: BLOCK_B={block_b} num_warps={warps}", t, sparse_bytes)
     finally:
-        triton_ns._blocks = default
+        loss_triton._blocks = default
 
 
 def bench_sampling(args, table):
     from ns_plugins.core.alias import AliasSampler
-    from ns_plugins.kernels import triton_ns
+    from ns_plugins.kernels import loss_triton
 
     n = 2**24 if DEVICE == "cuda" else 2**12
     sampler = AliasSampler.from_counts(zipf_counts(args.V), power=0.75)
-    prob, alias = triton_ns.alias_tables(sampler, DEVICE)
+    prob, alias = loss_triton.alias_tables(sampler, DEVICE)
     draw_bytes = n * 24
 
     def rate(ms):
         return f"{n / (ms * 1e-3) / 1e9:.2f} G draws/s"
 
-    t = median_ms(lambda: triton_ns.sample(prob, alias, n, seed=3), args.quick)
+    t = median_ms(lambda: loss_triton.sample(prob, alias, n, seed=3), args.quick)
     table.add(f"alias draws, triton kernel (n={n}, V={args.V})", t, draw_bytes, note=rate(t))
     gen = torch.Generator(device=DEVICE).manual_seed(0)
     t = median_ms(lambda: sampler.sample_torch(n, generator=gen, device=DEVICE), args.quick)
@@ -354,12 +354,12 @@ def bench_sampling(args, table):
     try:
         import cupy as cp
 
-        from ns_plugins.kernels import cupy_ns
+        from ns_plugins.kernels import loss_cupy
     except ImportError:
         table.add("alias draws, cupy kernel", None, note="no cupy")
         return
     pc, ac = cp.from_dlpack(prob), cp.from_dlpack(alias)
-    t = median_ms(lambda: cupy_ns.sample(pc, ac, n, seed=3), args.quick)
+    t = median_ms(lambda: loss_cupy.sample(pc, ac, n, seed=3), args.quick)
     table.add("alias draws, cupy kernel", t, draw_bytes, note=rate(t))
 
 
@@ -395,10 +395,10 @@ def bench_chunk(args, table):
 
 
 def chunk_rows(args, table, name, kw, n, V, d, ids, offsets, keep, sampler, workers):
-    from ns_plugins.kernels import hogwild, triton_chunk
+    from ns_plugins.kernels import chunk_numba, chunk_triton
 
     rng = np.random.default_rng(1)
-    tables = triton_chunk.device_tables(keep, sampler.prob, sampler.alias, DEVICE)
+    tables = chunk_triton.device_tables(keep, sampler.prob, sampler.alias, DEVICE)
     ids_d = torch.from_numpy(ids).to(DEVICE)
     off_d = torch.from_numpy(offsets).to(DEVICE)
     W0 = ((rng.random((V, d)) - 0.5) / d).astype(np.float32)
@@ -407,7 +407,7 @@ def chunk_rows(args, table, name, kw, n, V, d, ids, offsets, keep, sampler, work
     seeds = iter(range(10**9))
 
     def step(programs=None):
-        return triton_chunk.train_chunk(ids_d, off_d, W_in, W_out, *tables, 5, 5, 0.025, 0.0001,
+        return chunk_triton.train_chunk(ids_d, off_d, W_in, W_out, *tables, 5, 5, 0.025, 0.0001,
                                         next(seeds), programs=programs, **kw)  # fmt: skip
 
     out = step().cpu()
@@ -418,10 +418,10 @@ def chunk_rows(args, table, name, kw, n, V, d, ids, offsets, keep, sampler, work
     A_in, A_out = W0.copy(), np.zeros((V, d), np.float32)
     sub = offsets[offsets <= min(n, 2_000_000)]
     k32 = keep.astype(np.float32)
-    hogwild.train_chunk(ids, sub[:3], A_in, A_out, k32, sampler.prob, sampler.alias, 5, 5,
+    chunk_numba.train_chunk(ids, sub[:3], A_in, A_out, k32, sampler.prob, sampler.alias, 5, 5,
                         0.025, 0.0001, 1, workers=workers, **kw)  # fmt: skip
     t = time.perf_counter()
-    stats = hogwild.train_chunk(ids, sub, A_in, A_out, k32, sampler.prob, sampler.alias, 5, 5,
+    stats = chunk_numba.train_chunk(ids, sub, A_in, A_out, k32, sampler.prob, sampler.alias, 5, 5,
                                 0.025, 0.0001, 1, workers=workers, **kw)  # fmt: skip
     cpu_rate = (sub[-1] - sub[0]) / (time.perf_counter() - t)
     rate = n / (ms * 1e-3)

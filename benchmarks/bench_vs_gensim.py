@@ -70,7 +70,7 @@ def _run_gensim(args) -> dict:
 def _run_engine(args) -> dict:
     from ns_plugins.core.alias import AliasSampler
     from ns_plugins.data import Vocab, encode_corpus, keep_probability
-    from ns_plugins.kernels.hogwild import job_bounds, train_chunk
+    from ns_plugins.kernels.chunk_numba import job_bounds, train_chunk
 
     t0 = time.perf_counter()
     vocab = Vocab.build(args.corpus, min_count=HYPER["min_count"])

@@ -139,8 +139,8 @@ if [[ $DRY != 1 ]] && ! "$PY" -c "import torch, sys; sys.exit(not torch.cuda.is_
 fi
 
 # ------------------------------------------------------------------ the gpu-marked tests
-GPU_TESTS=(tests/test_kernels_triton_chunk.py tests/test_kernels_triton.py tests/test_loss.py
-  tests/test_kernels_cupy.py tests/test_alias.py tests/test_chainer_links.py
+GPU_TESTS=(tests/test_kernels_chunk_triton.py tests/test_kernels_loss_triton.py tests/test_loss.py
+  tests/test_kernels_loss_cupy.py tests/test_alias.py tests/test_chainer_links.py
   tests/test_chainer_ids.py tests/test_chainer_lookup.py tests/test_chainer_compat.py
   tests/test_chainer_cupy.py)
 existing=()

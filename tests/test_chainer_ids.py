@@ -38,7 +38,7 @@ def kernels_untouched(monkeypatch):
         raise AssertionError("a kernel ran on unchecked ids")
 
     for name in ("loss_rows", "pair_grads", "scatter_dense"):
-        monkeypatch.setattr(drop_in.numba_cpu, name, refuse)
+        monkeypatch.setattr(drop_in.loss_numba, name, refuse)
 
 
 def _label(t, value, row=2):

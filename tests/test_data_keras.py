@@ -166,15 +166,15 @@ def test_shuffle_keeps_rows_and_labels_together():
 def test_bucketed_shuffle_is_uniform(monkeypatch, bucket):
     # Every order of 5 couples (2 positives, 3 negatives) must be equally likely, also when the
     # couples are spread over several buckets before each bucket is shuffled.
-    from ns_plugins.kernels import skipgram_pairs
+    from ns_plugins.kernels import pairs_numba
 
-    monkeypatch.setattr(skipgram_pairs, "_BUCKET", bucket)
+    monkeypatch.setattr(pairs_numba, "_BUCKET", bucket)
     rng = np.random.default_rng(11)
     words, contexts = np.array([1, 2]), np.array([10, 20])
     rest, neg = np.array([2]), np.array([30, 40, 50])
     seen = Counter()
     for _ in range(24_000):
-        couples, labels = skipgram_pairs.shuffled_couples(words, contexts, 1, rest, neg, rng)
+        couples, labels = pairs_numba.shuffled_couples(words, contexts, 1, rest, neg, rng)
         assert sorted(map(tuple, couples.tolist())) == [(1, 10), (1, 30), (2, 20), (2, 40), (2, 50)]
         assert (labels == np.isin(couples[:, 1], contexts)).all()
         seen[tuple(couples[:, 1])] += 1

@@ -210,13 +210,13 @@ def test_cuda_matches_reference():
 
 
 def _kernel_modules():
-    from ns_plugins.kernels import torch_cpu
+    from ns_plugins.kernels import loss_torch
 
-    mods = [torch_cpu]
+    mods = [loss_torch]
     try:
-        from ns_plugins.kernels import numba_cpu
+        from ns_plugins.kernels import loss_numba
 
-        mods.append(numba_cpu)
+        mods.append(loss_numba)
     except ImportError:
         pass
     return mods
@@ -251,15 +251,15 @@ def test_every_cpu_kernel_matches_reference(kernels, dtype):
 def test_scatter_dense_rewrites_any_array(dtype, V, d):
     """The dense W gradient written into an array that holds leftovers (NaN, -0.0, old rows):
     touched rows get the gradient, every other row exactly zero."""
-    from ns_plugins.kernels import numba_cpu
+    from ns_plugins.kernels import loss_numba
 
     x, W, samples = _inputs(7, 64, d, V, 6, dtype)
     gy = torch.rand(64, dtype=dtype) + 0.5
-    g, _, _ = numba_cpu.rows_grad(gy, x, W, samples, False)
+    g, _, _ = loss_numba.rows_grad(gy, x, W, samples, False)
     out = np.full((V, d), np.nan, dtype=x.numpy().dtype)
     out[::2] = 0.0
     out[1::3] = -0.0
-    numba_cpu.scatter_dense(g, x, samples, out)
+    loss_numba.scatter_dense(g, x, samples, out)
     s = samples.numpy()
     _, gW_ref = reference.ns_loss_grad(
         gy.double().numpy(), x.double().numpy(), W.double().numpy(), s

@@ -86,7 +86,7 @@ def test_one_worker_makes_no_copies_and_repeats_bit_for_bit(rng):
 
 
 def test_replicas_must_fit(rng):
-    from ns_plugins.kernels.hogwild import train_chunk
+    from ns_plugins.kernels.chunk_numba import train_chunk
 
     ids, offsets, counts = _corpus(rng)
     engine = ChunkTrainer(counts, ChunkSettings(vector_size=8))

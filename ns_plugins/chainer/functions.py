@@ -26,7 +26,7 @@ from chainer.utils import argument, type_check
 
 from ns_plugins.chainer import installer
 from ns_plugins.core import reference
-from ns_plugins.kernels import cupy_ns, numba_cpu
+from ns_plugins.kernels import loss_cupy, loss_numba
 
 # numba's OpenMP workers sleep while they wait instead of spinning: on a busy machine spinning
 # workers take the cores from the ones with work (the legacy word2vec epoch at load 3.5 on two
@@ -138,8 +138,8 @@ def _loss_rows(x, W, ids):
     """Per-row loss in float32/float64 (float16 inputs widened)."""
     x, W = _widen(x), _widen(W)
     if isinstance(x, cuda.ndarray):
-        return cupy_ns.forward(x, W, ids, validate=False)
-    return numba_cpu.loss_rows(x, W, ids)
+        return loss_cupy.forward(x, W, ids, validate=False)
+    return loss_numba.loss_rows(x, W, ids)
 
 
 def _pair_grads(gy, x, W, ids, with_loss):
@@ -147,14 +147,14 @@ def _pair_grads(gy, x, W, ids, with_loss):
     ``gy`` a scalar or (B,); float16 computed in float32."""
     x, W = _widen(x), _widen(W)
     gy_rows = numpy.broadcast_to(numpy.asarray(gy, x.dtype), (x.shape[0],))
-    g, gx, loss = numba_cpu.pair_grads(gy_rows, x, W, ids, with_loss)
+    g, gx, loss = loss_numba.pair_grads(gy_rows, x, W, ids, with_loss)
     return loss, gx, g
 
 
 def _loss_grad(gy, x, W, ids):
     """(gx, gW) of sum_b gy_b loss_b, in the dtypes of x and W; ``gy`` scalar or (B,)."""
     if isinstance(x, cuda.ndarray):
-        gx, gW = cupy_ns.backward(gy, _widen(x), _widen(W), ids, validate=False)
+        gx, gW = loss_cupy.backward(gy, _widen(x), _widen(W), ids, validate=False)
         return gx.astype(x.dtype, copy=False), gW.astype(W.dtype, copy=False)
     _, gx, g = _pair_grads(gy, x, W, ids, with_loss=False)
     return _dense_grads(x, W, ids, gx, g)
@@ -190,7 +190,7 @@ _POOL = _GradientPool()
 def _dense_grads(x, W, ids, gx, g):
     """(gx, gW) in the dtypes of x and W, gW dense as Chainer wants it, built in a pooled array."""
     gW = _POOL.take(W.shape, _kernel_dtype(W.dtype))
-    numba_cpu.scatter_dense(g, _widen(x), ids, gW)
+    loss_numba.scatter_dense(g, _widen(x), ids, gW)
     return gx.astype(x.dtype, copy=False), gW.astype(W.dtype, copy=False)
 
 

@@ -169,7 +169,7 @@ class AliasSampler:
 def _select(bucket: np.ndarray, coin: np.ndarray, prob: np.ndarray, alias: np.ndarray):
     """Keep the bucket where the coin falls under its threshold, else take its alias."""
     try:
-        from ns_plugins.kernels.numba_cpu import alias_select
+        from ns_plugins.kernels.loss_numba import alias_select
     except ImportError:  # numba is optional
         return np.where(coin < prob.take(bucket), bucket, alias.take(bucket))
     return alias_select(bucket, coin, prob, alias)

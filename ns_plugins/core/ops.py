@@ -4,7 +4,7 @@
 ``ns_plugins::ns_loss_bwd(gy, x, W, samples) -> (gx, gW)``, each with a fake (meta) implementation
 and an autograd formula, so the loss works under ``torch.compile(fullgraph=True)`` and supports
 double backward. On CPU the fused numba kernel runs for float32/float64 when numba is installed,
-``ns_plugins.kernels.torch_cpu`` otherwise (and for float16/bfloat16); on CUDA the fused Triton
+``ns_plugins.kernels.loss_torch`` otherwise (and for float16/bfloat16); on CUDA the fused Triton
 kernel runs when Triton is importable, else the same torch code runs on the device.
 
 Every entry point checks its input before a kernel runs (the kernels index W with the ids as
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ns_plugins.kernels import torch_cpu
+from ns_plugins.kernels import loss_torch
 
 __all__ = [
     "ns_loss",
@@ -98,18 +98,18 @@ def _checked(x: Tensor, W: Tensor, samples: Tensor, gy: Tensor | None = None) ->
 
 
 try:
-    from ns_plugins.kernels import numba_cpu
+    from ns_plugins.kernels import loss_numba
 except ImportError:  # numba is optional: the torch-ops kernel is the fallback
-    numba_cpu = None
+    loss_numba = None
 
 
 def _kernels(x, W):
     """The kernel module for these tensors: fused CUDA, fused CPU, or plain torch ops."""
     if x.is_cuda:
-        return _cuda_kernels() or torch_cpu
-    if numba_cpu is not None and numba_cpu.supports(x, W):
-        return numba_cpu
-    return torch_cpu
+        return _cuda_kernels() or loss_torch
+    if loss_numba is not None and loss_numba.supports(x, W):
+        return loss_numba
+    return loss_torch
 
 
 @torch.library.custom_op("ns_plugins::ns_loss_fwd", mutates_args=())
@@ -239,8 +239,8 @@ def _cuda_kernels():
     """The fused Triton kernels, imported once on first CUDA use; None when unavailable."""
     if not _CUDA_KERNELS:
         try:
-            from ns_plugins.kernels import triton_ns
+            from ns_plugins.kernels import loss_triton
         except Exception:  # noqa: BLE001 - no triton / no CUDA: fall back to torch ops
-            triton_ns = None
-        _CUDA_KERNELS.append(triton_ns)
+            loss_triton = None
+        _CUDA_KERNELS.append(loss_triton)
     return _CUDA_KERNELS[0]

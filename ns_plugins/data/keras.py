@@ -14,7 +14,7 @@ import gc
 
 import numpy as np
 
-from ns_plugins.kernels.skipgram_pairs import shuffled_couples, window_pairs
+from ns_plugins.kernels.pairs_numba import shuffled_couples, window_pairs
 
 __all__ = ["make_sampling_table", "skipgrams"]
 

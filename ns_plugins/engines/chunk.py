@@ -2,8 +2,8 @@
 
 A step hands the span to a fused kernel that does all of word2vec inside it (frequent-word
 subsampling, shrinking windows, exact alias negatives, the SGD update with the learning rate
-decaying per word): ``kernels.hogwild.train_chunk`` on numpy arrays with numba threads, or
-``kernels.triton_chunk.train_chunk`` on CUDA tensors. ``ChunkTrainer`` holds the weights, the
+decaying per word): ``kernels.chunk_numba.train_chunk`` on numpy arrays with numba threads, or
+``kernels.chunk_triton.train_chunk`` on CUDA tensors. ``ChunkTrainer`` holds the weights, the
 tables and the settings, and is driven by the Lightning ``ChunkModule`` (one step per Lightning
 step) and by the library's ``Word2Vec`` (a plain loop over epochs and chunks) alike.
 """
@@ -70,7 +70,7 @@ class ChunkSettings:
 def chunk_bounds(offsets: np.ndarray, chunk_words: int) -> np.ndarray:
     """Sentence indices that cut a corpus (``offsets``) into steps of about ``chunk_words``
     words, whole sentences each."""
-    from ns_plugins.kernels.hogwild import job_bounds
+    from ns_plugins.kernels.chunk_numba import job_bounds
 
     return job_bounds(offsets, int(chunk_words))
 
@@ -121,14 +121,14 @@ class ChunkTrainer:
         import torch
 
         from ns_plugins.errors import UsageError
-        from ns_plugins.kernels import triton_chunk
+        from ns_plugins.kernels import chunk_triton
 
         keep, noise = self.tables()
         ids = torch.as_tensor(np.asarray(ids), device=device)
         V = len(self.counts)
         if ids.numel() and not (0 <= int(ids.min()) and int(ids.max()) < V):
             raise UsageError(f"the encoded corpus holds ids outside [0, {V}): re-encode it")
-        self._device_tables = triton_chunk.device_tables(keep, noise.prob, noise.alias, device)
+        self._device_tables = chunk_triton.device_tables(keep, noise.prob, noise.alias, device)
         offsets = torch.as_tensor(np.asarray(offsets), device=device)
         return ids.to(torch.int32), offsets.to(torch.int64)
 
@@ -148,9 +148,9 @@ class ChunkTrainer:
         a0, a1, seed = self.schedule(step, total_steps, rank)
         s = self.settings
         if self._device_tables is not None:
-            from ns_plugins.kernels import triton_chunk
+            from ns_plugins.kernels import chunk_triton
 
-            stats = triton_chunk.train_chunk(
+            stats = chunk_triton.train_chunk(
                 ids, offsets, self.W_in, self.W_out, *self._device_tables, s.window, s.negative,
                 a0, a1, seed, shrink_windows=s.shrink_windows, cbow=s.cbow,
                 shared_negatives=s.shared_negatives,
@@ -158,7 +158,7 @@ class ChunkTrainer:
             if check_every and step % check_every == 0:
                 self.check_finite(step, float(stats[0]) if compute_loss else 0.0)
             return stats
-        from ns_plugins.kernels.hogwild import train_chunk
+        from ns_plugins.kernels.chunk_numba import train_chunk
 
         keep, noise = self.tables()
         copies = self._thread_copies()

@@ -40,10 +40,10 @@ def _loss_fn(backend: Backend):
         )
     if backend is Backend.cupy:
         try:
-            from ns_plugins.kernels import cupy_ns
+            from ns_plugins.kernels import loss_cupy
         except ImportError as err:
             raise RuntimeError(f"backend 'cupy' is not available: {err}") from err
-        return cupy_ns.ns_loss
+        return loss_cupy.ns_loss
     raise ValueError(f"unknown backend {backend!r}")
 
 

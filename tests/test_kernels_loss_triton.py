@@ -15,7 +15,7 @@ triton = pytest.importorskip("triton")
 
 from ns_plugins.core import reference  # noqa: E402
 from ns_plugins.core.alias import AliasSampler  # noqa: E402
-from ns_plugins.kernels import triton_ns  # noqa: E402
+from ns_plugins.kernels import loss_triton  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
@@ -31,7 +31,7 @@ def poisoned_outputs(monkeypatch):
         t = torch.empty(*shape, dtype=dtype, device=device)
         return t.fill_(float("nan") if t.is_floating_point() else POISON_ID)
 
-    monkeypatch.setattr(triton_ns, "_empty", empty)
+    monkeypatch.setattr(loss_triton, "_empty", empty)
 
 
 def make_case(rng, B, d, V, K, dtype, scale=0.5):
@@ -79,11 +79,11 @@ def test_forward_and_dense_backward(rng, dtype, shape):
     gy = torch.from_numpy(rng.standard_normal(shape[0])).float().to(DEVICE)
     xr, Wr, sr = f64(x), f64(W), samples.cpu().numpy()
 
-    loss = triton_ns.forward(x, W, samples)
+    loss = loss_triton.forward(x, W, samples)
     assert loss.dtype == dtype and loss.shape == (shape[0],)
     assert rel(loss, reference.ns_loss_rows(xr, Wr, sr)) < TOL[dtype]
 
-    gx, gW = triton_ns.backward(gy, x, W, samples)
+    gx, gW = loss_triton.backward(gy, x, W, samples)
     gx_ref, gW_ref = reference.ns_loss_grad(f64(gy), xr, Wr, sr)
     assert gx.dtype == dtype and gW.dtype == dtype and gW.shape == W.shape
     assert rel(gx, gx_ref) < TOL[dtype]
@@ -100,7 +100,7 @@ def test_sparse_backward(rng, dtype, shape):
     gy = torch.from_numpy(rng.standard_normal(shape[0])).to(dtype).to(DEVICE)
     gx_ref, gW_ref = reference.ns_loss_grad(f64(gy), f64(x), f64(W), samples.cpu().numpy())
 
-    gx, rows, gw_rows = triton_ns.sparse_backward(gy, x, W, samples)
+    gx, rows, gw_rows = loss_triton.sparse_backward(gy, x, W, samples)
     assert rows.dtype == torch.int64 and gw_rows.dtype == dtype
     np.testing.assert_array_equal(rows.cpu().numpy(), touched(samples))
     assert rel(gx, gx_ref) < TOL[dtype]
@@ -117,7 +117,7 @@ def test_forward_backward_sparse(rng, dtype, with_gy):
     gy_ref = f64(gy) if with_gy else np.ones(B)
     gx_ref, gW_ref = reference.ns_loss_grad(gy_ref, xr, Wr, sr)
 
-    loss, gx, rows, gw_rows = triton_ns.forward_backward_sparse(x, W, samples, gy)
+    loss, gx, rows, gw_rows = loss_triton.forward_backward_sparse(x, W, samples, gy)
     assert rel(loss, reference.ns_loss_rows(xr, Wr, sr)) < TOL[dtype]
     assert rel(gx, gx_ref) < TOL[dtype]
     np.testing.assert_array_equal(rows.cpu().numpy(), touched(samples))
@@ -135,8 +135,8 @@ def test_strided_inputs_and_expanded_gy(rng):
     xr, Wr, sr = f64(x), f64(W), samples.cpu().numpy()
     gx_ref, gW_ref = reference.ns_loss_grad(np.ones(B), xr, Wr, sr)
 
-    assert rel(triton_ns.forward(x, W, samples), reference.ns_loss_rows(xr, Wr, sr)) < 1e-5
-    gx, gW = triton_ns.backward(gy, x, W, samples)
+    assert rel(loss_triton.forward(x, W, samples), reference.ns_loss_rows(xr, Wr, sr)) < 1e-5
+    gx, gW = loss_triton.backward(gy, x, W, samples)
     assert rel(gx, gx_ref) < 1e-5 and rel(gW, gW_ref) < 1e-5
 
 
@@ -146,11 +146,11 @@ def test_extreme_scores_stay_accurate(rng, dtype):
     B, d, V, K = 8, 4, 6, 5
     x, W, samples = make_case(rng, B, d, V, K, dtype, scale=5.0)
     xr, Wr, sr = f64(x), f64(W), samples.cpu().numpy()
-    loss = triton_ns.forward(x, W, samples)
+    loss = loss_triton.forward(x, W, samples)
     ref = reference.ns_loss_rows(xr, Wr, sr)
     tol = TOL[dtype] * 10
     np.testing.assert_allclose(f64(loss), ref, rtol=tol, atol=0)
-    gx, gW = triton_ns.backward(torch.ones(B, device=DEVICE, dtype=dtype), x, W, samples)
+    gx, gW = loss_triton.backward(torch.ones(B, device=DEVICE, dtype=dtype), x, W, samples)
     gx_ref, gW_ref = reference.ns_loss_grad(np.ones(B), xr, Wr, sr)
     assert rel(gx, gx_ref) < tol and rel(gW, gW_ref) < tol
 
@@ -161,10 +161,10 @@ def test_tiny_losses_keep_relative_accuracy():
     x = torch.tensor([[1.0], [1.0]], device=DEVICE)
     W = torch.tensor([[12.0], [-12.0], [-30.0], [30.0]], device=DEVICE)
     samples = torch.tensor([[0, 1, 1], [3, 2, 2]], device=DEVICE)
-    loss = triton_ns.forward(x, W, samples)
+    loss = loss_triton.forward(x, W, samples)
     ref = reference.ns_loss_rows(f64(x), f64(W), samples.cpu().numpy())
     np.testing.assert_allclose(f64(loss), ref, rtol=1e-5)
-    gx, _ = triton_ns.backward(torch.ones(2, device=DEVICE), x, W, samples)
+    gx, _ = loss_triton.backward(torch.ones(2, device=DEVICE), x, W, samples)
     gx_ref, _ = reference.ns_loss_grad(np.ones(2), f64(x), f64(W), samples.cpu().numpy())
     # Row 1 only against exp(-30) directly: the reference's tanh-based sigmoid cancels there.
     np.testing.assert_allclose(f64(gx)[0], gx_ref[0], rtol=1e-5)
@@ -175,15 +175,15 @@ def test_all_rows_ignored_and_empty_batch(rng):
     x, W, samples = make_case(rng, 5, 6, 7, 3, torch.float32)
     samples[:, 0] = -1
     gy = torch.ones(5, device=DEVICE)
-    assert not triton_ns.forward(x, W, samples).any()
-    gx, gW = triton_ns.backward(gy, x, W, samples)
+    assert not loss_triton.forward(x, W, samples).any()
+    gx, gW = loss_triton.backward(gy, x, W, samples)
     assert not gx.any() and not gW.any()
-    gx, rows, gw_rows = triton_ns.sparse_backward(gy, x, W, samples)
+    gx, rows, gw_rows = loss_triton.sparse_backward(gy, x, W, samples)
     assert not gx.any() and rows.numel() == 0 and gw_rows.shape == (0, 6)
 
     x0, s0 = torch.empty(0, 6, device=DEVICE), torch.empty(0, 3, dtype=torch.int64, device=DEVICE)
-    assert triton_ns.forward(x0, W, s0).shape == (0,)
-    loss, gx, rows, gw_rows = triton_ns.forward_backward_sparse(x0, W, s0)
+    assert loss_triton.forward(x0, W, s0).shape == (0,)
+    loss, gx, rows, gw_rows = loss_triton.forward_backward_sparse(x0, W, s0)
     assert loss.shape == (0,) and gx.shape == (0, 6) and rows.shape == (0,)
     assert gw_rows.shape == (0, 6)
 
@@ -194,7 +194,7 @@ def test_ignored_rows_add_no_gradient_rows(rng):
     samples[1:, 1:] %= 10
     samples[[0, 2], 1:] = torch.tensor([15, 16, 17], device=DEVICE)  # only ignored rows use these
     gy = torch.rand(6, device=DEVICE)
-    gx, rows, gw_rows = triton_ns.sparse_backward(gy, x, W, samples)
+    gx, rows, gw_rows = loss_triton.sparse_backward(gy, x, W, samples)
     np.testing.assert_array_equal(rows.cpu().numpy(), touched(samples))
     assert rows.max() < 10
     _, gW_ref = reference.ns_loss_grad(f64(gy), f64(x), f64(W), samples.cpu().numpy())
@@ -204,20 +204,20 @@ def test_ignored_rows_add_no_gradient_rows(rng):
 def test_bad_input_is_rejected(rng):
     x, W, samples = make_case(rng, 4, 6, 7, 3, torch.float32)
     with pytest.raises(TypeError, match="dtype of x"):
-        triton_ns.forward(x, W.double(), samples)
+        loss_triton.forward(x, W.double(), samples)
     with pytest.raises(TypeError, match="int64"):
-        triton_ns.forward(x, W, samples.int())
+        loss_triton.forward(x, W, samples.int())
     with pytest.raises(ValueError, match="columns"):
-        triton_ns.forward(x, W[:, :5], samples)
+        loss_triton.forward(x, W[:, :5], samples)
     with pytest.raises(ValueError, match="samples must be"):
-        triton_ns.forward(x, W, samples[:3])
+        loss_triton.forward(x, W, samples[:3])
     with pytest.raises(ValueError, match="gy must have shape"):
-        triton_ns.backward(torch.ones(3, device=DEVICE), x, W, samples)
+        loss_triton.backward(torch.ones(3, device=DEVICE), x, W, samples)
     if DEVICE == "cpu":  # on CUDA the id check fails asynchronously and poisons the context
         bad = samples.clone()
         bad[0, 0], bad[0, 1] = 0, 7
         with pytest.raises(RuntimeError, match="outside"):
-            triton_ns.forward(x, W, bad)
+            loss_triton.forward(x, W, bad)
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -227,9 +227,9 @@ def test_alias_sampling_matches_distribution():
     scipy_stats = pytest.importorskip("scipy.stats")
     counts = np.array([50, 1, 7, 0, 300, 12, 3, 90, 25, 2])
     sampler = AliasSampler.from_counts(counts, power=0.75)
-    prob, alias = triton_ns.alias_tables(sampler, DEVICE)
+    prob, alias = loss_triton.alias_tables(sampler, DEVICE)
     n = 60_000
-    ids = triton_ns.sample(prob, alias, (n // 6, 6), seed=1234, offset=77)
+    ids = loss_triton.sample(prob, alias, (n // 6, 6), seed=1234, offset=77)
     assert ids.shape == (n // 6, 6) and ids.dtype == torch.int64
     freq = np.bincount(ids.cpu().numpy().ravel(), minlength=len(counts))
     assert freq.size == len(counts), "ids outside [0, V)"
@@ -242,23 +242,23 @@ def test_alias_sampling_matches_distribution():
 
 def test_alias_sampling_is_keyed_by_seed_and_offset():
     sampler = AliasSampler(np.arange(1, 41, dtype=np.float64))
-    prob, alias = triton_ns.alias_tables(sampler, DEVICE)
-    a = triton_ns.sample(prob, alias, 3000, seed=5)
-    assert torch.equal(a, triton_ns.sample(prob, alias, 3000, seed=5))
-    assert torch.equal(a[1000:], triton_ns.sample(prob, alias, 2000, seed=5, offset=1000))
-    assert not torch.equal(a, triton_ns.sample(prob, alias, 3000, seed=6))
-    assert triton_ns.sample(prob, alias, (0, 4), seed=5).shape == (0, 4)
+    prob, alias = loss_triton.alias_tables(sampler, DEVICE)
+    a = loss_triton.sample(prob, alias, 3000, seed=5)
+    assert torch.equal(a, loss_triton.sample(prob, alias, 3000, seed=5))
+    assert torch.equal(a[1000:], loss_triton.sample(prob, alias, 2000, seed=5, offset=1000))
+    assert not torch.equal(a, loss_triton.sample(prob, alias, 3000, seed=6))
+    assert loss_triton.sample(prob, alias, (0, 4), seed=5).shape == (0, 4)
 
 
 def test_alias_sampling_rejects_bad_tables():
     prob = torch.ones(4, dtype=torch.float64, device=DEVICE)
     alias = torch.arange(4, device=DEVICE)
     with pytest.raises(TypeError, match="float64"):
-        triton_ns.sample(prob.float(), alias, 3, seed=0)
+        loss_triton.sample(prob.float(), alias, 3, seed=0)
     with pytest.raises(ValueError, match="differ"):
-        triton_ns.sample(prob, alias[:3], 3, seed=0)
+        loss_triton.sample(prob, alias[:3], 3, seed=0)
     with pytest.raises(ValueError, match="seed"):
-        triton_ns.sample(prob, alias, 3, seed=-1)
+        loss_triton.sample(prob, alias, 3, seed=-1)
 
 
 # ----------------------------------------------------------------------------- CUDA only
@@ -275,10 +275,10 @@ def test_cuda_large_shapes(dtype):
     gy = torch.rand(B, device=DEVICE)
     xr, Wr, sr = f64(x), f64(W), samples.cpu().numpy()
     gx_ref, gW_ref = reference.ns_loss_grad(f64(gy), xr, Wr, sr)
-    assert rel(triton_ns.forward(x, W, samples), reference.ns_loss_rows(xr, Wr, sr)) < TOL[dtype]
-    gx, gW = triton_ns.backward(gy, x, W, samples)
+    assert rel(loss_triton.forward(x, W, samples), reference.ns_loss_rows(xr, Wr, sr)) < TOL[dtype]
+    gx, gW = loss_triton.backward(gy, x, W, samples)
     assert rel(gx, gx_ref) < TOL[dtype] and rel(gW, gW_ref) < TOL[dtype]
-    loss, gx, rows, gw_rows = triton_ns.forward_backward_sparse(x, W, samples, gy)
+    loss, gx, rows, gw_rows = loss_triton.forward_backward_sparse(x, W, samples, gy)
     assert rel(dense_from_rows(rows, gw_rows, V), gW_ref) < TOL[dtype]
 
 
@@ -306,9 +306,9 @@ def test_cuda_alias_sampling_large_vocabulary():
     V = 100_000
     counts = np.random.default_rng().zipf(1.3, V).astype(np.float64)
     sampler = AliasSampler.from_counts(counts, power=0.75)
-    prob, alias = triton_ns.alias_tables(sampler, DEVICE)
+    prob, alias = loss_triton.alias_tables(sampler, DEVICE)
     n = 20_000_000
-    freq = torch.bincount(triton_ns.sample(prob, alias, n, seed=11), minlength=V).cpu().numpy()
+    freq = torch.bincount(loss_triton.sample(prob, alias, n, seed=11), minlength=V).cpu().numpy()
     # Pool the tail so every chi-square cell expects at least 20 draws.
     expected = sampler.probabilities() * n
     order = np.argsort(expected)
@@ -328,7 +328,7 @@ COMPILE_SCRIPT = r"""
 import triton, triton.language as tl
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from ns_plugins.kernels import triton_ns as T
+from ns_plugins.kernels import loss_triton as T
 
 target = GPUTarget("cuda", 90, 32)
 strides = dict.fromkeys(["sxb", "sxd", "swv", "swd", "ssb", "ssk"], "i64")

@@ -173,7 +173,7 @@ def _empty(shape, dtype):
 
 def _require_cupy():
     if cp is None:
-        raise ImportError("ns_plugins.kernels.cupy_ns needs cupy (pip install cupy-cuda12x)")
+        raise ImportError("ns_plugins.kernels.loss_cupy needs cupy (pip install cupy-cuda12x)")
 
 
 @functools.cache

@@ -2,7 +2,7 @@
 
 Every kernel test runs twice: on a CUDA device with cupy (marked ``gpu``), and on the host,
 where the CUDA source is compiled with g++ under a small emulation (one std::thread per CUDA
-thread, a barrier per warp for shuffles) and cupy_ns's own Python code drives it through a
+thread, a barrier per warp for shuffles) and loss_cupy's own Python code drives it through a
 numpy stand-in for cupy. So CI without a GPU still runs the kernels' indexing, reductions,
 masks, float16 conversions and the launch code against the reference. The source is also
 compiled with NVRTC wherever cupy is installed.
@@ -20,14 +20,14 @@ import pytest
 
 from ns_plugins.core import reference
 from ns_plugins.core.alias import AliasSampler
-from ns_plugins.kernels import cupy_ns
+from ns_plugins.kernels import loss_cupy
 
 
 def _cuda_ready() -> bool:
-    if cupy_ns.cp is None:
+    if loss_cupy.cp is None:
         return False
     try:
-        return cupy_ns.cp.cuda.runtime.getDeviceCount() > 0
+        return loss_cupy.cp.cuda.runtime.getDeviceCount() > 0
     except Exception:  # noqa: BLE001 - no driver or no device
         return False
 
@@ -40,10 +40,10 @@ TOL = {np.float32: 1e-5, np.float64: 1e-12, np.float16: 2e-3}
 def test_source_compiles_with_nvrtc():
     nvrtc = pytest.importorskip("cupy_backends.cuda.libs.nvrtc")
     try:
-        prog = nvrtc.createProgram(cupy_ns.SOURCE, "ns.cu", [], [])
+        prog = nvrtc.createProgram(loss_cupy.SOURCE, "ns.cu", [], [])
     except Exception as e:  # noqa: BLE001 - cupy without the NVRTC library
         pytest.skip(f"NVRTC unavailable: {e}")
-    names = [f"ns_{k}<{t}>" for k in ("forward", "backward") for t in cupy_ns._CTYPES.values()]
+    names = [f"ns_{k}<{t}>" for k in ("forward", "backward") for t in loss_cupy._CTYPES.values()]
     names.append("alias_sample")
     for name in names:
         nvrtc.addNameExpression(prog, name)
@@ -67,17 +67,17 @@ def cp(request, monkeypatch):
     """The array module the kernels run on: real cupy, or numpy driving the emulated kernels."""
     if request.param == "host":
         module = host_cupy(request.getfixturevalue("emulated"))
-        monkeypatch.setattr(cupy_ns, "cp", module)
-        monkeypatch.setattr(cupy_ns, "_module", module.RawModule)
+        monkeypatch.setattr(loss_cupy, "cp", module)
+        monkeypatch.setattr(loss_cupy, "_module", module.RawModule)
     else:
-        module = cupy_ns.cp
+        module = loss_cupy.cp
 
     def poisoned(shape, dtype):
         out = module.empty(shape, dtype=dtype)
         out.fill(np.nan if np.dtype(dtype).kind == "f" else 2**62)
         return out
 
-    monkeypatch.setattr(cupy_ns, "_empty", poisoned)
+    monkeypatch.setattr(loss_cupy, "_empty", poisoned)
     return module
 
 
@@ -123,11 +123,11 @@ def test_forward_backward_match_reference(cp, dtype, shape, scalar_gy):
     gy = cp.asarray(1.0, dtype=dtype) if scalar_gy else cp.asarray(gy_np, dtype=dtype)
     xr, Wr, sr = host(x).astype(np.float64), host(W).astype(np.float64), host(samples)
 
-    loss = cupy_ns.forward(x, W, samples)
+    loss = loss_cupy.forward(x, W, samples)
     assert loss.dtype == dtype and loss.shape == (B,)
     assert rel(loss, reference.ns_loss_rows(xr, Wr, sr)) < TOL[dtype]
 
-    gx, gW = cupy_ns.backward(gy, x, W, samples)
+    gx, gW = loss_cupy.backward(gy, x, W, samples)
     gy_ref = host(gy).astype(np.float64) * np.ones(B)
     gx_ref, gW_ref = reference.ns_loss_grad(gy_ref, xr, Wr, sr)
     assert gx.dtype == dtype and gW.dtype == dtype
@@ -144,7 +144,7 @@ def test_sparse_backward_matches_reference(cp, dtype):
     gx_ref, gW_ref = reference.ns_loss_grad(
         host(gy).astype(np.float64), host(x).astype(np.float64), host(W).astype(np.float64), sr
     )
-    gx, rows, gW_rows = cupy_ns.sparse_backward(gy, x, W, samples)
+    gx, rows, gW_rows = loss_cupy.sparse_backward(gy, x, W, samples)
     np.testing.assert_array_equal(host(rows), np.unique(sr[sr[:, 0] >= 0]))
     dense = np.zeros((V, d))
     dense[host(rows)] = host(gW_rows)
@@ -164,7 +164,7 @@ def test_torch_bridge_autograd(sparse_grad):
     samples = torch.tensor(rng.integers(0, V, (B, K)), device="cuda")
     samples[3, 0] = -1
     gy = torch.rand(B, device="cuda", dtype=torch.float64)
-    (cupy_ns.ns_loss(x, W, samples, sparse_grad=sparse_grad) * gy).sum().backward()
+    (loss_cupy.ns_loss(x, W, samples, sparse_grad=sparse_grad) * gy).sum().backward()
     args = [t.detach().cpu().numpy() for t in (x, W, samples)]
     gx_ref, gW_ref = reference.ns_loss_grad(gy.cpu().numpy(), *args)
     gW = W.grad.to_dense() if sparse_grad else W.grad
@@ -178,22 +178,22 @@ def test_hot_rows_and_bad_ids(cp):
     x, W, samples = make_case(cp, rng, 1024, 64, 1000, 6, np.float32)
     samples[:, 1:] %= 7  # thousands of atomics on the same few rows
     xr, Wr, sr = host(x).astype(np.float64), host(W).astype(np.float64), host(samples)
-    gx, gW = cupy_ns.backward(cp.asarray(1.0, dtype=np.float32), x, W, samples)
+    gx, gW = loss_cupy.backward(cp.asarray(1.0, dtype=np.float32), x, W, samples)
     gx_ref, gW_ref = reference.ns_loss_grad(np.ones(1024), xr, Wr, sr)
     assert rel(gx, gx_ref) < 1e-5 and rel(gW, gW_ref) < 1e-5
     samples[5, 0], samples[5, 2] = 0, 1000
     with pytest.raises(ValueError, match="outside"):
-        cupy_ns.forward(x, W, samples)
+        loss_cupy.forward(x, W, samples)
     with pytest.raises(TypeError, match="dtype of x"):
-        cupy_ns.forward(x, W.astype(np.float64), samples)
+        loss_cupy.forward(x, W.astype(np.float64), samples)
 
 
 def test_alias_sampling_matches_distribution(cp):
     counts = np.random.default_rng().zipf(1.5, 500).astype(np.float64)
     sampler = AliasSampler.from_counts(counts, power=0.75)
-    prob, alias = cupy_ns.alias_tables(sampler)
+    prob, alias = loss_cupy.alias_tables(sampler)
     n = 5_000_000 if cp.__name__ == "cupy" else 200_000
-    ids = cupy_ns.sample(prob, alias, (n // 5, 5), seed=2024, offset=3)
+    ids = loss_cupy.sample(prob, alias, (n // 5, 5), seed=2024, offset=3)
     assert ids.shape == (n // 5, 5) and ids.dtype == np.int64
     freq = np.bincount(host(ids).ravel(), minlength=len(counts))
     assert freq.size == len(counts), "ids outside [0, V)"
@@ -201,11 +201,11 @@ def test_alias_sampling_matches_distribution(cp):
 
 
 def test_alias_sampling_is_keyed_by_seed_and_offset(cp):
-    prob, alias = cupy_ns.alias_tables(AliasSampler(np.arange(1.0, 51.0)))
-    a = cupy_ns.sample(prob, alias, 5000, seed=9)
-    assert (a == cupy_ns.sample(prob, alias, 5000, seed=9)).all()
-    assert (a[1000:] == cupy_ns.sample(prob, alias, 4000, seed=9, offset=1000)).all()
-    assert not (a == cupy_ns.sample(prob, alias, 5000, seed=10)).all()
+    prob, alias = loss_cupy.alias_tables(AliasSampler(np.arange(1.0, 51.0)))
+    a = loss_cupy.sample(prob, alias, 5000, seed=9)
+    assert (a == loss_cupy.sample(prob, alias, 5000, seed=9)).all()
+    assert (a[1000:] == loss_cupy.sample(prob, alias, 4000, seed=9, offset=1000)).all()
+    assert not (a == loss_cupy.sample(prob, alias, 5000, seed=10)).all()
 
 
 # ----------------------------------------------------------------------------- host emulation
@@ -282,7 +282,7 @@ void sample(const double* prob, const i64* alias, i64* out, i64 n, u64 V, u64 se
 
 
 def _host_source() -> str:
-    src = cupy_ns.SOURCE
+    src = loss_cupy.SOURCE
     swaps = {
         'asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(*p));': "f = h2f(*p);",
         'asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v));': "h = f2h(v);",
@@ -340,7 +340,7 @@ class _HostKernel:
 
 
 def host_cupy(lib) -> types.SimpleNamespace:
-    """Enough of cupy's interface, on numpy, for cupy_ns to run the emulated kernels."""
+    """Enough of cupy's interface, on numpy, for loss_cupy to run the emulated kernels."""
     dtypes = {"float": "float32", "double": "float64", "unsigned short": "float16"}
 
     class Module:

@@ -8,7 +8,7 @@ import pytest
 
 from ns_plugins.core import reference
 from ns_plugins.core.alias import AliasSampler
-from ns_plugins.kernels import hogwild as hw
+from ns_plugins.kernels import chunk_numba as hw
 
 
 def _weights(rng, V, d, dtype=np.float64):

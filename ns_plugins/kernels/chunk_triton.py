@@ -2,8 +2,8 @@
 chunk of the encoded corpus, trained in place on the device (Triton).
 
 The same update rule and the same random numbers as the numba kernel
-``ns_plugins.kernels.hogwild.train_chunk``: every random number is a pure function of (seed,
-corpus position, slot) (``hogwild.keyed_u64``), so a draw does not depend on which program makes
+``ns_plugins.kernels.chunk_numba.train_chunk``: every random number is a pure function of (seed,
+corpus position, slot) (``chunk_numba.keyed_u64``), so a draw does not depend on which program makes
 it. With one program the kernel visits the words in the numba kernel's order and gives its
 weights to float32 rounding; with many, programs update the shared tables without locks, as
 word2vec.c's threads and GPU word2vec ports do.
@@ -36,8 +36,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ns_plugins.kernels.hogwild import SLOT_BITS, SLOT_DRAWS, SLOT_KEEP, SLOT_REACH, stream_key
-from ns_plugins.kernels.triton_ns import _sigmoid, _softplus  # the loss kernels' stable forms
+from ns_plugins.kernels.chunk_numba import SLOT_BITS, SLOT_DRAWS, SLOT_KEEP, SLOT_REACH, stream_key
+from ns_plugins.kernels.loss_triton import _sigmoid, _softplus  # the loss kernels' stable forms
 
 __all__ = ["train_chunk", "device_tables"]
 
@@ -50,7 +50,7 @@ _BLK = 32  # positions scanned at once when looking for context words
 
 @triton.jit
 def _bits(key, pos, slot):
-    """hogwild.keyed_u64: splitmix64's output number pos * 2**20 + slot under ``key``."""
+    """chunk_numba.keyed_u64: splitmix64's output number pos * 2**20 + slot under ``key``."""
     n = (pos.to(tl.int64) * (1 << 20) + slot).to(tl.uint64, bitcast=True)
     z = key + n * 0x9E3779B97F4A7C15
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9
@@ -65,7 +65,7 @@ def _uniform(u):
 
 @triton.jit
 def _below(u, n):
-    """hogwild.to_below: floor(u * n / 2**64) in 64-bit arithmetic, n < 2**32."""
+    """chunk_numba.to_below: floor(u * n / 2**64) in 64-bit arithmetic, n < 2**32."""
     b = n.to(tl.uint64)
     return (((u >> 32) * b + (((u & 0xFFFFFFFF) * b) >> 32)) >> 32).to(tl.int64)
 
@@ -81,7 +81,7 @@ def _kept(ids_ptr, keep_ptr, key, q, inb):
 
 @triton.jit
 def _draw(prob_ptr, alias_ptr, key, pos, slot, V):
-    """Alias draws: bucket from ``slot``, coin from ``slot + 1`` (hogwild.draw_alias)."""
+    """Alias draws: bucket from ``slot``, coin from ``slot + 1`` (chunk_numba.draw_alias)."""
     bucket = _below(_bits(key, pos, slot), V)
     coin = _uniform(_bits(key, pos, slot + 1))
     p = tl.load(prob_ptr + bucket)
@@ -346,7 +346,7 @@ def train_chunk(
     programs: int | None = None,
 ) -> torch.Tensor:
     """Train ``W_in`` / ``W_out`` in place on one chunk; the arguments mean what they mean for
-    ``hogwild.train_chunk``.
+    ``chunk_numba.train_chunk``.
 
     All tensors on one CUDA device (CPU tensors only under ``TRITON_INTERPRET=1``): ``ids``
     int32 (the whole encoded corpus may stay on the device), ``offsets`` int64 sentence offsets

@@ -17,8 +17,8 @@ import torch
 pytest.importorskip("triton")
 
 from ns_plugins.core.alias import AliasSampler  # noqa: E402
-from ns_plugins.kernels import hogwild as hw  # noqa: E402
-from ns_plugins.kernels import triton_chunk as tc  # noqa: E402
+from ns_plugins.kernels import chunk_numba as hw  # noqa: E402
+from ns_plugins.kernels import chunk_triton as tc  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 MODES = {"sg": {}, "cbow": {"cbow": True}, "shared": {"shared_negatives": True}}
@@ -258,7 +258,7 @@ def test_cuda_full_grid_step_without_host_sync(mode):
 COMPILE_SCRIPT = r"""
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from ns_plugins.kernels import triton_chunk as T
+from ns_plugins.kernels import chunk_triton as T
 
 target = GPUTarget("cuda", 90, 32)
 sig = {"ids_ptr": "*i32", "off_ptr": "*i64", "win_ptr": "*fp32", "wout_ptr": "*fp32",

@@ -69,7 +69,7 @@ def _mix(z):
 
 # Counter-based: every number is a pure function of (seed, corpus position, slot), so a draw does
 # not depend on which thread or GPU program makes it, nor on the order; the Triton chunk kernel
-# (``triton_chunk``) computes the same function and draws the same numbers. ``mix(key + n * GAMMA)``
+# (``chunk_triton``) computes the same function and draws the same numbers. ``mix(key + n * GAMMA)``
 # is the n-th output of splitmix64 seeded with ``key``; n = position * 2**20 + slot.
 SLOT_BITS = 20
 SLOT_KEEP = 0  # subsampling coin of the word at this position
