@@ -47,6 +47,7 @@ __all__ = [
     "ConfigError",
     "RunEvaluator",
     "check_config",
+    "check_init_vectors",
     "claim_run_dir",
     "eval_inputs",
     "export_run",
@@ -102,6 +103,17 @@ PAIRS_ONLY = {
 }
 CHUNK_ONLY = {"workers": 2, "model.chunk_words": 100_000, "model.shared_negatives": False}
 
+MAX_SEED = 2**32 - 1
+# device.precision values Lightning's Trainer accepts (lightning_fabric's _PRECISION_INPUT)
+PRECISIONS = (
+    "32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true",
+    "transformer-engine", "transformer-engine-float16", "64", "32", "16", "bf16",
+)  # fmt: skip
+# The chunk kernels' limits, as ns_plugins.kernels.chunk_numba (SLOT_BITS, SLOT_DRAWS) and
+# chunk_triton (_MAX_WINDOW, _MAX_K) define them; read here without importing numba or triton.
+_SLOT_BITS, _SLOT_DRAWS = 20, 2
+_CUDA_MAX_WINDOW, _CUDA_MAX_K = 32, 64
+
 
 def check_config(cfg: DictConfig) -> None:
     """Fail early, naming the setting, for everything that would fail later."""
@@ -142,6 +154,13 @@ def check_config(cfg: DictConfig) -> None:
             raise ConfigError(f"{key} must be >= 2 (or null for no cap), got {value}")
     if cfg.seed < 0:
         raise ConfigError(f"seed must be >= 0, got {cfg.seed}")
+    if cfg.seed > MAX_SEED:  # Lightning's seed_everything and numpy take 32 bits
+        raise ConfigError(f"seed must be <= {MAX_SEED} (2**32 - 1), got {cfg.seed}")
+    if str(cfg.device.precision) not in PRECISIONS:
+        raise ConfigError(
+            f"device.precision={cfg.device.precision} is not a precision Lightning knows; "
+            f"use one of {', '.join(PRECISIONS)}"
+        )
     for key in ("sample", "ns_exponent", "alpha", "min_alpha", "model.init_scale"):
         value = OmegaConf.select(cfg, key)
         if not math.isfinite(value):
@@ -176,6 +195,8 @@ def check_config(cfg: DictConfig) -> None:
         _check_chunk_engine(cfg, gpu)
     else:
         _check_pairs_engine(cfg, gpu)
+    if cfg.init_vectors is not None:
+        check_init_vectors(cfg.init_vectors, cfg.vector_size)
 
 
 # The evaluation file behind each logged score (eval/wordsim353, eval/wordsim353_pairs, ...).
@@ -243,6 +264,22 @@ def _check_chunk_engine(cfg: DictConfig, gpu: bool) -> None:
         )
     if gpu and importlib.util.find_spec("triton") is None:
         raise ConfigError("the chunk engine on CUDA needs the triton package installed")
+    # The kernels' bounds (ns_plugins.kernels.chunk_numba and chunk_triton, which raise them
+    # inside the first step): every negative of a center's window has its own random slots.
+    if _SLOT_DRAWS + 4 * cfg.window * cfg.negative > 1 << _SLOT_BITS:
+        raise ConfigError(
+            f"window * negative must be below {(1 << _SLOT_BITS) // 4} for the chunk engine, "
+            f"got window={cfg.window}, negative={cfg.negative}"
+        )
+    if gpu and cfg.window > _CUDA_MAX_WINDOW:
+        raise ConfigError(
+            f"window must be <= {_CUDA_MAX_WINDOW} for the chunk engine on CUDA, got {cfg.window}"
+        )
+    if gpu and cfg.negative >= _CUDA_MAX_K:
+        raise ConfigError(
+            f"negative must be <= {_CUDA_MAX_K - 1} for the chunk engine on CUDA, "
+            f"got {cfg.negative}"
+        )
 
 
 def _check_pairs_engine(cfg: DictConfig, gpu: bool) -> None:
@@ -260,6 +297,69 @@ def _check_pairs_engine(cfg: DictConfig, gpu: bool) -> None:
             raise ConfigError(f"backend={backend.value} needs the {package} package installed")
     if cfg.model.optimizer is Optimizer.sparse_adam and cfg.device.grad_sync is GradSync.dense:
         raise ConfigError("model.optimizer=sparse_adam needs sparse gradients, not grad_sync=dense")
+
+
+def check_init_vectors(path, d: int) -> None:
+    """Refuse an ``init_vectors`` file that cannot start this run, before anything is prepared:
+    arrays missing, shapes that do not fit ``vector_size`` ``d``, or rows holding NaN or inf
+    (training would spread them). The tables are read a block of rows at a time, never whole."""
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            words = [str(w) for w in f["words"]]
+        with zipfile.ZipFile(path) as z:
+            for key in ("in_embed", "out_embed"):
+                shape, bad = _nonfinite_rows(z, key)
+                if shape != (len(words), d):
+                    raise ConfigError(
+                        f"init_vectors={path} holds {shape} {key} vectors for {len(words)} words; "
+                        f"this run has vector_size {d}"
+                    )
+                if bad.size:
+                    raise ConfigError(
+                        f"init_vectors={path}: {bad.size} rows of {key} hold NaN or inf (the "
+                        f"first: row {bad[0]}, word {words[bad[0]]!r}); the vectors must be finite"
+                    )
+    except ConfigError:
+        raise
+    except (KeyError, ValueError, OSError, zipfile.BadZipFile) as err:
+        raise ConfigError(
+            f"init_vectors={path}: not an .npz with words, in_embed and out_embed ({err})"
+        ) from err
+
+
+def _nonfinite_rows(z, key: str, block_bytes: int = 1 << 24):
+    """(shape, indices of the rows holding NaN or inf) of the array ``key`` in the .npz ``z``."""
+    fmt = np.lib.format
+    with z.open(f"{key}.npy") as f:
+        version = fmt.read_magic(f)
+        if version not in ((1, 0), (2, 0)):  # (3, 0): read whole, as np.load does
+            a = np.load(z.open(f"{key}.npy"), allow_pickle=False)
+            return a.shape, _bad_rows(a, 0)
+        read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)
+        if dtype.hasobject:
+            raise ValueError(f"{key} holds Python objects")
+        if len(shape) != 2 or fortran or dtype.kind != "f":
+            a = np.load(z.open(f"{key}.npy"), allow_pickle=False)
+            return a.shape, (_bad_rows(a, 0) if a.ndim == 2 else np.zeros(0, np.int64))
+        rows, cols = shape
+        step = max(1, block_bytes // max(cols * dtype.itemsize, 1))
+        bad = []
+        for start in range(0, rows, step):
+            n = min(step, rows - start)
+            data = f.read(n * cols * dtype.itemsize)
+            if len(data) != n * cols * dtype.itemsize:
+                raise ValueError(f"{key} is truncated")
+            bad.append(_bad_rows(np.frombuffer(data, dtype).reshape(n, cols), start))
+        return tuple(shape), np.concatenate(bad) if bad else np.zeros(0, np.int64)
+
+
+def _bad_rows(a: np.ndarray, start: int) -> np.ndarray:
+    if a.dtype.kind not in "fc":
+        return np.zeros(0, np.int64)
+    return np.flatnonzero(~np.isfinite(a).all(axis=1)) + start
 
 
 def warm_start(path, words, d: int, seed: int, scale: float):

@@ -5,12 +5,14 @@ that is enough and as ``python train.py`` where the exit status and the console 
 """
 
 import csv
+import importlib
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -139,3 +141,98 @@ def test_a_run_directory_with_checkpoints_of_an_unfinished_run_is_refused(tmp_pa
     (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"a run killed before it finished")
     with pytest.raises(ConfigError, match="did not finish; .*ckpt_path=.*last.ckpt"):
         train(_cfg(*CHUNK, f"data.cache_dir={cache}"), run_dir)
+
+
+# ------------------------------------------------------------------------ checks at start
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ([*CHUNK, "window=1000", "negative=300"], r"window \* negative must be below 262144"),
+        ([*CHUNK, "seed=4294967296"], r"seed must be <= 4294967295 \(2\*\*32 - 1\)"),
+        ([*PAIRS, "device.precision=17"], "device.precision=17 is not a precision Lightning"),
+        ([*CHUNK, "device.precision=half"], "device.precision=half is not a precision Lightning"),
+    ],
+)
+def test_settings_that_failed_in_training_fail_at_start(overrides, match, tmp_path):
+    with pytest.raises(ConfigError, match=match):
+        train(_cfg(*overrides), tmp_path)
+    assert not (tmp_path / "data").exists()  # nothing was prepared
+
+
+def test_the_cuda_chunk_kernel_bounds_are_checked_at_start(tmp_path, monkeypatch):
+    import importlib.util
+
+    from ns_plugins import runs
+
+    cfg = _cfg(*CHUNK, "device=gpu", "window=40")
+    monkeypatch.setattr(runs, "_cuda_available", lambda: True)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
+    with pytest.raises(ConfigError, match="window must be <= 32 for the chunk engine on CUDA"):
+        runs.check_config(cfg)
+
+
+def test_the_start_checks_know_the_kernels_and_lightnings_limits():
+    import typing
+
+    from lightning_fabric.plugins.precision.precision import _PRECISION_INPUT
+
+    from ns_plugins import runs
+
+    try:
+        from ns_plugins.kernels import chunk_numba as numba_kernel
+    except ImportError:  # its name before the kernels were renamed
+        from ns_plugins.kernels import hogwild as numba_kernel
+    assert (runs._SLOT_BITS, runs._SLOT_DRAWS) == (numba_kernel.SLOT_BITS, numba_kernel.SLOT_DRAWS)
+    accepted = {str(v) for arg in typing.get_args(_PRECISION_INPUT) for v in typing.get_args(arg)}
+    assert set(runs.PRECISIONS) == accepted
+    triton_kernel = None
+    for name in ("chunk_triton", "triton_chunk"):
+        try:
+            triton_kernel = importlib.import_module(f"ns_plugins.kernels.{name}")
+            break
+        except ImportError:
+            continue
+    if triton_kernel is not None:
+        assert runs._CUDA_MAX_WINDOW == triton_kernel._MAX_WINDOW
+        assert runs._CUDA_MAX_K == triton_kernel._MAX_K
+
+
+def _npz(path, rows=40, d=16, bad=None, value=np.nan, compressed=False):
+    rng = np.random.default_rng(0)
+    words = np.array([f"w{i}" for i in range(rows)])
+    W_in = rng.standard_normal((rows, d)).astype(np.float32)
+    W_out = rng.standard_normal((rows, d)).astype(np.float32)
+    if bad is not None:
+        W_out[bad, 3] = value
+    (np.savez_compressed if compressed else np.savez)(path, words=words, in_embed=W_in,
+                                                      out_embed=W_out)  # fmt: skip
+    return path
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_init_vectors_with_nonfinite_rows_fail_at_start(value, tmp_path):
+    init = _npz(tmp_path / "init.npz", bad=7, value=value)
+    with pytest.raises(
+        ConfigError, match=r"out_embed hold NaN or inf \(the first: row 7, word 'w7'"
+    ):
+        train(_cfg(*CHUNK, f"init_vectors={init}"), tmp_path / "run")
+    assert not (tmp_path / "run" / "data").exists()
+    wrong = _npz(tmp_path / "wrong.npz", d=8)
+    with pytest.raises(ConfigError, match="this run has vector_size 16"):
+        train(_cfg(*CHUNK, f"init_vectors={wrong}"), tmp_path / "run")
+    assert not (tmp_path / "run" / "data").exists()
+
+
+def test_init_vectors_are_checked_a_block_of_rows_at_a_time(tmp_path):
+    import zipfile
+
+    from ns_plugins.runs import _nonfinite_rows
+
+    for compressed in (False, True):
+        path = _npz(tmp_path / f"big{compressed}.npz", rows=5000, d=8, bad=[1234, 4999],
+                    compressed=compressed)  # fmt: skip
+        with zipfile.ZipFile(path) as z:
+            shape, bad = _nonfinite_rows(z, "out_embed", block_bytes=1000)
+            assert shape == (5000, 8) and bad.tolist() == [1234, 4999]
+            shape, bad = _nonfinite_rows(z, "in_embed", block_bytes=1000)
+            assert shape == (5000, 8) and bad.size == 0
