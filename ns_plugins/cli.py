@@ -7,6 +7,7 @@ import logging
 import math
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import hydra
@@ -76,6 +77,7 @@ def _train(cfg: DictConfig) -> float | None:
 
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode is RunMode.MULTIRUN
+    start = time.monotonic()
     try:
         metrics = train(cfg, hydra_cfg.runtime.output_dir)
     except (UsageError, OSError) as err:  # a setting or a file, not a bug: no traceback
@@ -88,9 +90,71 @@ def _train(cfg: DictConfig) -> float | None:
             return math.nan
         print(f"ns-train: error: {err}", file=sys.stderr)
         sys.exit(2)
+    if metrics:  # rank 0
+        _announce(summary(metrics, Path(hydra_cfg.runtime.output_dir), time.monotonic() - start))
     if metrics.get("interrupted") and not multirun:
         sys.exit(128 + int(metrics["interrupt_signal"]))  # the shell's convention
     return _metric(metrics, cfg.optimized_metric)
+
+
+# The scores the summary names, in metrics.json's "eval", with how each is shown.
+_SUMMARY_SCORES = (
+    ("wordsim353", "WordSim-353", "{:.3f}"),
+    ("simlex999", "SimLex-999", "{:.3f}"),
+    ("analogy", "analogies", "{:.1%}"),
+    ("planted_purity", "planted purity", "{:.3f}"),
+    ("planted_analogy", "planted analogies", "{:.1%}"),
+)
+
+
+def summary(metrics: dict, run_dir: Path, seconds: float) -> list[str]:
+    """The lines that end a run: time, epochs and steps, words/s (``Throughput``'s definition),
+    the scores computed, and where the report, metrics and vectors are."""
+    from ns_plugins.lightning.callbacks import human_rate
+
+    done = (
+        f"stopped by signal {metrics.get('interrupt_signal')} after"
+        if metrics.get("interrupted")
+        else "done in"
+    )
+    epochs = metrics.get("epochs_completed", 0)
+    head = (
+        f"ns-train: {done} {seconds:.0f} s, {epochs} epoch{'s' if epochs != 1 else ''} "
+        f"({metrics.get('global_step', 0)} steps), "
+        f"{human_rate(metrics.get('words_per_sec'))} words/s"
+    )
+    scores = metrics.get("eval") or {}
+    shown = []
+    for key, name, fmt in _SUMMARY_SCORES:
+        if key in scores:
+            value = scores[key]
+            text = fmt.format(value) if isinstance(value, int | float) else "n/a"
+            if key == "planted_purity" and "planted_learned" in metrics:
+                text += " (learned)" if metrics["planted_learned"] else " (NOT learned)"
+            shown.append(f"{name} {text}")
+    if not shown:
+        shown = ["no scores (give evaluation files: eval.wordsim=..., see --help)"]
+    lines = [f"{head}; {', '.join(shown)}"]
+    if metrics.get("interrupted") and metrics.get("interrupt_checkpoint"):
+        lines.append(f"ns-train: resume with ckpt_path={metrics['interrupt_checkpoint']}")
+    report = run_dir / "report.html"
+    outputs = [name for name in ("metrics.json", "vectors.txt", "vectors.bin", "ns-train.log")
+               if (run_dir / name).is_file()]  # fmt: skip
+    beside = ", ".join(outputs) or "nothing else"
+    if report.is_file():
+        lines.append(f"ns-train: report: {report} (beside it: {beside})")
+    else:
+        lines.append(f"ns-train: no report.html; run directory: {run_dir} ({beside})")
+    return lines
+
+
+def _announce(lines: list[str]) -> None:
+    """Print ``lines`` to stdout and write them to the run's log file (not to the console twice)."""
+    from ns_plugins.lightning.callbacks import log_to_files
+
+    for line in lines:
+        print(line, flush=True)
+        log_to_files(log, logging.INFO, "%s", line)
 
 
 def _metric(metrics: dict, name: str | None) -> float | None:
@@ -103,7 +167,29 @@ def _metric(metrics: dict, name: str | None) -> float | None:
     return float(value) if isinstance(value, int | float) else math.nan
 
 
+# Choices whose Hydra plugin comes with an extra: (override, plugin module, install command).
+# Without the plugin Hydra fails with "Could not find 'hydra/sweeper/optuna'" and the search path.
+_PLUGIN_CHOICES = (
+    ("hparams_search=optuna", "hydra_plugins.hydra_optuna_sweeper", 'pip install ".[sweep]"'),
+    ("hydra/sweeper=optuna", "hydra_plugins.hydra_optuna_sweeper", 'pip install ".[sweep]"'),
+)
+
+
+def _check_plugins(args: list[str]) -> None:
+    """One line and exit 2 for a command-line choice whose Hydra plugin is not installed."""
+    import importlib.util
+
+    for arg in args:
+        choice = arg.lstrip("+~").removeprefix("override ")
+        for name, module, install in _PLUGIN_CHOICES:
+            if choice == name and importlib.util.find_spec(module) is None:
+                print(f"ns-train: error: {arg} needs {module.split('.')[-1]}, which is not "
+                      f"installed: {install} (from the clone)", file=sys.stderr)  # fmt: skip
+                sys.exit(2)
+
+
 def main() -> None:
+    _check_plugins(sys.argv[1:])
     hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")(_train)()
 
 

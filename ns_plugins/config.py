@@ -142,7 +142,8 @@ class ModelConfig:
 class TrainerConfig:
     max_steps: int = -1
     fast_dev_run: bool = False
-    log_every_n_steps: int = 50
+    # null: about 50 rows a run in csv/metrics.csv, every step of a short run, at most 50 apart
+    log_every_n_steps: int | None = None
     enable_progress_bar: bool = True
     checkpoint_every_n_steps: int = 0  # 0: checkpoints/last.ckpt at epoch ends (and on interrupt)
     progress_seconds: float = 5.0  # output not a terminal: a progress log line this often

@@ -124,6 +124,7 @@ def check_config(cfg: DictConfig) -> None:
     if unknown:
         raise ConfigError(unknown)
     _check_monitored(cfg)
+    _check_loggers(cfg)
     if cfg.data.source is DataSource.text:
         if not cfg.data.path:
             raise ConfigError("data=text needs a corpus: give data.path=/path/to/corpus.txt(.gz)")
@@ -238,18 +239,48 @@ def _check_monitored(cfg: DictConfig) -> None:
             )
 
 
+# Lightning loggers that need a package of their own: (modules, any one of which does; install).
+_LOGGER_PACKAGES = {
+    "TensorBoardLogger": (("tensorboard", "tensorboardX"), 'pip install ".[tensorboard]"'),
+    "WandbLogger": (("wandb",), "pip install wandb"),
+    "MLFlowLogger": (("mlflow",), "pip install mlflow"),
+    "CometLogger": (("comet_ml",), "pip install comet-ml"),
+    "NeptuneLogger": (("neptune",), "pip install neptune"),
+}
+
+
+def _check_loggers(cfg: DictConfig) -> None:
+    """A configured logger whose package is missing: one line with the install command, before
+    anything is prepared (Lightning would raise ModuleNotFoundError when building the trainer)."""
+    for name, conf in (cfg.logger or {}).items():
+        target = conf.get("_target_") if isinstance(conf, DictConfig) else None
+        if not isinstance(target, str):
+            continue
+        modules, install = _LOGGER_PACKAGES.get(target.rsplit(".", 1)[-1], ((), ""))
+        if modules and not any(importlib.util.find_spec(m) for m in modules):
+            raise ConfigError(f"logger.{name} ({target}) needs {modules[0]}: {install}")
+
+
 def _check_checkpoint_file(path) -> None:
-    """A Lightning checkpoint is a torch zip archive holding a data.pkl; read only its directory,
-    so a truncated or foreign file (an .npz, say) is refused before anything is loaded."""
+    """A Lightning checkpoint is a torch zip archive holding a data.pkl; its directory is read
+    first, so a truncated or foreign file (an .npz, say) is refused before anything is loaded.
+    Then every record is read against the CRC-32 the archive stores for it: torch.load checks
+    none, so a flipped byte in the weights would load and train on without a word."""
     import zipfile
 
     try:
         with zipfile.ZipFile(path) as z:
             ok = any(name.endswith("data.pkl") for name in z.namelist())
-    except (zipfile.BadZipFile, OSError) as err:
+            damaged = z.testzip() if ok else None
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
         raise ConfigError(f"ckpt_path={path}: not a readable checkpoint ({err})") from err
     if not ok:
         raise ConfigError(f"ckpt_path={path}: not a checkpoint of this app (no torch data in it)")
+    if damaged is not None:
+        raise ConfigError(
+            f"ckpt_path={path}: the file is damaged (record {damaged} fails its CRC-32 check); "
+            "resume from another checkpoint"
+        )
 
 
 def _check_chunk_engine(cfg: DictConfig, gpu: bool) -> None:
@@ -733,8 +764,8 @@ def _train(cfg: DictConfig, run_dir: Path, extra_callbacks) -> dict:
         if err.name not in ("torch", "pytorch_lightning", "lightning_fabric"):
             raise
         raise UsageError(
-            f"training needs {err.name}, which is not installed: "
-            'pip install "ns_plugins[lightning]" (with torch for your platform)'
+            f"training needs {err.name}, which is not installed: from the clone, "
+            'pip install ".[lightning]" (with torch for your platform; README: Install)'
         ) from None
     finally:
         if encoder is not None:

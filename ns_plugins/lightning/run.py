@@ -17,6 +17,7 @@ import pickle
 import sys
 import time
 import warnings
+import zipfile
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -30,9 +31,11 @@ from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from ns_plugins.config import Engine, GradSync
 from ns_plugins.errors import UsageError
 from ns_plugins.lightning.callbacks import (
+    AutoLogInterval,
     AveragingDDPStrategy,
     GracefulInterrupt,
     PeriodicEvaluation,
+    ProgressBar,
     ProgressLog,
     Throughput,
     WeightAveraging,
@@ -83,8 +86,32 @@ def _strategy(cfg: DictConfig):
     return DDPStrategy(**kwargs)
 
 
+# Lightning's notices that say nothing about this run, or that a user cannot act on: the
+# accelerator inventory, an advertising tip, the distributed banner, "fit stopped" (all INFO on
+# these loggers; their warnings still show), and warnings raised inside Lightning and torch.
+_QUIET_LOGGERS = (
+    "pytorch_lightning.utilities.rank_zero",
+    "lightning_fabric.utilities.rank_zero",
+    "lightning_fabric.utilities.distributed",
+)
+_IGNORED_WARNINGS = (
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),  # Lightning's _pytree
+    (r"Sparse invariant checks are implicitly disabled", UserWarning),  # torch, sparse gradients
+    (r"Your `IterableDataset` has `__len__` defined", UserWarning),  # our shards' length is exact
+)
+
+
+def quiet_lightning() -> None:
+    """Leave Lightning's notices and the warnings a user can do nothing about off the console."""
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for message, category in _IGNORED_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
+
+
 def build(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
     """(datamodule, module, trainer, callbacks dict) for ``cfg``, writing into ``run_dir``."""
+    quiet_lightning()
     data = cfg.data
     chunk = cfg.model.engine is Engine.chunk
     dm = CorpusDataModule(
@@ -122,8 +149,6 @@ def build(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
             seed=cfg.seed,
         )
     )
-    # Our shards split the data across workers themselves, so their length is exact.
-    warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
     ckpt_dir = run_dir / "checkpoints"
     cbs = {"throughput": Throughput()}
     if cfg.device.grad_sync is GradSync.local_sgd:
@@ -142,12 +167,15 @@ def build(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
     )
     merge = cbs["averaging"].merge if "averaging" in cbs else None
     cbs["interrupt"] = GracefulInterrupt(ckpt_dir, before_save=merge)
-    # A bar on a terminal; in a log file (not a terminal), one line per interval, as gensim logs.
+    if cfg.trainer.log_every_n_steps is None:
+        cbs["log_interval"] = AutoLogInterval()
+    # A bar on a terminal; one line per interval, as gensim logs, in ns-train.log (and on the
+    # console when it is not a terminal).
     bar = cfg.trainer.enable_progress_bar and sys.stderr.isatty()
+    if cfg.trainer.enable_progress_bar:
+        cbs["progress_log"] = ProgressLog(cfg.trainer.progress_seconds, console=not bar)
     if bar:
-        cbs["progress"] = pl.callbacks.TQDMProgressBar(refresh_rate=10)
-    elif cfg.trainer.enable_progress_bar:
-        cbs["progress"] = ProgressLog(cfg.trainer.progress_seconds)
+        cbs["progress"] = ProgressBar()
     configured = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
     trainer = pl.Trainer(
         accelerator=cfg.device.accelerator,
@@ -189,6 +217,26 @@ class StreamingCheckpointIO(TorchCheckpointIO):
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+        """torch.load's errors on a damaged file (a zip record that does not read, a tensor whose
+        shape does not fit its storage, a truncated pickle) as one line naming ``path``."""
+        kwargs = {"weights_only": weights_only}
+        if map_location is not None:
+            kwargs["map_location"] = map_location
+        try:
+            return super().load_checkpoint(path, **kwargs)
+        except (RuntimeError, EOFError, ValueError, IndexError, zipfile.BadZipFile) as err:
+            if isinstance(err, UsageError):
+                raise
+            raise UsageError(
+                f"ckpt_path={path}: not a readable checkpoint ({_first_line(err)})"
+            ) from None
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
+    return lines[0] if lines else type(err).__name__
 
 
 def _module(cfg: DictConfig) -> ChunkModule:
@@ -290,6 +338,13 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks=()) -> dict:
     except pickle.UnpicklingError as err:  # torch.load(weights_only=True) met foreign objects
         first = str(err).strip().splitlines()[0]
         raise UsageError(f"ckpt_path={cfg.ckpt_path}: refused to load ({first})") from None
+    except RuntimeError as err:  # nn.Module.load_state_dict: tensors that do not fit the model
+        if cfg.ckpt_path is None or not str(err).startswith("Error(s) in loading state_dict"):
+            raise
+        detail = str(err).strip().splitlines()[1:] or [str(err)]
+        raise UsageError(
+            f"ckpt_path={cfg.ckpt_path}: its weights do not fit this run ({detail[0].strip()})"
+        ) from None
     finally:
         # gloo can abort at interpreter exit while a process group is alive.
         if torch.distributed.is_available() and torch.distributed.is_initialized():
