@@ -161,3 +161,33 @@ def test_report_words_override():
     assert list(cfg.report.words) == ["w0", "w1"]
     with pytest.raises(ConfigCompositionException):
         _compose("+experiment=sgns", "report.colour=red")  # unknown key: rejected by the schema
+
+
+def test_help_describes_the_main_keys():
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, str(root / "train.py"), "--help"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    described = {line.split(" :")[0] for line in proc.stdout.splitlines() if " : " in line}
+    for key in ("vector_size", "window", "negative", "epochs", "alpha", "min_count", "sample",
+                "workers", "seed", "data", "data.path", "device", "model", "model.engine",
+                "eval.wordsim", "eval.simlex", "eval.analogies", "ckpt_path", "init_vectors",
+                "trainer.log_every_n_steps"):  # fmt: skip
+        assert key in described, key
+    assert "experiment: cbow, sgns, sgns_text" in proc.stdout  # the groups are still listed
+    assert "$APP_CONFIG_GROUPS" not in proc.stdout and "${" not in proc.stdout
+
+
+def test_every_key_the_help_describes_exists():
+    import re
+
+    text = (CONF / "hydra" / "help" / "ns_train.yaml").read_text()
+    cfg = _compose("+experiment=sgns")
+    groups = {"data", "model", "device", "logger", "callbacks"}
+    for key in re.findall(r"^  ([a-z_.]+) :", text, re.M):
+        assert key in groups or OmegaConf.select(cfg, key, default="missing") != "missing", key
