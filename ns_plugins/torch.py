@@ -12,11 +12,10 @@ import torch
 from torch import nn
 
 from ns_plugins.core.alias import AliasSampler
-from ns_plugins.core.ops import IdOutOfRangeError, ns_loss
+from ns_plugins.core.checks import check_float_pair, check_id_bounds, check_loss_shapes, min_max
+from ns_plugins.core.ops import ns_loss
 
 __all__ = ["negative_sampling", "NegativeSampling", "check_reduce"]
-
-_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def check_reduce(reduce) -> None:
@@ -29,33 +28,20 @@ def _check_inputs(x, t, W, sample_size) -> None:
         raise TypeError("x and W must be torch tensors")
     if not isinstance(t, torch.Tensor):
         raise TypeError("t must be a torch tensor")
-    if x.dim() != 2:
-        raise ValueError(f"x must be 2-D (batch, features), got shape {tuple(x.shape)}")
-    if W.dim() != 2:
-        raise ValueError(f"W must be 2-D (vocabulary, features), got shape {tuple(W.shape)}")
-    if x.dtype not in _FLOATS or W.dtype not in _FLOATS:
-        raise TypeError(f"x and W must be floating point, got {x.dtype} and {W.dtype}")
-    if x.dtype != W.dtype:
-        raise TypeError(f"x and W must have the same dtype, got {x.dtype} and {W.dtype}")
     if t.dim() != 1:
         raise ValueError(f"t must be 1-D, got shape {tuple(t.shape)}")
     if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
         raise TypeError(f"t must be an integer tensor, got {t.dtype}")
-    if t.shape[0] != x.shape[0]:
+    if x.dim() >= 1 and t.shape[0] != x.shape[0]:
         raise ValueError(f"batch sizes differ: x has {x.shape[0]} rows, t has {t.shape[0]}")
-    if x.shape[1] != W.shape[1]:
-        raise ValueError(f"x has {x.shape[1]} features but W has {W.shape[1]} columns")
+    check_loss_shapes(x.shape, W.shape)
+    check_float_pair(x, W)
     if isinstance(sample_size, bool) or not isinstance(sample_size, (int, np.integer)):
         raise TypeError(f"sample_size must be an int, got {type(sample_size).__name__}")
     if sample_size < 0:
         raise ValueError(f"sample_size must be non-negative, got {sample_size}")
     if t.numel():
-        lo, hi = int(t.min()), int(t.max())
-        if lo < -1 or hi >= W.shape[0]:
-            bad = lo if lo < -1 else hi
-            raise IdOutOfRangeError(
-                f"t holds label {bad}, out of range [-1, {W.shape[0]}) (-1 means ignore)"
-            )
+        check_id_bounds(W.shape[0], min_max(t), None, "t")
 
 
 def _draw(sampler, shape, V, t) -> torch.Tensor:
@@ -71,11 +57,7 @@ def _draw(sampler, shape, V, t) -> torch.Tensor:
     samples[:, 0] = t.to(torch.int64)
     neg = samples[:, 1:]
     if neg.numel():
-        lo, hi = torch.stack([neg.min(), neg.max()]).tolist()
-        if lo < 0 or hi >= V:
-            raise IdOutOfRangeError(
-                f"sampler returned id {lo if lo < 0 else hi}, out of range [0, {V})"
-            )
+        check_id_bounds(V, None, min_max(neg), "the sampler's output")
     return samples
 
 

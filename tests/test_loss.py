@@ -315,7 +315,7 @@ def test_op_rejects_bad_shapes_and_dtypes():
         ops.ns_loss(x, W, torch.zeros(3, 2, dtype=torch.long))  # batch differs
     with pytest.raises(TypeError, match="integer ids"):
         ops.ns_loss(x, W, torch.zeros(4, 2))  # float ids
-    with pytest.raises(TypeError, match="one dtype"):
+    with pytest.raises(TypeError, match="same dtype"):
         ops.ns_loss(x, W.double(), torch.zeros(4, 2, dtype=torch.long))
     with pytest.raises(ValueError, match="gy must have shape"):
         ops.ns_loss_sparse(x, W, torch.zeros(4, 2, dtype=torch.long), torch.ones(3))

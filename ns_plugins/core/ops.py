@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ns_plugins.core.checks import IdOutOfRangeError, check_args, check_float_pair, check_ids
 from ns_plugins.kernels import loss_torch
 
 __all__ = [
@@ -29,67 +30,11 @@ __all__ = [
     "ns_loss_bwd",
     "IdOutOfRangeError",
     "check_args",
+    "check_float_pair",
     "check_ids",
 ]
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
-
-class IdOutOfRangeError(ValueError, IndexError):
-    """An id that would index outside W; a ValueError and an IndexError (as numpy's AxisError)."""
-
-
-def _is_int(t: Tensor) -> bool:
-    return not (t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool)
-
-
-def check_args(x: Tensor, W: Tensor, samples: Tensor, gy: Tensor | None = None) -> None:
-    """Shapes and dtypes of the op's arguments (no values read: safe on fake tensors)."""
-    if x.dim() != 2:
-        raise ValueError(f"x must be 2-D (batch, features), got shape {tuple(x.shape)}")
-    if W.dim() != 2:
-        raise ValueError(f"W must be 2-D (vocabulary, features), got shape {tuple(W.shape)}")
-    if x.dtype not in _FLOATS or W.dtype != x.dtype:
-        raise TypeError(f"x and W must be floating point of one dtype, got {x.dtype}, {W.dtype}")
-    if x.shape[1] != W.shape[1]:
-        raise ValueError(f"x has {x.shape[1]} features but W has {W.shape[1]} columns")
-    if samples.dim() != 2 or samples.shape[0] != x.shape[0] or samples.shape[1] < 1:
-        raise ValueError(
-            f"samples must be 2-D (B, k+1) with B = {x.shape[0]} and k >= 0 (column 0 the "
-            f"positive id), got shape {tuple(samples.shape)}"
-        )
-    if not _is_int(samples):
-        raise TypeError(f"samples must hold integer ids, got {samples.dtype}")
-    if not (x.device == W.device == samples.device):
-        raise ValueError(
-            f"x, W and samples must be on one device, got {x.device}, {W.device}, {samples.device}"
-        )
-    if gy is not None and tuple(gy.shape) != (x.shape[0],):
-        raise ValueError(f"gy must have shape ({x.shape[0]},), got {tuple(gy.shape)}")
-
-
-def check_ids(samples: Tensor, V: int, name: str = "samples") -> None:
-    """Column 0 in [-1, V) (-1: row ignored), the negatives' columns in [0, V).
-
-    One min/max pass and one host sync; raises IdOutOfRangeError naming the bad value.
-    """
-    if samples.numel() == 0:
-        return
-    pos, neg = samples[:, 0], samples[:, 1:]
-    parts = [pos.min(), pos.max()]
-    if neg.numel():
-        parts += [neg.min(), neg.max()]
-    bounds = torch.stack(parts).tolist()
-    if bounds[0] < -1 or bounds[1] >= V:
-        bad = bounds[0] if bounds[0] < -1 else bounds[1]
-        raise IdOutOfRangeError(
-            f"{name}[:, 0] holds label {bad}, out of range [-1, {V}) (-1 means ignore)"
-        )
-    if neg.numel() and (bounds[2] < 0 or bounds[3] >= V):
-        bad = bounds[2] if bounds[2] < 0 else bounds[3]
-        raise IdOutOfRangeError(
-            f"{name}[:, 1:] (the negatives) holds id {bad}, out of range [0, {V})"
-        )
 
 
 def _checked(x: Tensor, W: Tensor, samples: Tensor, gy: Tensor | None = None) -> None:

@@ -20,6 +20,8 @@ import functools
 
 import numpy as np
 
+from ns_plugins.core.checks import check_loss_shapes
+
 try:
     import cupy as cp
 except ImportError:  # the module stays importable; every entry point says what is missing
@@ -192,16 +194,13 @@ def _check(x, W, samples, validate: bool):
     for name, a in (("x", x), ("W", W), ("samples", samples)):
         if not isinstance(a, cp.ndarray):
             raise TypeError(f"{name} must be a cupy array, got {type(a).__name__}")
-    if x.ndim != 2 or W.ndim != 2:
-        raise ValueError(f"x and W must be 2-D, got x {x.shape} and W {W.shape}")
-    if x.shape[1] != W.shape[1] or x.shape[1] == 0:
-        raise ValueError(f"x has {x.shape[1]} columns but W has {W.shape[1]}")
+    check_loss_shapes(x.shape, W.shape, samples.shape)
+    if x.shape[1] == 0:
+        raise ValueError("x and W need at least one column")
     if x.dtype not in _CTYPES:
         raise TypeError(f"x must be float16, float32 or float64, got {x.dtype}")
     if W.dtype != x.dtype:
         raise TypeError(f"W must have the dtype of x ({x.dtype}), got {W.dtype}")
-    if samples.ndim != 2 or samples.shape[0] != x.shape[0] or samples.shape[1] < 1:
-        raise ValueError(f"samples must be (B, k+1) with B = {x.shape[0]}, got {samples.shape}")
     if samples.dtype.kind not in "iu":
         raise TypeError(f"samples must hold integer ids, got {samples.dtype}")
     samples = cp.ascontiguousarray(samples, dtype=cp.int64)

@@ -25,6 +25,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ns_plugins.core.checks import check_args, check_loss_shapes
+
 __all__ = [
     "forward",
     "backward",
@@ -216,26 +218,11 @@ def _check_device(device: torch.device) -> None:
 
 
 def _check(x: torch.Tensor, W: torch.Tensor, samples: torch.Tensor, validate: bool) -> None:
-    if x.dim() != 2 or W.dim() != 2:
-        raise ValueError(f"x and W must be 2-D, got x {tuple(x.shape)} and W {tuple(W.shape)}")
-    if x.shape[1] != W.shape[1]:
-        raise ValueError(f"x has {x.shape[1]} columns but W has {W.shape[1]}")
-    if x.dtype not in _FLOATS:
-        raise TypeError(f"x must be float16, bfloat16, float32 or float64, got {x.dtype}")
-    if W.dtype != x.dtype:
-        raise TypeError(f"W must have the dtype of x ({x.dtype}), got {W.dtype}")
-    if samples.dim() != 2 or samples.shape[0] != x.shape[0] or samples.shape[1] < 1:
-        raise ValueError(
-            f"samples must be (B, k+1) with B = {x.shape[0]}, got {tuple(samples.shape)}"
-        )
+    check_args(x, W, samples)
     if samples.dtype != torch.int64:
         raise TypeError(f"samples must be int64, got {samples.dtype}")
     if x.shape[1] == 0 or W.shape[0] == 0:
         raise ValueError("x and W need at least one column and W at least one row")
-    if not (x.device == W.device == samples.device):
-        raise ValueError(
-            f"x, W and samples must be on one device, got {x.device}, {W.device}, {samples.device}"
-        )
     _check_device(x.device)
     if validate and samples.numel():
         V = W.shape[0]
@@ -302,8 +289,7 @@ def _launch_bwd(gy, x, W, samples, slots, gw_acc, loss):
 
 
 def _check_gy(gy: torch.Tensor, x: torch.Tensor) -> None:
-    if gy.shape != (x.shape[0],):
-        raise ValueError(f"gy must have shape ({x.shape[0]},), got {tuple(gy.shape)}")
+    check_loss_shapes(x.shape, (0, x.shape[1]), gy_shape=gy.shape)
     if gy.device != x.device:
         raise ValueError(f"gy is on {gy.device} but x is on {x.device}")
 
