@@ -236,3 +236,58 @@ def test_init_vectors_are_checked_a_block_of_rows_at_a_time(tmp_path):
             assert shape == (5000, 8) and bad.tolist() == [1234, 4999]
             shape, bad = _nonfinite_rows(z, "in_embed", block_bytes=1000)
             assert shape == (5000, 8) and bad.size == 0
+
+
+# ------------------------------------------------------------------------ damaged checkpoints
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, cache):
+    run_dir = tmp_path_factory.mktemp("finished")
+    train(_cfg(*CHUNK, "epochs=1", f"data.cache_dir={cache}"), run_dir)
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
+def _rewrite(src: Path, dst: Path, change) -> Path:
+    """``src``'s zip records into ``dst``, each through ``change(name, bytes)`` (valid CRCs)."""
+    import zipfile
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, change(info.filename, zin.read(info.filename)))
+    return dst
+
+
+@pytest.mark.parametrize("record", ["data.pkl", "data/1"])
+def test_a_checkpoint_with_a_flipped_byte_is_refused(record, checkpoint, tmp_path, cache):
+    import zipfile
+
+    with zipfile.ZipFile(checkpoint) as z:
+        info = next(i for i in z.infolist() if i.filename.endswith(record))
+    raw = bytearray(checkpoint.read_bytes())
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    raw[start + info.file_size // 2] ^= 0x10
+    bad = tmp_path / "flipped.ckpt"
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(ConfigError, match=f"ckpt_path={bad}: the file is damaged .*CRC-32"):
+        train(_cfg(*CHUNK, "epochs=2", f"data.cache_dir={cache}", f"ckpt_path={bad}"), tmp_path)
+
+
+def test_a_checkpoint_with_a_tampered_shape_is_one_line(checkpoint, tmp_path, cache):
+    from ns_plugins.errors import UsageError
+
+    state = torch.load(checkpoint, weights_only=True)
+    state["state_dict"]["in_embed.weight"] = state["state_dict"]["in_embed.weight"][:, :8].clone()
+    bad = tmp_path / "shape.ckpt"
+    torch.save(state, bad)
+    args = [*CHUNK, "epochs=2", f"data.cache_dir={cache}", f"ckpt_path={bad}"]
+    with pytest.raises(UsageError, match=f"ckpt_path={bad}: its weights do not fit this run "
+                       r"\(size mismatch for in_embed.weight"):  # fmt: skip
+        train(_cfg(*args), tmp_path / "a")
+
+    # a record cut short, with a CRC that fits: the tensor does not fit its storage
+    def halve(name, data):
+        return data[: len(data) // 2] if name.endswith("data/1") else data
+
+    short = _rewrite(checkpoint, tmp_path / "short.ckpt", halve)
+    args[-1] = f"ckpt_path={short}"
+    with pytest.raises(UsageError, match=f"ckpt_path={short}: not a readable checkpoint"):
+        train(_cfg(*args), tmp_path / "b")
