@@ -205,7 +205,7 @@ def bench_loss(args, table):
     x = (torch.randn(B, d, device=DEVICE, generator=gen) * 0.1).to(dtype)
     W = (torch.randn(V, d, device=DEVICE, generator=gen) * 0.1).to(dtype)
     sampler = AliasSampler.from_counts(zipf_counts(V), power=0.75)
-    prob, alias = loss_triton.alias_tables(sampler, DEVICE)
+    prob, alias = sampler.device_tables(DEVICE)
     samples = loss_triton.sample(prob, alias, (B, K), seed=1)
     samples[:, 0] = torch.randint(0, V, (B,), device=DEVICE, generator=gen)
     R = torch.unique(samples).numel()
@@ -337,7 +337,7 @@ def bench_sampling(args, table):
 
     n = 2**24 if DEVICE == "cuda" else 2**12
     sampler = AliasSampler.from_counts(zipf_counts(args.V), power=0.75)
-    prob, alias = loss_triton.alias_tables(sampler, DEVICE)
+    prob, alias = sampler.device_tables(DEVICE)
     draw_bytes = n * 24
 
     def rate(ms):
@@ -398,7 +398,7 @@ def chunk_rows(args, table, name, kw, n, V, d, ids, offsets, keep, sampler, work
     from ns_plugins.kernels import chunk_numba, chunk_triton
 
     rng = np.random.default_rng(1)
-    tables = chunk_triton.device_tables(keep, sampler.prob, sampler.alias, DEVICE)
+    tables = chunk_triton.device_tables(keep, sampler, DEVICE)
     ids_d = torch.from_numpy(ids).to(DEVICE)
     off_d = torch.from_numpy(offsets).to(DEVICE)
     W0 = ((rng.random((V, d)) - 0.5) / d).astype(np.float32)

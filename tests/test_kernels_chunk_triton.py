@@ -55,7 +55,7 @@ def run_numba(c, window, negative, seed, **kw):
 
 def run_triton(c, window, negative, seed, device=DEVICE, **kw):
     s = c["sampler"]
-    keep, prob, alias = tc.device_tables(c["keep"], s.prob, s.alias, device)
+    keep, prob, alias = tc.device_tables(c["keep"], s, device)
     ids = torch.from_numpy(c["ids"]).to(device)
     offsets = torch.from_numpy(c["offsets"]).to(device)
     # copies: on the CPU .to(device) would share c's arrays and train them in place
@@ -156,7 +156,7 @@ def test_empty_chunk_trains_nothing(rng):
 
 def test_device_tables_dtypes(rng):
     s = AliasSampler.from_counts(rng.integers(1, 9, size=7).astype(float), 0.75)
-    keep, prob, alias = tc.device_tables(np.ones(7), s.prob, s.alias, "cpu")
+    keep, prob, alias = tc.device_tables(np.ones(7), s, "cpu")
     assert (keep.dtype, prob.dtype, alias.dtype) == (torch.float32, torch.float64, torch.int32)
     np.testing.assert_array_equal(alias.numpy(), s.alias)
     np.testing.assert_array_equal(prob.numpy(), s.prob)
@@ -164,7 +164,7 @@ def test_device_tables_dtypes(rng):
 
 def _args(V=6, d=4):
     s = AliasSampler.from_counts(np.arange(1, V + 1, dtype=float), 0.75)
-    keep, prob, alias = tc.device_tables(np.ones(V), s.prob, s.alias, DEVICE)
+    keep, prob, alias = tc.device_tables(np.ones(V), s, DEVICE)
     ids = torch.zeros(10, dtype=torch.int32, device=DEVICE)
     offsets = torch.tensor([0, 10], device=DEVICE)
     W = torch.zeros(V, d, device=DEVICE)
@@ -237,7 +237,7 @@ def test_cuda_full_grid_step_without_host_sync(mode):
                            keep.astype(np.float32), s.prob, s.alias, 5, 5, 0.025, 0.02, 9,
                            workers=os.cpu_count() or 2, **MODES[mode])  # fmt: skip
     dev = torch.device("cuda")
-    tables = tc.device_tables(keep, s.prob, s.alias, dev)
+    tables = tc.device_tables(keep, s, dev)
     tensors = [torch.from_numpy(ids).to(dev), torch.from_numpy(offsets).to(dev)]
     tensors += [torch.from_numpy(W_in).to(dev), torch.zeros(V, d, device=dev), *tables]
     torch.cuda.synchronize()

@@ -227,7 +227,7 @@ def test_alias_sampling_matches_distribution():
     scipy_stats = pytest.importorskip("scipy.stats")
     counts = np.array([50, 1, 7, 0, 300, 12, 3, 90, 25, 2])
     sampler = AliasSampler.from_counts(counts, power=0.75)
-    prob, alias = loss_triton.alias_tables(sampler, DEVICE)
+    prob, alias = sampler.device_tables(DEVICE)
     n = 60_000
     ids = loss_triton.sample(prob, alias, (n // 6, 6), seed=1234, offset=77)
     assert ids.shape == (n // 6, 6) and ids.dtype == torch.int64
@@ -242,7 +242,7 @@ def test_alias_sampling_matches_distribution():
 
 def test_alias_sampling_is_keyed_by_seed_and_offset():
     sampler = AliasSampler(np.arange(1, 41, dtype=np.float64))
-    prob, alias = loss_triton.alias_tables(sampler, DEVICE)
+    prob, alias = sampler.device_tables(DEVICE)
     a = loss_triton.sample(prob, alias, 3000, seed=5)
     assert torch.equal(a, loss_triton.sample(prob, alias, 3000, seed=5))
     assert torch.equal(a[1000:], loss_triton.sample(prob, alias, 2000, seed=5, offset=1000))
@@ -306,7 +306,7 @@ def test_cuda_alias_sampling_large_vocabulary():
     V = 100_000
     counts = np.random.default_rng().zipf(1.3, V).astype(np.float64)
     sampler = AliasSampler.from_counts(counts, power=0.75)
-    prob, alias = loss_triton.alias_tables(sampler, DEVICE)
+    prob, alias = sampler.device_tables(DEVICE)
     n = 20_000_000
     freq = torch.bincount(loss_triton.sample(prob, alias, n, seed=11), minlength=V).cpu().numpy()
     # Pool the tail so every chi-square cell expects at least 20 draws.

@@ -117,15 +117,32 @@ class AliasSampler:
         rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
         return lambda shape: self.sample(shape, rng)
 
-    # torch -------------------------------------------------------------------------------------
-    def _tables(self, device):
+    # devices -----------------------------------------------------------------------------------
+    def device_tables(self, device, index_dtype=None):
+        """``(prob, alias)`` on a device, built once per device and index dtype: float64
+        probabilities (the exact table) and int64 ids (``index_dtype`` for others, e.g. the chunk
+        kernel's int32). ``device`` is a torch device, or ``"cupy"`` for CuPy arrays on the current
+        CuPy device. The one place device tables are made (samplers and kernels read them)."""
+        if str(device) == "cupy":
+            import cupy
+
+            index_dtype = cupy.dtype(index_dtype or cupy.int64)
+            key = (f"cupy:{cupy.cuda.runtime.getDevice()}", str(index_dtype))
+            if key not in self._device_tables:
+                self._device_tables[key] = (
+                    cupy.asarray(self.prob, dtype=cupy.float64),
+                    cupy.asarray(self.alias, dtype=index_dtype),
+                )
+            return self._device_tables[key]
         import torch
 
-        key = str(device)
+        index_dtype = index_dtype or torch.int64
+        device = torch.device(device)
+        key = (str(device), str(index_dtype))
         if key not in self._device_tables:
             self._device_tables[key] = (
-                torch.as_tensor(self.prob, device=device),
-                torch.as_tensor(self.alias, device=device),
+                torch.as_tensor(self.prob, dtype=torch.float64, device=device).contiguous(),
+                torch.as_tensor(self.alias, device=device).to(index_dtype).contiguous(),
             )
         return self._device_tables[key]
 
@@ -143,7 +160,7 @@ class AliasSampler:
         if device.type == "cpu":  # the numpy tables serve CPU tensors: no torch copies kept
             _select(bucket.numpy(), coin.numpy(), self.prob, self.alias)  # in place
             return bucket.view(shape)
-        prob, alias = self._tables(device)
+        prob, alias = self.device_tables(device)
         # index_select on a flat index is torch's fastest gather (advanced indexing is slower)
         accept = coin < prob.index_select(0, bucket)
         return torch.where(accept, bucket, alias.index_select(0, bucket)).view(shape)
@@ -155,10 +172,7 @@ class AliasSampler:
     def sample_cupy(self, shape, seed=None):
         import cupy
 
-        key = f"cupy:{cupy.cuda.runtime.getDevice()}"
-        if key not in self._device_tables:
-            self._device_tables[key] = (cupy.asarray(self.prob), cupy.asarray(self.alias))
-        prob, alias = self._device_tables[key]
+        prob, alias = self.device_tables("cupy")
         rs = cupy.random.RandomState(seed) if seed is not None else cupy.random.get_random_state()
         shape = _as_shape(shape)
         bucket = rs.randint(0, prob.size, size=shape, dtype=cupy.int64)

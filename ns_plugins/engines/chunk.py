@@ -128,7 +128,7 @@ class ChunkTrainer:
         V = len(self.counts)
         if ids.numel() and not (0 <= int(ids.min()) and int(ids.max()) < V):
             raise UsageError(f"the encoded corpus holds ids outside [0, {V}): re-encode it")
-        self._device_tables = chunk_triton.device_tables(keep, noise.prob, noise.alias, device)
+        self._device_tables = chunk_triton.device_tables(keep, noise, device)
         offsets = torch.as_tensor(np.asarray(offsets), device=device)
         return ids.to(torch.int32), offsets.to(torch.int64)
 

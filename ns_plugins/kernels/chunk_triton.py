@@ -295,13 +295,11 @@ _MAX_K = 64  # negative + 1 rows gathered per update
 _MAX_WINDOW = 32
 
 
-def device_tables(keep_prob, alias_prob, alias_idx, device):
-    """The per-word tables as the kernel reads them fastest: keep probabilities float32, alias
-    probabilities float64 (the exact table), alias ids int32, on ``device``."""
+def device_tables(keep_prob, sampler, device):
+    """The per-word tables as the kernel reads them fastest, on ``device``: keep probabilities
+    float32, and the ``AliasSampler``'s table (float64 probabilities, int32 ids)."""
     keep = torch.as_tensor(keep_prob, device=device).to(torch.float32).contiguous()
-    prob = torch.as_tensor(alias_prob, device=device).to(torch.float64).contiguous()
-    alias = torch.as_tensor(alias_idx, device=device).to(torch.int32).contiguous()
-    return keep, prob, alias
+    return (keep, *sampler.device_tables(device, index_dtype=torch.int32))
 
 
 def _need(name, t, dtypes, ndim, device):

@@ -27,7 +27,7 @@ try:
 except ImportError:  # the module stays importable; every entry point says what is missing
     cp = None
 
-__all__ = ["forward", "backward", "sparse_backward", "ns_loss", "sample", "alias_tables", "SOURCE"]
+__all__ = ["forward", "backward", "sparse_backward", "ns_loss", "sample", "SOURCE"]
 
 SOURCE = r"""
 typedef long long i64;
@@ -272,12 +272,6 @@ def sparse_backward(gy, x, W, samples, *, validate: bool = True):
     skip = int(rows.size > 0 and int(rows[0]) < 0)  # ignored rows put -1 first
     gx, gW = _launch_backward(gy, x, W, samples, slots, rows.size)
     return gx, rows[skip:], gW[skip:].astype(W.dtype, copy=False)
-
-
-def alias_tables(sampler):
-    """``(prob, alias)`` of an ``AliasSampler`` as float64 / int64 cupy arrays."""
-    _require_cupy()
-    return cp.asarray(sampler.prob, dtype=cp.float64), cp.asarray(sampler.alias, dtype=cp.int64)
 
 
 def sample(prob, alias, shape, seed: int, offset: int = 0):

@@ -33,7 +33,6 @@ __all__ = [
     "sparse_backward",
     "forward_backward_sparse",
     "sample",
-    "alias_tables",
 ]
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -399,13 +398,6 @@ def _alias_kernel(prob_ptr, alias_ptr, out_ptr, N, V, seed, offset, BLOCK: tl.co
     p = tl.load(prob_ptr + col, mask=m, other=1.0)
     a = tl.load(alias_ptr + col, mask=m, other=0)
     tl.store(out_ptr + i, tl.where(coin < p, col, a), mask=m)
-
-
-def alias_tables(sampler, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(prob, alias)`` of an ``AliasSampler`` as float64 / int64 tensors on ``device``."""
-    prob = torch.as_tensor(sampler.prob, dtype=torch.float64, device=device)
-    alias = torch.as_tensor(sampler.alias, dtype=torch.int64, device=device)
-    return prob, alias
 
 
 def sample(
