@@ -61,6 +61,7 @@ __all__ = [
     "warm_start",
     "write_json",
     "write_report",
+    "writing",
     "check_resume",
     "vocab_fingerprint",
 ]
@@ -572,18 +573,38 @@ def export_run(run_dir: Path, words, vectors, counts) -> None:
     from ns_plugins.export import save_word2vec
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_word2vec(run_dir / "vectors.txt", words, vectors, binary=False)
-    save_word2vec(run_dir / "vectors.bin", words, vectors, binary=True)
-    with open(run_dir / "vocab.tsv", "w", encoding="utf-8") as f:
-        for w, c in zip(words, counts):
-            f.write(f"{w}\t{int(c)}\n")
+    for name, binary in (("vectors.txt", False), ("vectors.bin", True)):
+        with writing(run_dir / name):  # save_word2vec writes <name>.part and renames it
+            save_word2vec(run_dir / name, words, vectors, binary=binary)
+    with writing(run_dir / "vocab.tsv") as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for w, c in zip(words, counts):
+                f.write(f"{w}\t{int(c)}\n")
+        tmp.replace(run_dir / "vocab.tsv")
 
 
 def write_json(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    with writing(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+        tmp.replace(path)
+
+
+@contextlib.contextmanager
+def writing(path):
+    """Write ``path`` through ``<path>.part`` (yielded; the block renames it into place). When the
+    block fails the ``.part`` file goes, and an OSError about it (a full disk: ENOSPC, EDQUOT; the
+    write itself names no file) names ``path``, the file a user knows."""
+    path = Path(path)
     tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-    tmp.replace(path)
+    try:
+        yield tmp
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno and str(err.filename) in ("None", str(tmp)):
+            raise OSError(err.errno, err.strerror, str(path)) from err
+        raise
 
 
 def finish_run(cfg: DictConfig, run_dir: Path, metrics: dict, ground_truth: dict | None) -> None:

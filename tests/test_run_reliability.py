@@ -291,3 +291,30 @@ def test_a_checkpoint_with_a_tampered_shape_is_one_line(checkpoint, tmp_path, ca
     args[-1] = f"ckpt_path={short}"
     with pytest.raises(UsageError, match=f"ckpt_path={short}: not a readable checkpoint"):
         train(_cfg(*args), tmp_path / "b")
+
+
+# ------------------------------------------------------------------------ a full disk
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+@pytest.mark.parametrize(
+    "name, link",
+    [
+        ("checkpoints/last.ckpt", "checkpoints/last.ckpt.part"),
+        ("vectors.txt", "vectors.txt.part"),
+        ("vocab.tsv", "vocab.tsv.part"),
+        ("metrics.json", "metrics.json.part"),
+        ("csv/metrics.csv", "csv/metrics.csv"),
+    ],
+)
+def test_a_full_disk_names_the_file_and_leaves_no_part_file(name, link, tmp_path, cache):
+    """Every write into /dev/full fails with ENOSPC, as on a full disk: a link to it where the run
+    writes ``name`` (its ``.part`` file, or the file itself) makes that write fail for real."""
+    import errno
+
+    run_dir = tmp_path / "run"
+    (run_dir / link).parent.mkdir(parents=True)
+    (run_dir / link).symlink_to("/dev/full")
+    with pytest.raises(OSError) as failed:
+        train(_cfg(*CHUNK, "epochs=1", f"data.cache_dir={cache}"), run_dir)
+    assert failed.value.errno == errno.ENOSPC
+    assert failed.value.filename == str(run_dir / name)
+    assert not list(run_dir.rglob("*.part"))

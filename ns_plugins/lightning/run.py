@@ -54,6 +54,7 @@ from ns_plugins.runs import (
     num_nodes,
     run_data_recipe,
     write_json,
+    writing,
 )
 
 __all__ = ["build", "train"]
@@ -203,20 +204,20 @@ class StreamingCheckpointIO(TorchCheckpointIO):
     """Writes a checkpoint straight into ``<name>.part`` and renames it into place. Lightning's own
     atomic save serialises the whole checkpoint into memory first, which doubles a run's peak
     memory at the first checkpoint (2.4 GB more at V = 1M, d = 300). A failed write (a full disk)
-    leaves neither a partial checkpoint nor a ``.part`` file."""
+    leaves neither a partial checkpoint nor a ``.part`` file, and raises the OS error naming the
+    checkpoint."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         if storage_options is not None:
             raise TypeError("storage_options are not supported by StreamingCheckpointIO")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".part")
-        try:
-            torch.save(checkpoint, tmp)
+        with writing(path) as tmp:
+            # through a Python file: a failed write raises its OSError (ENOSPC, EDQUOT), where
+            # torch's own file writer raises a RuntimeError that names no cause
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
             os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
         """torch.load's errors on a damaged file (a zip record that does not read, a tensor whose
@@ -281,7 +282,8 @@ _CSV_LOGGERS = ("pytorch_lightning.loggers.CSVLogger", "lightning.pytorch.logger
 class ContinuedCSVLogger(pl.loggers.CSVLogger):
     """Lightning's CSV logger; with ``resumed=True`` the rows already in ``metrics.csv`` stay (a
     resumed run's curves continue) where Lightning's logger deletes the file. Rows of steps the
-    resumed run trains again (written after its checkpoint) give way to the new ones."""
+    resumed run trains again (written after its checkpoint) give way to the new ones. A failed
+    write (a full disk) names the file."""
 
     def __init__(self, *args, resumed: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
@@ -290,21 +292,35 @@ class ContinuedCSVLogger(pl.loggers.CSVLogger):
     @property
     @rank_zero_experiment
     def experiment(self):
-        if self._experiment is None and self.resumed:
+        if self._experiment is None:
             self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = _ContinuedWriter(log_dir=self.log_dir)
-        return super().experiment
+            self._experiment = _ContinuedWriter(log_dir=self.log_dir, keep=self.resumed)
+        return self._experiment
 
 
 class _ContinuedWriter(ExperimentWriter):
+    def __init__(self, log_dir: str, keep: bool = False) -> None:
+        self._keep = keep
+        super().__init__(log_dir)
+
     def _check_log_dir_exists(self) -> None:
         self._earlier = None  # (header, rows) of the file there, kept until the first save
-        if self._fs.isfile(self.metrics_file_path):
+        if not self._keep:
+            super()._check_log_dir_exists()
+        elif self._fs.isfile(self.metrics_file_path):
             with self._fs.open(self.metrics_file_path, "r", newline="") as f:
                 reader = csv.DictReader(f)
                 self._earlier = (list(reader.fieldnames or ()), list(reader))
 
     def save(self) -> None:
+        try:
+            self._save()
+        except OSError as err:  # a write names no file
+            if not err.errno or err.filename is not None:
+                raise
+            raise OSError(err.errno, err.strerror, self.metrics_file_path) from err
+
+    def _save(self) -> None:
         if self._earlier is not None and self.metrics:
             header, rows = self._earlier
             self._earlier = None
