@@ -318,3 +318,27 @@ def test_a_full_disk_names_the_file_and_leaves_no_part_file(name, link, tmp_path
     assert failed.value.errno == errno.ENOSPC
     assert failed.value.filename == str(run_dir / name)
     assert not list(run_dir.rglob("*.part"))
+
+
+# ------------------------------------------------------------------------ loader workers
+@pytest.mark.parametrize("num_workers", [0, 2, 3])
+def test_every_batch_of_every_loader_worker_is_trained(num_workers, tmp_path, cache):
+    """With n DataLoader workers each worker yields the batches of its own shard; an epoch is all
+    of them (the count of one worker was taken as the epoch's, and the last worker's last batch
+    dropped or the epoch cut short)."""
+    from ns_plugins.lightning.datamodule import CorpusDataModule
+
+    dm = CorpusDataModule(cache_dir=cache / "workers", synthetic_sentences=600, min_count=1,
+                          batch_size=333, num_workers=num_workers, seed=1)  # fmt: skip
+    dm.setup("fit")
+    n = max(num_workers, 1)
+    shards = [dm._batches(0, 1, w, n) for w in range(n)]
+    expected = sum(len(b) for b in shards)
+    examples = n * shards[0].examples_per_shard()
+    got = [batch["center"].shape[0] for batch in dm.train_dataloader()]
+    assert dm.steps_per_epoch == len(got) == expected
+    assert sum(got) == examples  # every example of every worker's shard, none twice
+    if num_workers == 2:
+        metrics = train(_cfg(*PAIRS, "batch_size=333", "data.num_workers=2", "epochs=1",
+                             f"data.cache_dir={cache / 'workers'}"), tmp_path)  # fmt: skip
+        assert metrics["global_step"] == expected

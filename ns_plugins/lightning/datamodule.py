@@ -218,7 +218,10 @@ class CorpusDataModule(pl.LightningDataModule):
         self.corpus, self.ground_truth = open_run_data(self._prepare())
         self.vocab = self.corpus.vocab
         rank, world = self._rank_world()
-        steps = len(self._batches(rank, world, 0, 1))
+        # Each of n DataLoader workers yields the batches of its own shard, all shards the same
+        # number; the loader takes them round-robin, so an epoch is n times that many steps.
+        workers = max(self.num_workers, 1)
+        steps = workers * len(self._batches(rank, world, 0, workers))
         steps = self._min_over_ranks(steps)
         if steps < 1:
             raise UsageError(
