@@ -324,3 +324,27 @@ def test_load_refuses_what_save_did_not_write(tmp_path):
     for bad in ("cut.npz", "missing.npz"):
         with pytest.raises(ValueError, match="not a model saved by Word2Vec.save"):
             Word2Vec.load(tmp_path / bad)
+
+
+@pytest.mark.slow
+def test_the_kernel_compiles_once_and_says_so(tmp_path):
+    """The first run with an empty numba cache compiles the kernel and logs it once; the next run
+    loads it from that cache (here a cache directory outside the package, as numba uses when the
+    package directory is not writable)."""
+    code = (
+        "import logging; logging.basicConfig(level=logging.INFO)\n"
+        "from ns_plugins import Word2Vec\n"
+        "s = [['a', 'b', 'c', 'd']] * 200\n"
+        "Word2Vec(s, min_count=1, vector_size=4, epochs=2, workers=1)\n"
+    )
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    assert all(r.returncode == 0 for r in runs), runs[-1].stderr
+    assert runs[0].stderr.count("compiled the training kernel") == 1
+    assert "compiled the training kernel" not in runs[1].stderr
+    assert any((tmp_path / "numba").rglob("*.nbi"))

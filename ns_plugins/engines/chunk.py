@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -162,6 +163,8 @@ class ChunkTrainer:
 
         keep, noise = self.tables()
         copies = self._thread_copies()
+        t0 = time.perf_counter()
+        first = not _KERNEL_READY
         stats = train_chunk(
             ids, np.ascontiguousarray(offsets, dtype=np.int64), self.W_in, self.W_out, keep,
             noise.prob, noise.alias, s.window, s.negative, a0, a1, seed=seed,
@@ -169,6 +172,8 @@ class ChunkTrainer:
             workers=s.workers, compute_loss=compute_loss,
             replicas=None if copies is None else copies[1],
         )  # fmt: skip
+        if first:
+            _kernel_loaded(time.perf_counter() - t0)
         if copies is not None:
             self._since_merge += 1
             if self._since_merge >= s.merge_every:
@@ -239,6 +244,24 @@ class ChunkTrainer:
         if isinstance(W, np.ndarray):
             return W
         return W.detach().float().cpu().numpy()
+
+
+_KERNEL_READY = False
+
+
+def _kernel_loaded(seconds: float) -> None:
+    """Say once per process whether numba compiled the CPU kernel (the first run after an install
+    or an upgrade, some seconds) or loaded it from its cache."""
+    global _KERNEL_READY
+    from ns_plugins.kernels.chunk_numba import _train_jobs
+
+    _KERNEL_READY = True
+    stats = _train_jobs.stats
+    if sum(stats.cache_misses.values()):
+        log.info("compiled the training kernel in %.1f s; later runs load it from numba's cache "
+                 "in %s", seconds, stats.cache_path)  # fmt: skip
+    else:
+        log.debug("training kernel loaded from numba's cache in %s", stats.cache_path)
 
 
 def _finite(rows) -> bool:
