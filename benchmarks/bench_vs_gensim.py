@@ -10,8 +10,8 @@ command's time. For ours (``--ours app``, the default) that is the whole ``pytho
 +experiment=sgns_text ...`` process from start to exit, through Lightning: imports, vocabulary,
 encoding, training, evaluation on the three sets after every epoch, export and report. For gensim it
 is its script from the start of the process to the end of ``Word2Vec(...)`` (imports, vocabulary,
-training; its evaluation is left out). ``--ours engine`` times vocabulary, encoding and
-``train_chunk`` in a small driver instead. Both sets of vectors are then scored by the same code
+training; its evaluation is left out). ``--ours word2vec`` times ``ns_plugins.Word2Vec`` as gensim's
+script is timed. Both sets of vectors are then scored by the same code
 (``ns_plugins.evaluate``) on WordSim-353, SimLex-999 and the Google analogies. ``--variants`` adds
 shared negatives (``shared``) and two gloo processes on the same cores (``ddp2``: ``device=ddp_cpu
 devices=2 workers=1``, weights averaged every ``device.average_every`` steps). Trainers alternate
@@ -36,13 +36,11 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-# a folder with gcide.txt.gz, wordsim353.tsv, simlex999.txt and questions-words.txt
-DATA = Path(os.environ["NS_PLUGINS_DATA"]) if os.environ.get("NS_PLUGINS_DATA") else None
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DATA, ROOT, commit, spread  # noqa: E402
+
 HYPER = dict(vector_size=100, window=5, negative=5, min_count=5, sample=1e-3, alpha=0.025,
              min_alpha=0.0001, ns_exponent=0.75)  # fmt: skip
-# words per train_chunk call: large enough that thread start-up is noise, small enough for progress
-CHUNK_WORDS = 1 << 20
 
 
 # ---------------------------------------------------------------------------- trainers (children)
@@ -67,50 +65,27 @@ def _run_gensim(args) -> dict:
             "raw_words": model.corpus_total_words, "vocab": len(model.wv)}  # fmt: skip
 
 
-def _run_engine(args) -> dict:
-    from ns_plugins.core.alias import AliasSampler
-    from ns_plugins.data import Vocab, encode_corpus, keep_probability
-    from ns_plugins.kernels.chunk_numba import job_bounds, train_chunk
+def _run_word2vec(args) -> dict:
+    """``ns_plugins.Word2Vec(corpus_file=...)``: the chunk engine's step in this process, no
+    Lightning or torch; timed as gensim's script is."""
+    from ns_plugins import Word2Vec
 
     t0 = time.perf_counter()
-    vocab = Vocab.build(args.corpus, min_count=HYPER["min_count"])
-    with tempfile.TemporaryDirectory() as tmp:
-        corpus = encode_corpus(args.corpus, vocab, tmp)
-        ids, offsets = corpus.ids, corpus.offsets
-        counts = np.asarray(vocab.counts)
-        keep = keep_probability(counts, HYPER["sample"]).astype(np.float32)
-        noise = AliasSampler.from_counts(counts, HYPER["ns_exponent"])
-        V, d = len(vocab), HYPER["vector_size"]
-        t1 = time.perf_counter()
-        rng = np.random.default_rng(args.seed)
-        # gensim 4's initialisation: uniform in [-1/d, 1/d) (word2vec.c uses half that)
-        W_in = ((rng.random((V, d), dtype=np.float32) * 2 - 1) / d).astype(np.float32)
-        W_out = np.zeros((V, d), dtype=np.float32)
-        # chunks of whole sentences; the learning rate falls linearly over all chunks of all epochs
-        cuts = job_bounds(offsets, CHUNK_WORDS)
-        total = int(offsets[-1]) * args.epochs
-        a0, a1 = HYPER["alpha"], HYPER["min_alpha"]
-        done = 0
-        for epoch in range(args.epochs):
-            for c, (s0, s1) in enumerate(zip(cuts[:-1], cuts[1:])):
-                chunk = offsets[s0 : s1 + 1]
-                n = int(chunk[-1] - chunk[0])
-                train_chunk(ids, chunk, W_in, W_out, keep, noise.prob, noise.alias,
-                            HYPER["window"], HYPER["negative"],
-                            a0 + (a1 - a0) * done / total, a0 + (a1 - a0) * (done + n) / total,
-                            seed=args.seed * 1_000_003 + epoch * 10_007 + c,
-                            shared_negatives=args.variant == "shared", workers=args.workers,
-                            compute_loss=False)  # fmt: skip
-                done += n
-        seconds = time.perf_counter() - t0
-        raw = int(corpus.raw_words)
-    np.save(Path(args.out) / "vectors.npy", W_in)
-    (Path(args.out) / "words.txt").write_text("\n".join(vocab.words))
-    return {"seconds": seconds, "train_seconds": seconds - (t1 - t0), "raw_words": raw, "vocab": V}
+    model = Word2Vec(sg=1, epochs=args.epochs, workers=args.workers, seed=args.seed, **HYPER)
+    model.build_vocab(corpus_file=str(args.corpus))
+    t1 = time.perf_counter()
+    model.train(corpus_file=str(args.corpus), total_examples=model.corpus_count,
+                epochs=args.epochs)  # fmt: skip
+    seconds = time.perf_counter() - t0
+    end = time.time()
+    np.save(Path(args.out) / "vectors.npy", model.wv.vectors)
+    (Path(args.out) / "words.txt").write_text("\n".join(model.wv.index_to_key))
+    return {"seconds": seconds, "train_seconds": seconds - (t1 - t0), "end": end,
+            "raw_words": model.corpus_total_words, "vocab": len(model.wv)}  # fmt: skip
 
 
 def _child(args) -> None:
-    result = _run_gensim(args) if args.trainer == "gensim" else _run_engine(args)
+    result = _run_gensim(args) if args.trainer == "gensim" else _run_word2vec(args)
     result["peak_rss_mib"] = _peak_rss_mib(os.getpid())
     (Path(args.out) / "result.json").write_text(json.dumps(result))
 
@@ -226,8 +201,7 @@ def _run_one(args, trainer, variant, rep, work) -> dict:
         words = (out / "words.txt").read_text().split("\n")
         vectors = np.load(out / "vectors.npy")
         seconds, train_seconds, raw = res["seconds"], res["train_seconds"], res["raw_words"]
-        if trainer == "gensim":
-            seconds = res["end"] - start  # process start to the end of Word2Vec(...)
+        seconds = res["end"] - start  # process start to the end of Word2Vec(...)
         rss = max(rss, res["peak_rss_mib"])
     scores = _evaluate(args, words, vectors)
     rate = raw * args.epochs / seconds
@@ -272,14 +246,6 @@ def _count_words(corpus: Path) -> int:
         return sum(len(line.split()) for line in f)
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
-                              capture_output=True, check=True).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def _cpu() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -300,7 +266,7 @@ def _table(rows, args) -> None:
     base = med[("gensim", "sg")]
     print()
     print(f"machine: {_cpu()}, {os.cpu_count()} CPUs | date: "
-          f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC | commit: {_commit()}")  # fmt: skip
+          f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC | commit: {commit()}")  # fmt: skip
     print(
         f"corpus: {args.corpus} ({args.raw_words:,} words) | skip-gram, {HYPER} | "
         f"epochs {args.epochs}, workers {args.workers}, medians of {args.repeat}"
@@ -310,7 +276,7 @@ def _table(rows, args) -> None:
             f"| {'WS353':>6s} | {'SimLex':>6s} | {'analogy':>7s} |")  # fmt: skip
     print(head)
     print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
-    names = {"gensim": "gensim 4.3.3", "engine": "ours, engine", "app": "ours, train.py"}
+    names = {"gensim": "gensim 4.3.3", "word2vec": "ours, Word2Vec", "app": "ours, train.py"}
     for (trainer, variant), m in med.items():
         name = names[trainer] + {"sg": "", "shared": " (shared negatives)",
                                  "ddp2": " (two gloo processes)"}[variant]  # fmt: skip
@@ -329,6 +295,9 @@ def _table(rows, args) -> None:
               f"| {m['wordsim353'] - base['wordsim353']:+6.3f} "
               f"| {m['simlex999'] - base['simlex999']:+6.3f} "
               f"| {m['analogy'] - base['analogy']:+7.3f} |")  # fmt: skip
+    print("\nraw words/s over the runs, median (min-max):")
+    for (trainer, variant), rs in groups.items():
+        print(f"  {trainer} {variant}: {spread([r['words_per_s'] / 1e3 for r in rs])}k")
     print(
         "(time s, what raw words/s divides by: ours, the whole train.py process; gensim, its "
         "process start to the end of Word2Vec(...); process s: the whole subprocess; score "
@@ -347,13 +316,13 @@ def main(argv=None) -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--ours", choices=["app", "engine"], default="app",
-                   help="engine: vocabulary, encoding and train_chunk in a small driver; "
+    p.add_argument("--ours", choices=["app", "word2vec"], default="app",
+                   help="word2vec: ns_plugins.Word2Vec(corpus_file=...), timed as gensim's; "
                    "app: train.py +experiment=sgns_text (chunk engine, Lightning)")  # fmt: skip
     p.add_argument("--variants", default="sg", help="comma list of sg, shared, ddp2")
     p.add_argument("--no-gensim", action="store_true")
     p.add_argument("--app-args", nargs="*", default=[], help="extra overrides for train.py")
-    p.add_argument("--child", choices=["gensim", "engine"], help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=["gensim", "word2vec"], help=argparse.SUPPRESS)
     p.add_argument("--variant", default="sg", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -363,8 +332,8 @@ def main(argv=None) -> None:
     for v in args.variants.split(","):
         if v not in ("sg", "shared", "ddp2"):
             p.error(f"unknown variant {v!r}; choose from sg, shared, ddp2")
-        if v == "ddp2" and args.ours != "app":
-            p.error("the ddp2 variant runs through train.py (--ours app)")
+        if v != "sg" and args.ours != "app":
+            p.error(f"the {v} variant runs through train.py (--ours app)")
     if args.corpus is None or args.data is None:
         p.error("give --corpus and --data, or set NS_PLUGINS_DATA to the folder that holds them")
     if not args.corpus.exists():
