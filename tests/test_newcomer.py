@@ -186,7 +186,7 @@ def test_words_per_sec_is_one_figure(default_run):
     assert len(rates) == 3, rates
     logged = statistics.median(rates)
     assert logged / 2 < metrics["words_per_sec"] < logged * 2, (metrics["words_per_sec"], rates)
-    assert metrics["wall_seconds"] >= metrics["train_seconds"] + metrics["warmup_seconds"]
+    assert metrics["wall_seconds"] >= metrics["train_seconds"] >= metrics["warmup_seconds"] > 0
 
 
 def test_throughput_leaves_the_first_step_out():

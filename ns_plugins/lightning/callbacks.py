@@ -101,14 +101,15 @@ class Throughput(pl.Callback):
         self._t0 = None  # evaluation time is not training time
 
     def summary(self) -> dict:
-        """``words`` (every step), ``train_seconds`` (the seconds timed), ``warmup_seconds`` (the
-        first step) and ``words_per_sec``; a run of one step gives that step's rate."""
+        """``words`` and ``train_seconds`` (every step, the first included), ``warmup_seconds``
+        (the first step) and ``words_per_sec`` (without it; a run of one step gives that step's
+        rate)."""
         words, seconds = self.timed_words, self.seconds
         if seconds <= 0:
             words, seconds = self.warmup_words, self.warmup_seconds
         return {
             "words": int(self.words),
-            "train_seconds": self.seconds,
+            "train_seconds": self.seconds + self.warmup_seconds,
             "warmup_seconds": self.warmup_seconds,
             "words_per_sec": words / seconds if seconds > 0 else math.nan,
         }
