@@ -342,3 +342,77 @@ def test_every_batch_of_every_loader_worker_is_trained(num_workers, tmp_path, ca
         metrics = train(_cfg(*PAIRS, "batch_size=333", "data.num_workers=2", "epochs=1",
                              f"data.cache_dir={cache / 'workers'}"), tmp_path)  # fmt: skip
         assert metrics["global_step"] == expected
+
+
+# ------------------------------------------------------------------------ resume from anywhere
+def _vectors(run_dir: Path) -> np.ndarray:
+    from ns_plugins.export import load_word2vec
+
+    return load_word2vec(run_dir / "vectors.bin")[1]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, cache):
+    """A chunk run of 2 epochs on one thread (bit-for-bit repeatable), never stopped."""
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    metrics = train(_cfg(*CHUNK, "epochs=2", f"data.cache_dir={cache}"), run_dir)
+    return metrics, _vectors(run_dir)
+
+
+@pytest.mark.parametrize("where", ["mid-epoch", "last batch of an epoch", "first batch"])
+@pytest.mark.parametrize("resume_from", ["last.ckpt", "interrupted.ckpt"])
+def test_resuming_after_an_interrupt_ends_where_an_uninterrupted_run_ends(
+    where, resume_from, uninterrupted, tmp_path, cache
+):
+    full, full_vectors = uninterrupted
+    per_epoch = full["global_step"] // 2
+    at = {"mid-epoch": per_epoch + 2, "last batch of an epoch": per_epoch, "first batch": 1}[where]
+    args = [*CHUNK, "epochs=2", f"data.cache_dir={cache}"]
+    part = train(_cfg(*args), tmp_path / "part", extra_callbacks=[_SignalAt(at, signal.SIGINT)])
+    assert part["interrupted"] and part["global_step"] == at
+    ckpt = tmp_path / "part" / "checkpoints" / resume_from
+    assert torch.load(ckpt, weights_only=True)["global_step"] == at
+    resumed = train(_cfg(*args, f"ckpt_path={ckpt}"), tmp_path / "resumed")
+    assert not resumed["interrupted"]
+    assert resumed["global_step"] == full["global_step"]
+    assert resumed["epochs_completed"] == 2
+    np.testing.assert_array_equal(_vectors(tmp_path / "resumed"), full_vectors)
+
+
+def test_a_run_stopped_by_max_steps_resumes_to_the_end(uninterrupted, tmp_path, cache):
+    """(Its learning rate decayed over max_steps: the weights are not the uninterrupted run's.)"""
+    full, _ = uninterrupted
+    args = [*CHUNK, "epochs=2", f"data.cache_dir={cache}"]
+    stop = full["global_step"] // 2 + 1
+    part = train(_cfg(*args, f"trainer.max_steps={stop}"), tmp_path / "part")
+    assert part["global_step"] == stop
+    ckpt = tmp_path / "part" / "checkpoints" / "last.ckpt"
+    resumed = train(_cfg(*args, f"ckpt_path={ckpt}"), tmp_path / "resumed")
+    assert resumed["global_step"] == full["global_step"]
+    assert resumed["epochs_completed"] == 2
+
+
+def test_the_batched_engine_resumes_from_last_ckpt_after_an_interrupt(tmp_path, cache):
+    args = [*PAIRS, "batch_size=1024", "epochs=2", f"data.cache_dir={cache}"]
+    full = train(_cfg(*args), tmp_path / "full")
+    at = full["global_step"] // 2 + 3
+    train(_cfg(*args), tmp_path / "part", extra_callbacks=[_SignalAt(at)])
+    ckpt = tmp_path / "part" / "checkpoints" / "last.ckpt"
+    resumed = train(_cfg(*args, f"ckpt_path={ckpt}"), tmp_path / "resumed")
+    assert resumed["global_step"] == full["global_step"]
+    np.testing.assert_array_equal(_vectors(tmp_path / "resumed"), _vectors(tmp_path / "full"))
+
+
+def test_a_checkpoint_that_claims_an_unfinished_epoch_done_is_refused(tmp_path, cache):
+    """As last.ckpt was saved when a run stopped inside an epoch: the epoch counted done."""
+    from ns_plugins.errors import UsageError
+
+    args = [*CHUNK, "epochs=2", f"data.cache_dir={cache}"]
+    part = train(_cfg(*args), tmp_path / "part", extra_callbacks=[_SignalAt(2)])
+    state = torch.load(part["interrupt_checkpoint"], weights_only=True)
+    for progress in state["loops"]["fit_loop"]["epoch_progress"].values():
+        progress.update(ready=1, started=1, processed=1, completed=1)
+    stale = tmp_path / "stale.ckpt"
+    torch.save(state, stale)
+    with pytest.raises(UsageError, match="it says 1 epochs are done at step 2 .*skip the rest"):
+        train(_cfg(*args, f"ckpt_path={stale}"), tmp_path / "resumed")

@@ -19,6 +19,7 @@ from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm, convert_inf
 from pytorch_lightning.strategies import DDPStrategy
 
+from ns_plugins.errors import UsageError
 from ns_plugins.runs import RunEvaluator
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "PeriodicEvaluation",
     "ProgressBar",
     "ProgressLog",
+    "RunCheckpoint",
     "Throughput",
     "WeightAveraging",
     "human_rate",
@@ -378,6 +380,53 @@ class GracefulInterrupt(pl.Callback):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+
+
+class RunCheckpoint(pl.callbacks.ModelCheckpoint):
+    """``ModelCheckpoint`` whose ``last.ckpt`` resumes to where a run that never stopped ends.
+
+    Lightning saves ``last.ckpt`` at each epoch end. A run that stops inside an epoch (Ctrl-C or
+    SIGTERM through ``GracefulInterrupt``, ``max_steps``, a callback's ``should_stop``) still gets
+    that save, after the loop has closed the epoch: the file says the epoch is done, and a run
+    resumed from it skipped the rest of the epoch without a word. Here such a stop saves
+    ``last.ckpt`` at the batch where it happens, a mid-epoch checkpoint like ``interrupted.ckpt``
+    (the epoch-end save then finds this step saved and leaves it). ``before_save`` (trainer,
+    module) runs first on every rank, e.g. to merge the ranks' weights.
+
+    A checkpoint that says an epoch is done at a step where it is not (written that way before)
+    is refused instead of skipping part of an epoch."""
+
+    def __init__(self, *args, before_save=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.before_save = before_save
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        at_max_steps = trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps
+        if (
+            (trainer.should_stop or at_max_steps)
+            and not trainer.is_last_batch  # the epoch ends here: its own save comes
+            and self.save_last
+            and not self._should_skip_saving_checkpoint(trainer)
+        ):
+            if self.before_save is not None:
+                self.before_save(trainer, pl_module)
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        steps = getattr(trainer.datamodule, "steps_per_epoch", None)
+        loops = checkpoint.get("loops") or {}
+        epochs = (loops.get("fit_loop") or {}).get("epoch_progress", {}).get("total")
+        if not steps or not epochs or epochs["processed"] != epochs["started"]:
+            return  # stopped inside an epoch, as interrupted.ckpt: resumes there
+        done, step = epochs["processed"], checkpoint.get("global_step")
+        if step != done * steps:
+            raise UsageError(
+                f"ckpt_path={trainer.ckpt_path}: it says {done} epochs are done at step {step} "
+                f"(an epoch is {steps} steps here): it was saved as an epoch's end when a run "
+                "stopped inside the epoch, and resuming would skip the rest of it; resume from "
+                "that run's interrupted.ckpt, or from a checkpoint saved at an epoch's end"
+            )
 
 
 class WeightAveraging(pl.Callback):

@@ -117,25 +117,27 @@ class _EpochLoader(DataLoader):
     """Sets the shard's epoch and resume offset each time an epoch starts iterating (in this
     process, before any worker is forked).
 
-    The position is (epoch, batches of it done), read from the trainer; Lightning stores it in
-    checkpoints through ``state_dict`` and hands it back through ``load_state_dict`` on resume.
+    The position is (epoch, batches of it done), a function of the trainer's global step alone:
+    every epoch is the same number of steps. So a run resumed from any checkpoint continues at
+    the batch after the checkpoint's step, wherever in an epoch it was saved (at an epoch's last
+    batch, the next epoch starts). ``state_dict`` records it in checkpoints, and the loader is
+    resumable to Lightning; what ``load_state_dict`` hands back is the position the restored
+    global step gives again.
     """
 
     def __init__(self, shard: _Shard, position, **kwargs):
         super().__init__(shard, batch_size=None, **kwargs)
         self._position = position
-        self._restored: tuple[int, int] | None = None
 
     def state_dict(self) -> dict:
         epoch, done = self._position()
         return {"epoch": epoch, "batches_done": done}
 
     def load_state_dict(self, state: dict) -> None:
-        self._restored = (int(state["epoch"]), int(state["batches_done"]))
+        pass  # the position follows from the restored global step
 
     def __iter__(self):
-        position, self._restored = self._restored or self._position(), None
-        self.dataset.epoch, self.dataset.skip = position
+        self.dataset.epoch, self.dataset.skip = self._position()
         return super().__iter__()
 
 
@@ -300,9 +302,8 @@ class CorpusDataModule(pl.LightningDataModule):
         return _EpochLoader(self._shard, self._position, num_workers=self.num_workers)
 
     def _position(self) -> tuple[int, int]:
-        """(epoch, batches of it already trained): every step is one batch on every rank."""
+        """(epoch, batches of it already trained): every step is one batch on every rank, and
+        every epoch ``steps_per_epoch`` steps."""
         if self.trainer is None:
             return 0, 0
-        epoch = self.trainer.current_epoch
-        steps = self._shard.steps
-        return epoch, min(max(self.trainer.global_step - epoch * steps, 0), steps)
+        return divmod(self.trainer.global_step, self._shard.steps)

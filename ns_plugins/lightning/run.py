@@ -37,6 +37,7 @@ from ns_plugins.lightning.callbacks import (
     PeriodicEvaluation,
     ProgressBar,
     ProgressLog,
+    RunCheckpoint,
     Throughput,
     WeightAveraging,
 )
@@ -159,14 +160,15 @@ def build(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
         cfg.eval.every_n_steps,
         cfg.eval.analogies_each_epoch,
     )
-    cbs["checkpoint"] = pl.callbacks.ModelCheckpoint(
+    merge = cbs["averaging"].merge if "averaging" in cbs else None
+    cbs["checkpoint"] = RunCheckpoint(
         dirpath=ckpt_dir,
         save_last=True,
         save_top_k=0,
         enable_version_counter=False,  # one last.ckpt, overwritten (not last-v1.ckpt beside it)
         every_n_train_steps=cfg.trainer.checkpoint_every_n_steps or None,
+        before_save=merge,
     )
-    merge = cbs["averaging"].merge if "averaging" in cbs else None
     cbs["interrupt"] = GracefulInterrupt(ckpt_dir, before_save=merge)
     if cfg.trainer.log_every_n_steps is None:
         cbs["log_interval"] = AutoLogInterval()
