@@ -132,6 +132,7 @@ def test_quieting_lightning_keeps_real_warnings(recwarn, caplog):
     quiet_lightning()
     warnings.warn("a real problem", UserWarning, stacklevel=1)
     warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated", FutureWarning, stacklevel=1)
+    warnings.warn("The dirpath has changed from '/a' to '/b', therefore ...", stacklevel=1)
     assert [str(w.message) for w in recwarn] == ["a real problem"]
     rank_zero = logging.getLogger("pytorch_lightning.utilities.rank_zero")
     with caplog.at_level(logging.INFO):

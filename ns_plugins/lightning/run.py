@@ -100,6 +100,8 @@ _IGNORED_WARNINGS = (
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),  # Lightning's _pytree
     (r"Sparse invariant checks are implicitly disabled", UserWarning),  # torch, sparse gradients
     (r"Your `IterableDataset` has `__len__` defined", UserWarning),  # our shards' length is exact
+    # a resumed run writes into its own run directory, as the app asks; last.ckpt is written anew
+    (r"The dirpath has changed from", UserWarning),
 )
 
 
