@@ -416,3 +416,16 @@ def test_a_checkpoint_that_claims_an_unfinished_epoch_done_is_refused(tmp_path, 
     torch.save(state, stale)
     with pytest.raises(UsageError, match="it says 1 epochs are done at step 2 .*skip the rest"):
         train(_cfg(*args, f"ckpt_path={stale}"), tmp_path / "resumed")
+
+
+def test_resuming_with_loader_workers_keeps_the_batch_order(tmp_path, cache):
+    """DataLoader workers take turns from worker 0 again after a resume; the shards rotate so the
+    batch after the checkpoint's step still comes first (the order of SGD steps is the result)."""
+    args = [*PAIRS, "batch_size=1024", "data.num_workers=2", "epochs=2", f"data.cache_dir={cache}"]
+    full = train(_cfg(*args), tmp_path / "full")
+    at = full["global_step"] // 2 + 3  # odd within the epoch: worker 1's batch comes next
+    train(_cfg(*args), tmp_path / "part", extra_callbacks=[_SignalAt(at)])
+    ckpt = tmp_path / "part" / "checkpoints" / "last.ckpt"
+    resumed = train(_cfg(*args, f"ckpt_path={ckpt}"), tmp_path / "resumed")
+    assert resumed["global_step"] == full["global_step"]
+    np.testing.assert_array_equal(_vectors(tmp_path / "resumed"), _vectors(tmp_path / "full"))

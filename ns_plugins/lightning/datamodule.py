@@ -45,7 +45,9 @@ class _Shard(IterableDataset):
     """One rank's batches for the current epoch, split further across DataLoader workers.
 
     DataLoader hands out batches round-robin over workers, so global batch ``i`` comes from
-    worker ``i % n`` and resuming after ``skip`` batches skips ``ceil((skip - w) / n)`` in worker w.
+    shard ``i % n`` and resuming after ``skip`` batches skips ``ceil((skip - s) / n)`` in shard s.
+    A resumed loader starts its round at worker 0 again, so worker ``w`` iterates shard
+    ``(w + skip) % n``: the batch after the checkpoint's comes first, as it would have.
     """
 
     def __init__(self, make_batches, steps: int, convert):
@@ -61,10 +63,11 @@ class _Shard(IterableDataset):
     def __iter__(self):
         info = get_worker_info()
         worker, n = (info.id, info.num_workers) if info is not None else (0, 1)
-        batches = self.make_batches(worker, n)
+        shard = (worker + self.skip) % n
+        batches = self.make_batches(shard, n)
         batches.set_epoch(self.epoch)
-        skip = max(0, math.ceil((self.skip - worker) / n))
-        limit = max(0, math.ceil((self.steps - worker) / n))  # same count on every rank
+        skip = max(0, math.ceil((self.skip - shard) / n))
+        limit = max(0, math.ceil((self.steps - shard) / n))  # same count on every rank
         for i, raw in enumerate(batches):
             if i >= limit:
                 break
