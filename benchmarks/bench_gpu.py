@@ -471,7 +471,7 @@ def main():
     try:
         import triton
     except ImportError:
-        print("bench_gpu: triton is not installed; pip install 'ns_plugins[triton]'.")
+        print("bench_gpu: triton is not installed; pip install '.[triton]' from the clone.")
         return 0
 
     print(

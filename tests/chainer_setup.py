@@ -5,7 +5,7 @@ import pytest
 
 pytest.importorskip(
     "ns_plugins.chainer",
-    reason="needs Chainer: pip install 'ns_plugins[chainer]'",
+    reason="needs Chainer: pip install '.[chainer]' (from the clone)",
     exc_type=ImportError,  # ns_plugins.chainer raises ImportError naming the extra
 )
 from ns_plugins.chainer import import_fixes  # noqa: E402

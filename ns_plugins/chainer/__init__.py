@@ -14,7 +14,7 @@ import importlib.util
 if importlib.util.find_spec("chainer") is None:
     raise ImportError(
         "ns_plugins.chainer needs Chainer 7.8.1, which is not installed. "
-        "Install the extra: pip install 'ns_plugins[chainer]'"
+        "Install the extra: pip install '.[chainer]' (from the clone)"
     )
 
 __all__ = ["negative_sampling", "NegativeSampling", "WalkerAlias", "install", "uninstall"]

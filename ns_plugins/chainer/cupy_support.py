@@ -36,7 +36,7 @@ def findings(cuda) -> tuple[list[str], list[str]]:
         return [
             "CuPy is not installed or does not import "
             f"({getattr(cuda, '_resolution_error', 'no cupy module')}): pip install "
-            "'ns_plugins[cuda]' (cupy-cuda12x) or cupy-cuda13x"
+            "'.[cuda]' from the clone (cupy-cuda12x) or cupy-cuda13x"
         ], []
     major = int(version.split(".")[0])
     errors, notes = [], []

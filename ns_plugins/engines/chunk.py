@@ -189,7 +189,7 @@ class ChunkTrainer:
         s = self.settings
         if self._copies is not None:
             return self._copies or None
-        if s.workers < 2 or not isinstance(self.W_in, np.ndarray):
+        if s.workers < 2 or s.copies_mib <= 0 or not isinstance(self.W_in, np.ndarray):
             return None
         need = s.workers * (self.W_in.nbytes + self.W_out.nbytes) / 2**20
         if need > s.copies_mib:
