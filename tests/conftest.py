@@ -53,7 +53,7 @@ def pytest_collection_modifyitems(config, items):
                 chainer_ok = _has_chainer()
             if not chainer_ok:
                 item.add_marker(
-                    pytest.mark.skip(reason="needs Chainer: pip install '.[chainer]' (from the clone)")
+                    pytest.mark.skip(reason="needs Chainer: pip install '.[chainer]'")
                 )
 
 
