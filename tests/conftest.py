@@ -52,9 +52,7 @@ def pytest_collection_modifyitems(config, items):
             if chainer_ok is None:
                 chainer_ok = _has_chainer()
             if not chainer_ok:
-                item.add_marker(
-                    pytest.mark.skip(reason="needs Chainer: pip install '.[chainer]'")
-                )
+                item.add_marker(pytest.mark.skip(reason="needs Chainer: pip install '.[chainer]'"))
 
 
 @pytest.fixture
