@@ -73,13 +73,16 @@ def _train(cfg: DictConfig) -> float | None:
     from hydra.types import RunMode
 
     from ns_plugins.errors import UsageError
-    from ns_plugins.runs import train
+    from ns_plugins.runs import RunInterrupted, train
 
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode is RunMode.MULTIRUN
     start = time.monotonic()
     try:
         metrics = train(cfg, hydra_cfg.runtime.output_dir)
+    except RunInterrupted as err:  # before training: nothing to save; a sweep stops too
+        print(f"ns-train: {err}", file=sys.stderr)
+        sys.exit(128 + err.signum)
     except (UsageError, OSError) as err:  # a setting or a file, not a bug: no traceback
         if isinstance(err, OSError):
             if err.errno not in _FILE_FAULTS:

@@ -55,6 +55,8 @@ __all__ = [
     "linear_decay",
     "open_run_data",
     "prepare_run_data",
+    "RunInterrupted",
+    "interruptible",
     "release_run_dir",
     "run_dir_claimed",
     "train",
@@ -778,21 +780,60 @@ def train(cfg: DictConfig, run_dir, extra_callbacks=()) -> dict:
 
 
 def _train(cfg: DictConfig, run_dir: Path, extra_callbacks) -> dict:
-    encoder = _encode_in_background(cfg, run_dir)
+    encoder = None
     try:
-        from ns_plugins.lightning.run import train as train_lightning
-    except ModuleNotFoundError as err:
-        if err.name not in ("torch", "pytorch_lightning", "lightning_fabric"):
-            raise
-        raise UsageError(
-            f"training needs {err.name}, which is not installed: from the clone, "
-            'pip install ".[lightning]" (with torch for your platform; README: Install)'
-        ) from None
+        with interruptible("preparing the corpus"):
+            encoder = _encode_in_background(cfg, run_dir)
+            try:
+                from ns_plugins.lightning.run import train as train_lightning
+            except ModuleNotFoundError as err:
+                if err.name not in ("torch", "pytorch_lightning", "lightning_fabric"):
+                    raise
+                raise UsageError(
+                    f"training needs {err.name}, which is not installed: from the clone, "
+                    'pip install ".[lightning]" (with torch for your platform; README: Install)'
+                ) from None
+            if encoder is not None:
+                encoder.join()
     finally:
-        if encoder is not None:
+        if encoder is not None and encoder.exitcode is None:  # interrupted, or failed
+            encoder.kill()
             encoder.join()
     with _local_ranks(cfg):
         return train_lightning(cfg, run_dir, extra_callbacks)
+
+
+class RunInterrupted(BaseException):
+    """SIGINT or SIGTERM before training started (a BaseException, as KeyboardInterrupt is, so
+    that no ``except Exception`` on the way takes it); the app reports it in one line and exits
+    with 128 + the signal's number."""
+
+    def __init__(self, signum: int, during: str):
+        super().__init__(signum, during)
+        self.signum, self.during = signum, during
+
+    def __str__(self) -> str:
+        return f"interrupted (signal {self.signum}) while {self.during}"
+
+
+@contextlib.contextmanager
+def interruptible(during: str):
+    """For the block, SIGINT and SIGTERM raise ``RunInterrupted(signum, during)`` in the main
+    thread, wherever it is (an import, a wait for a child, encoding); elsewhere a no-op. Once
+    training starts, ``GracefulInterrupt`` takes the signals over (a checkpoint, then a stop)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise RunInterrupted(signum, during)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 # Variables by which torchrun, SLURM, LSF or a cluster tell a process its rank: Lightning then
@@ -847,6 +888,8 @@ def _local_ranks(cfg: DictConfig):
             except UsageError as err:  # bad input: one line, as rank 0 gives it
                 status = 2
                 print(f"ns-train: error: {err}", file=sys.stderr)
+            except RunInterrupted as err:  # rank 0 says it
+                status = 128 + err.signum
             except BaseException:  # noqa: BLE001 - this process ends here, whatever happened
                 traceback.print_exc()
             finally:
@@ -936,14 +979,33 @@ def _encode_in_background(cfg: DictConfig, run_dir: Path):
     if "torch" in sys.modules or sys.platform != "linux":
         return None
     proc = multiprocessing.get_context("fork").Process(
-        target=_encode_quietly, args=(cfg, cache_dir_of(cfg, run_dir)), daemon=True
+        target=_encode_quietly, args=(cfg, cache_dir_of(cfg, run_dir), os.getpid()), daemon=True
     )
     proc.start()
     return proc
 
 
-def _encode_quietly(cfg: DictConfig, cache_dir: Path) -> None:
+def _encode_quietly(cfg: DictConfig, cache_dir: Path, parent: int) -> None:
+    # The parent stops this child when it is interrupted; when it dies another way (kill -9),
+    # the kernel ends this child with it instead of leaving it encoding as an orphan.
+    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the parent decides
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         prepare_run_data_for(cfg, cache_dir)
     except BaseException:  # noqa: BLE001 - the data module prepares again and reports it
         pass
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel send this process SIGKILL when its parent ends (Linux's
+    prctl(PR_SET_PDEATHSIG)); exit at once if the parent ended already."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux's libc: the parent's handler stops it
+        pass
+    if os.getppid() != parent:
+        os._exit(0)

@@ -429,3 +429,97 @@ def test_resuming_with_loader_workers_keeps_the_batch_order(tmp_path, cache):
     resumed = train(_cfg(*args, f"ckpt_path={ckpt}"), tmp_path / "resumed")
     assert resumed["global_step"] == full["global_step"]
     np.testing.assert_array_equal(_vectors(tmp_path / "resumed"), _vectors(tmp_path / "full"))
+
+
+# ------------------------------------------------------------------------ signals while preparing
+@pytest.fixture(scope="module")
+def big_corpus(tmp_path_factory):
+    """35 MB of text, 5M words: encoding it takes seconds."""
+    rng = np.random.default_rng(0)
+    vocab = 20000
+    table = np.frombuffer("".join(f"w{i:05d} " for i in range(vocab)).encode(), np.uint8)
+    tokens = table.reshape(vocab, 7)[rng.zipf(1.2, size=5_000_000) % vocab]
+    tokens[9::10, 6] = ord("\n")  # ten words a line
+    path = tmp_path_factory.mktemp("big") / "corpus.txt"
+    path.write_bytes(tokens.tobytes())
+    return path
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+_IMPORT_TORCH_FIRST = """
+import sys
+import torch  # imported already: no encoder is forked, the data module encodes in this process
+sys.argv = ["train.py", *sys.argv[1:]]
+from ns_plugins.cli import main
+main()
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+@pytest.mark.parametrize(
+    "sig, encoder",
+    [
+        (signal.SIGTERM, "forked"),
+        (signal.SIGINT, "in the run's process"),
+        (signal.SIGKILL, "forked"),
+    ],
+)
+def test_a_signal_while_the_corpus_is_prepared_ends_the_run_at_once(
+    sig, encoder, big_corpus, tmp_path
+):
+    import time
+
+    args = ["+experiment=sgns_text", f"data.path={big_corpus}", f"hydra.run.dir={tmp_path}"]
+    if encoder == "forked":
+        cmd = [sys.executable, str(ROOT / "train.py"), *args]
+    else:
+        cmd = [sys.executable, "-c", _IMPORT_TORCH_FIRST, *args]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not (_children(proc.pid) if encoder == "forked" else (tmp_path / "data").exists()):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.05)
+        time.sleep(0.5)  # encoding under way
+        children = _children(proc.pid)
+        assert encoder != "forked" or any(_running(c) for c in children)
+        proc.send_signal(sig)
+        sent = time.monotonic()
+        proc.wait(timeout=60)  # not for its pipes: an orphan holding them would keep them open
+        waited = time.monotonic() - sent
+        time.sleep(0.5)
+        orphans = [c for c in children if _running(c)]
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not orphans  # no encoder left running
+    assert waited < 10
+    if sig == signal.SIGKILL:  # no handler runs: the kernel ends the encoder with its parent
+        assert proc.returncode == -signal.SIGKILL
+    else:
+        assert proc.returncode == 128 + sig, err[-3000:]
+        assert err.strip().splitlines() == [
+            f"ns-train: interrupted (signal {int(sig)}) while preparing the corpus"
+        ]

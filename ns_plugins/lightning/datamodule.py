@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ns_plugins.config import Arch, DataSource
 from ns_plugins.errors import UsageError
-from ns_plugins.runs import open_run_data, prepare_run_data, warm_start
+from ns_plugins.runs import interruptible, open_run_data, prepare_run_data, warm_start
 
 __all__ = ["CorpusDataModule"]
 
@@ -213,14 +213,16 @@ class CorpusDataModule(pl.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Local rank 0 only: write the synthetic corpus, build the vocabulary, encode the ids."""
-        self._prepare()
+        with interruptible("preparing the corpus"):
+            self._prepare()
 
     def setup(self, stage: str | None = None) -> None:
         if self.corpus is not None:
             return
         # every rank opens this recipe's directory (reused, never re-encoded), not the cache's
         # latest, which another run sharing the cache may have changed since prepare_data
-        self.corpus, self.ground_truth = open_run_data(self._prepare())
+        with interruptible("preparing the corpus"):
+            self.corpus, self.ground_truth = open_run_data(self._prepare())
         self.vocab = self.corpus.vocab
         rank, world = self._rank_world()
         # Each of n DataLoader workers yields the batches of its own shard, all shards the same
