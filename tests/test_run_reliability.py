@@ -523,3 +523,21 @@ def test_a_signal_while_the_corpus_is_prepared_ends_the_run_at_once(
         assert err.strip().splitlines() == [
             f"ns-train: interrupted (signal {int(sig)}) while preparing the corpus"
         ]
+
+
+class _CheckpointsSeen(pl.Callback):
+    def __init__(self, path):
+        self.path, self.seen = path, []
+
+    def on_train_epoch_start(self, trainer, *args):
+        if self.path.is_file():
+            self.seen.append(torch.load(self.path, weights_only=True)["global_step"])
+
+
+def test_last_ckpt_is_saved_at_each_epoch_end(tmp_path, cache):
+    """(Lightning saves last.ckpt at an epoch end only beside a top-k checkpoint, and the app
+    keeps none: it came when training ended, and a run killed on the way had none.)"""
+    seen = _CheckpointsSeen(tmp_path / "checkpoints" / "last.ckpt")
+    metrics = train(_cfg(*CHUNK, "epochs=3", f"data.cache_dir={cache}"), tmp_path, [seen])
+    per_epoch = metrics["global_step"] // 3
+    assert seen.seen == [per_epoch, 2 * per_epoch]

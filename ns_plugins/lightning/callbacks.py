@@ -391,7 +391,8 @@ class RunCheckpoint(pl.callbacks.ModelCheckpoint):
     resumed from it skipped the rest of the epoch without a word. Here such a stop saves
     ``last.ckpt`` at the batch where it happens, a mid-epoch checkpoint like ``interrupted.ckpt``
     (the epoch-end save then finds this step saved and leaves it). ``before_save`` (trainer,
-    module) runs first on every rank, e.g. to merge the ranks' weights.
+    module) runs first on every rank, e.g. to merge the ranks' weights. Every epoch that ends
+    saves ``last.ckpt``.
 
     A checkpoint that says an epoch is done at a step where it is not (written that way before)
     is refused instead of skipping part of an epoch."""
@@ -411,6 +412,18 @@ class RunCheckpoint(pl.callbacks.ModelCheckpoint):
         ):
             if self.before_save is not None:
                 self.before_save(trainer, pl_module)
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        super().on_train_epoch_end(trainer, pl_module)
+        # Lightning (2.5 on) saves last.ckpt at an epoch end only beside a top-k checkpoint, and
+        # this app keeps none (save_top_k=0): last.ckpt came only when training ended, so a run
+        # killed on the way had no checkpoint at all.
+        if (
+            self.save_last
+            and self._should_save_on_train_epoch_end(trainer)
+            and not self._should_skip_saving_checkpoint(trainer)
+        ):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
