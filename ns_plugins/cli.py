@@ -73,7 +73,7 @@ def _train(cfg: DictConfig) -> float | None:
     from hydra.types import RunMode
 
     from ns_plugins.errors import UsageError
-    from ns_plugins.runs import RunInterrupted, train
+    from ns_plugins.runs import RankStopped, RunInterrupted, train
 
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode is RunMode.MULTIRUN
@@ -83,6 +83,9 @@ def _train(cfg: DictConfig) -> float | None:
     except RunInterrupted as err:  # before training: nothing to save; a sweep stops too
         print(f"ns-train: {err}", file=sys.stderr)
         sys.exit(128 + err.signum)
+    except RankStopped as err:  # a rank was killed: rank 0 saved where it was
+        print(f"ns-train: error: {err}", file=sys.stderr)
+        sys.exit(err.exit_status)
     except (UsageError, OSError) as err:  # a setting or a file, not a bug: no traceback
         if isinstance(err, OSError):
             if err.errno not in _FILE_FAULTS:

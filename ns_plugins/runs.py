@@ -55,8 +55,11 @@ __all__ = [
     "linear_decay",
     "open_run_data",
     "prepare_run_data",
+    "RankStopped",
     "RunInterrupted",
     "interruptible",
+    "note_failure_checkpoint",
+    "rank_failure",
     "release_run_dir",
     "run_dir_claimed",
     "train",
@@ -898,24 +901,83 @@ def _local_ranks(cfg: DictConfig):
                 sys.stderr.flush()
                 os._exit(status)
         children[pid] = rank
+    global _WATCH
     waiting = dict(children)  # the watcher removes each rank it has seen end
-    watcher = threading.Thread(target=_watch_ranks, args=(waiting,), daemon=True)
+    watch = _WATCH = _RankWatch()
+    watcher = threading.Thread(target=_watch_ranks, args=(waiting, watch), daemon=True)
     watcher.start()
     try:
         yield 0
-    except BaseException:
+    except BaseException as err:
         # The other ranks usually fail too and say why (a rank 0 error is often only "connection
         # closed by peer"); any still running after a while would wait in a collective forever.
+        watch.stopping = True
         _end(children, grace=5.0)
+        if watch.failed is not None and isinstance(err, Exception):  # a rank was killed
+            raise RankStopped(*watch.failed, watch.checkpoint) from err
         raise
     finally:
+        _WATCH = None
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
     watcher.join(timeout=60.0)  # the ranks end with this one's last collective
+    watch.stopping = True
     _kill(list(waiting))
+
+
+class RankStopped(Exception):
+    """A forked rank was ended by a signal (kill -9, the OOM killer) during the run; rank 0 saved
+    what it holds as the interrupt checkpoint when it could. The app reports it in one line and
+    exits with 128 + the signal's number, as the shell reports a killed process."""
+
+    def __init__(self, rank: int, status: int, checkpoint=None):
+        super().__init__(rank, status, checkpoint)
+        self.rank, self.status, self.checkpoint = rank, status, checkpoint
+        self.exit_status = 128 - status if status < 0 else max(status, 1)
+
+    def __str__(self) -> str:
+        how = f"was killed by signal {-self.status}" if self.status < 0 else "failed"
+        if self.checkpoint is None:
+            return f"rank {self.rank} {how}; the run stopped without a checkpoint of this moment"
+        return (
+            f"rank {self.rank} {how}; rank 0 saved {self.checkpoint}: "
+            f"resume with ckpt_path={self.checkpoint}"
+        )
+
+
+class _RankWatch:
+    """What the watcher thread of a run's forked ranks tells the run's main thread."""
+
+    def __init__(self):
+        self.failed: tuple[int, int] | None = None  # (rank, exit status) of a rank a signal ended
+        self.seen = threading.Event()  # set when failed is
+        self.handled = threading.Event()  # the main thread takes it over (saves, then ends)
+        self.stopping = False  # this process ends the ranks itself: their deaths are no news
+        self.checkpoint: Path | None = None  # what rank 0 saved after the failure
+
+
+_WATCH: _RankWatch | None = None
+
+
+def rank_failure(wait: float):
+    """(rank, exit status) of a forked rank of this run that a signal ended, waiting up to
+    ``wait`` seconds for the watcher to see it (a collective fails the moment a peer dies; the
+    watcher looks every 0.2 s), or None. A caller that gets it handles the failure: the watcher
+    leaves the ending of this process to it."""
+    watch = _WATCH
+    if watch is None or not watch.seen.wait(wait):
+        return None
+    watch.handled.set()
+    return watch.failed
+
+
+def note_failure_checkpoint(path) -> None:
+    """The checkpoint rank 0 saved after a rank failed, named in the run's last line."""
+    if _WATCH is not None:
+        _WATCH.checkpoint = Path(path)
 
 
 def _kill(pids) -> None:
@@ -944,11 +1006,16 @@ def _end(children, grace: float) -> None:
     _kill(running)
 
 
-def _watch_ranks(waiting: dict, grace: float = 5.0) -> None:
+def _watch_ranks(waiting: dict, watch: _RankWatch | None = None, grace: float = 5.0) -> None:
     """Wait for the forked ranks (``{pid: rank}``, emptied as they end); when one fails, kill the
     others (SIGKILL: a process waiting in a collective ignores SIGTERM) and, unless this process
     ends within ``grace`` seconds (a collective with a dead peer fails at once, and this rank may
-    be failing itself, with the error that matters), end it with the failed rank's status."""
+    be failing itself, with the error that matters), end it with the failed rank's status.
+
+    A rank ended by a signal did not fail on its own error: rank 0's collective with it fails
+    next, and rank 0 saves where it is and ends the run with one line (``rank_failure``); this
+    thread then waits for that, as long as it takes."""
+    watch = watch or _RankWatch()
     while waiting:
         time.sleep(0.2)
         for pid in list(waiting):
@@ -956,12 +1023,21 @@ def _watch_ranks(waiting: dict, grace: float = 5.0) -> None:
             if code is None:
                 continue
             rank = waiting.pop(pid)
-            if code != 0:
-                print(f"ns-train: rank {rank} stopped (exit status {code}); stopping the run",
-                      file=sys.stderr, flush=True)  # fmt: skip
+            if code == 0 or watch.stopping:
+                continue
+            if code < 0:
+                watch.failed = (rank, code)
+                watch.seen.set()
                 _kill(waiting)
-                time.sleep(grace)
-                os._exit(code if code > 0 else 1)
+                if watch.handled.wait(grace):
+                    return
+                print(f"ns-train: error: {RankStopped(rank, code)}", file=sys.stderr, flush=True)
+                os._exit(128 - code)
+            print(f"ns-train: rank {rank} stopped (exit status {code}); stopping the run",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            _kill(waiting)
+            time.sleep(grace)
+            os._exit(code)
 
 
 def _encode_in_background(cfg: DictConfig, run_dir: Path):

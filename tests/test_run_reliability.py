@@ -6,6 +6,7 @@ that is enough and as ``python train.py`` where the exit status and the console 
 
 import csv
 import importlib
+import json
 import os
 import signal
 import subprocess
@@ -541,3 +542,43 @@ def test_last_ckpt_is_saved_at_each_epoch_end(tmp_path, cache):
     metrics = train(_cfg(*CHUNK, "epochs=3", f"data.cache_dir={cache}"), tmp_path, [seen])
     per_epoch = metrics["global_step"] // 3
     assert seen.seen == [per_epoch, 2 * per_epoch]
+
+
+# ------------------------------------------------------------------------ a rank killed
+@pytest.mark.distributed
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="forked ranks, /proc")
+def test_a_killed_rank_leaves_rank_0_a_checkpoint_to_resume_from(tmp_path):
+    import time
+
+    args = [*TINY, "model.chunk_words=500", "workers=1", "device=ddp_cpu", "devices=2",
+            "device.average_every=1", f"hydra.run.dir={tmp_path}"]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args, "epochs=500"],
+                            cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while not (tmp_path / "checkpoints" / "last.ckpt").exists():  # training is under way
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-3000:]
+            time.sleep(0.1)
+        (rank1,) = [c for c in _children(proc.pid) if _running(c)]
+        os.kill(rank1, signal.SIGKILL)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    ckpt = tmp_path / "checkpoints" / "interrupted.ckpt"
+    assert proc.returncode == 128 + signal.SIGKILL, err[-3000:]
+    assert err.strip().splitlines()[-1] == (
+        f"ns-train: error: rank 1 was killed by signal 9; rank 0 saved {ckpt}: "
+        f"resume with ckpt_path={ckpt}"
+    )
+    assert "Traceback" not in err
+    step = torch.load(ckpt, weights_only=True)["global_step"]
+    assert step > 0
+    more = _train_py(*args, "epochs=500", f"trainer.max_steps={step + 5}", f"ckpt_path={ckpt}",
+                     timeout=300)  # fmt: skip
+    assert more.returncode == 0, more.stderr[-3000:]
+    ranks = [json.loads((tmp_path / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["global_step"] == ranks[1]["global_step"] == step + 5
+    assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]

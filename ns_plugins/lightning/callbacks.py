@@ -20,7 +20,7 @@ from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm, convert_inf
 from pytorch_lightning.strategies import DDPStrategy
 
 from ns_plugins.errors import UsageError
-from ns_plugins.runs import RunEvaluator
+from ns_plugins.runs import RunEvaluator, note_failure_checkpoint, rank_failure
 
 __all__ = [
     "AutoLogInterval",
@@ -344,7 +344,8 @@ class GracefulInterrupt(pl.Callback):
 
     The handler only sets a flag; after each batch the ranks agree on it, save
     ``interrupted.ckpt`` and stop, so the checkpoint holds a consistent step that ``ckpt_path``
-    resumes from exactly.
+    resumes from exactly. When a forked rank is killed (kill -9, the OOM killer), rank 0's next
+    collective fails; rank 0 then saves ``interrupted.ckpt`` from what it holds, to resume from.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -380,6 +381,21 @@ class GracefulInterrupt(pl.Callback):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+
+    def on_exception(self, trainer, pl_module, exception):
+        self.on_train_end(trainer, pl_module)
+        if trainer.world_size < 2 or not isinstance(exception, RuntimeError):
+            return
+        failed = rank_failure(wait=2.0)  # a collective fails at once when a peer is killed
+        if failed is None or not trainer.is_global_zero:
+            return
+        # The killed rank's updates since the last merge are gone; rank 0 keeps its own and where
+        # the run is. No collective can run any more (Trainer.save_checkpoint waits at a
+        # barrier): the checkpoint is written straight through the checkpoint IO.
+        self.ckpt_path = self.ckpt_dir / "interrupted.ckpt"
+        checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+        trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, self.ckpt_path)
+        note_failure_checkpoint(self.ckpt_path)
 
 
 class RunCheckpoint(pl.callbacks.ModelCheckpoint):
