@@ -39,7 +39,7 @@ def test_format_detected_from_contents(tmp_path):
 
 def test_text_layout(tmp_path):
     path = save_word2vec(tmp_path / "v.txt", ["a", "b"], np.array([[1.0, -0.5], [0.25, 3.0]]))
-    assert path.read_text() == "2 2\na 1 -0.5\nb 0.25 3\n"
+    assert path.read_text() == "2 2\na 1.0 -0.5\nb 0.25 3.0\n"  # gensim's text of float32
 
 
 def test_binary_layout(tmp_path):
