@@ -371,6 +371,7 @@ def test_resuming_after_an_interrupt_ends_where_an_uninterrupted_run_ends(
     args = [*CHUNK, "epochs=2", f"data.cache_dir={cache}"]
     part = train(_cfg(*args), tmp_path / "part", extra_callbacks=[_SignalAt(at, signal.SIGINT)])
     assert part["interrupted"] and part["global_step"] == at
+    assert part["epochs_completed"] == at // per_epoch  # not the epoch cut short
     ckpt = tmp_path / "part" / "checkpoints" / resume_from
     assert torch.load(ckpt, weights_only=True)["global_step"] == at
     resumed = train(_cfg(*args, f"ckpt_path={ckpt}"), tmp_path / "resumed")

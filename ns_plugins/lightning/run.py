@@ -394,7 +394,7 @@ def _final_metrics(cfg, trainer, cbs, seconds: float) -> dict:
     return {
         "engine": cfg.model.engine.value,
         "global_step": trainer.global_step,
-        "epochs_completed": trainer.current_epoch,
+        "epochs_completed": _epochs_completed(trainer),
         "final_loss": float(loss) if loss is not None else None,
         "wall_seconds": seconds,
         **cbs["throughput"].summary(),
@@ -405,6 +405,14 @@ def _final_metrics(cfg, trainer, cbs, seconds: float) -> dict:
         "interrupt_checkpoint": str(interrupt.ckpt_path) if interrupt.ckpt_path else None,
         "config": config_dict(cfg),
     }
+
+
+def _epochs_completed(trainer) -> int:
+    """Whole epochs trained: Lightning counts an epoch that a stop cut short as done too."""
+    per_epoch = trainer.num_training_batches
+    if isinstance(per_epoch, int) and per_epoch > 0:
+        return trainer.global_step // per_epoch
+    return trainer.current_epoch
 
 
 def _write_rank_summary(run_dir: Path, trainer, model, dm) -> None:
