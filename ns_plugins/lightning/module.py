@@ -1,30 +1,26 @@
 """SGNSModule: skip-gram / CBOW with negative sampling as a LightningModule.
 
-Two embedding tables as word2vec has them: ``in_embed`` (the word vectors, uniform in
-±init_scale/d; word2vec.c's 0.5 by default) and
+Two embedding tables as word2vec has them (``lightning.engine.EngineModule`` makes them):
+``in_embed`` (the word vectors, uniform in ±init_scale/d; word2vec.c's 0.5 by default) and
 ``out_embed`` (the context vectors, zeros). Both are ``nn.Embedding(sparse=True)`` so each step
 touches only the rows in the batch and DDP all-reduces them as sparse tensors; with
 ``sparse=False`` the gradients are dense (what NCCL can all-reduce).
 
 Negatives are drawn on the device from the exact alias table. The noise generator is reseeded from
-(seed, rank, global step) at every step, so a resumed run draws the same negatives as an
-uninterrupted one.
+the step's seed (seed, rank, global step) at every step, so a resumed run draws the same negatives
+as an uninterrupted one.
 """
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
-import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
 from ns_plugins.config import Arch, Backend, Optimizer, Reduce
 from ns_plugins.core import ops
 from ns_plugins.core.alias import AliasSampler
-from ns_plugins.errors import UsageError
-from ns_plugins.runs import check_resume, linear_decay, vocab_fingerprint
+from ns_plugins.engines.base import linear_decay
+from ns_plugins.lightning.engine import EngineModule
 
 __all__ = ["SGNSModule"]
 
@@ -66,7 +62,7 @@ def _cap_rows(grad: Tensor, max_norm: float) -> Tensor:
     return grad * scale
 
 
-class SGNSModule(pl.LightningModule):
+class SGNSModule(EngineModule):
     """Word2vec with negative sampling: the pairs engine (``model.engine=batched``).
 
     Batches are dicts: skip-gram ``{"center": (B,), "context": (B,)}``; CBOW
@@ -75,6 +71,10 @@ class SGNSModule(pl.LightningModule):
     the tables are built in ``configure_model`` from the datamodule's vocabulary, or by
     ``load_from_checkpoint`` from the checkpoint's.
     """
+
+    ENGINE = "batched"
+    RESUME_SETTINGS = ("vector_size", "negative", "ns_exponent", "alpha", "min_alpha", "arch",
+                       "seed")  # fmt: skip
 
     def __init__(
         self,
@@ -94,75 +94,41 @@ class SGNSModule(pl.LightningModule):
         sparse: bool = True,
         seed: int = 1,
     ):
-        super().__init__()
         if vector_size < 1 or negative < 0:
             raise ValueError(
                 f"vector_size must be >= 1 and negative >= 0, got {vector_size}, {negative}"
             )
-        self.backend = Backend(backend)
-        self.reduce = Reduce(reduce)
-        self.arch = Arch(arch)
-        self.optimizer_kind = Optimizer(optimizer)
-        if self.optimizer_kind is Optimizer.sparse_adam and not sparse:
+        backend, reduce, arch = Backend(backend), Reduce(reduce), Arch(arch)
+        optimizer = Optimizer(optimizer)
+        if optimizer is Optimizer.sparse_adam and not sparse:
             raise ValueError(
                 "optimizer sparse_adam needs sparse gradients (device.grad_sync "
                 "sparse or local_sgd, not dense)"
             )
-        # Plain values only: checkpoints load with torch.load(weights_only=True).
-        self.save_hyperparameters(
-            {
-                "vector_size": vector_size,
-                "negative": negative,
-                "ns_exponent": ns_exponent,
-                "alpha": alpha,
-                "min_alpha": min_alpha,
-                "backend": self.backend.value,
-                "reduce": self.reduce.value,
-                "arch": self.arch.value,
-                "optimizer": self.optimizer_kind.value,
-                "cbow_mean": cbow_mean,
-                "init_scale": init_scale,
-                "max_row_step": max_row_step,
-                "sparse": sparse,
-                "seed": seed,
-            },
-            ignore=["counts"],  # an array; Lightning would compare it with the dict
-        )
-        self._loss = _loss_fn(self.backend)
+        self.backend, self.reduce, self.arch, self.optimizer_kind = backend, reduce, arch, optimizer
+        self._loss = _loss_fn(backend)
         self._generator: torch.Generator | None = None
-        self.total_steps = 0  # set by configure_optimizers from the trainer
-        self.fingerprint: str | None = None  # of the vocabulary this run trains
-        self.in_embed: nn.Embedding | None = None
-        self.out_embed: nn.Embedding | None = None
-        if counts is not None:
-            self.build(counts)
+        super().__init__(
+            counts, vector_size=vector_size, negative=negative, ns_exponent=ns_exponent,
+            alpha=alpha, min_alpha=min_alpha, backend=backend.value, reduce=reduce.value,
+            arch=arch.value, optimizer=optimizer.value, cbow_mean=cbow_mean,
+            init_scale=init_scale, max_row_step=max_row_step, sparse=sparse, seed=seed,
+        )  # fmt: skip
 
-    def build(self, counts) -> None:
-        """Create the tables for a vocabulary with these counts (word2vec's initialisation)."""
-        counts = np.asarray(counts)
-        if counts.ndim != 1 or counts.size < 2:
-            raise ValueError(f"counts must be 1-D with at least 2 words, got shape {counts.shape}")
-        d, sparse = self.hparams.vector_size, self.hparams.sparse
-        self.in_embed = nn.Embedding(counts.size, d, sparse=sparse)
-        self.out_embed = nn.Embedding(counts.size, d, sparse=sparse)
-        with torch.no_grad():
-            scale = self.hparams.init_scale / d
-            self.in_embed.weight.uniform_(-scale, scale)
-            self.out_embed.weight.zero_()
+    def make_tables(self, counts, W_in, W_out) -> None:
+        sparse = self.hparams.sparse
+        self.in_embed = nn.Embedding.from_pretrained(torch.from_numpy(W_in), freeze=False,
+                                                     sparse=sparse)  # fmt: skip
+        self.out_embed = nn.Embedding.from_pretrained(torch.from_numpy(W_out), freeze=False,
+                                                      sparse=sparse)  # fmt: skip
         self.noise = AliasSampler.from_counts(counts, self.hparams.ns_exponent)
-        # in the checkpoint, so load_from_checkpoint can rebuild the tables without a datamodule
-        self.register_buffer("counts", torch.as_tensor(counts, dtype=torch.int64))
 
     # ------------------------------------------------------------------ pieces
     def _draw(self, shape) -> Tensor:
         if self._generator is None or self._generator.device != self.device:
             self._generator = torch.Generator(device=self.device)
-        rank = self.trainer.global_rank if self._trainer is not None else 0
-        step = self.trainer.global_step if self._trainer is not None else 0
-        # A fresh, well-separated stream per (seed, rank, step): resuming redraws the same ids.
-        self._generator.manual_seed(
-            (self.hparams.seed * 0x9E3779B1 + rank * 0x85EBCA77 + step * 0xC2B2AE3D) % (2**63)
-        )
+        # A fresh stream per (seed, rank, step): resuming redraws the same ids.
+        self._generator.manual_seed(self.step_seed())
         return self.noise.sample_torch(shape, generator=self._generator, device=self.device)
 
     def hidden(self, batch: dict) -> tuple[Tensor, Tensor]:
@@ -192,35 +158,16 @@ class SGNSModule(pl.LightningModule):
         return rows.sum()
 
     # ------------------------------------------------------------------ Lightning hooks
-    def configure_model(self) -> None:
-        # Without counts at construction, the vocabulary comes from the datamodule's setup();
-        # without a trainer (load_from_checkpoint) on_load_checkpoint builds from the checkpoint.
-        if self._trainer is None:
-            return
-        vocab = self.trainer.datamodule.vocab
-        if self.in_embed is None:
-            self.build(vocab.counts)
-        self.fingerprint = vocab_fingerprint(vocab.words, vocab.counts)
-
-    def _resume_settings(self) -> dict:
-        keys = ("vector_size", "negative", "ns_exponent", "alpha", "min_alpha", "arch", "seed")
-        return {k: self.hparams[k] for k in keys}
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["ns_plugins"] = {
-            "engine": "batched",
-            "vocab_fingerprint": self.fingerprint,
-            "settings": self._resume_settings(),
-        }
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        meta = checkpoint.get("ns_plugins") or {}
-        if meta.get("engine") != "batched":
-            raise UsageError("the checkpoint was not written by the batched engine (model.engine)")
-        if self.in_embed is None:
-            self.build(checkpoint["state_dict"]["counts"].numpy())
-            return
-        check_resume(meta, self.fingerprint, self._resume_settings())
+    ENGINE = "batched"
+    RESUME_SETTINGS = (
+        "vector_size",
+        "negative",
+        "ns_exponent",
+        "alpha",
+        "min_alpha",
+        "arch",
+        "seed",
+    )
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         rows = self.row_losses(batch)
@@ -248,12 +195,6 @@ class SGNSModule(pl.LightningModule):
             return torch.optim.SparseAdam(self.parameters(), lr=self.hparams.alpha)
         return torch.optim.SGD(self.parameters(), lr=self.hparams.alpha)
 
-    def on_train_start(self) -> None:
-        # Asked here, not in configure_optimizers: estimating the steps there builds the train
-        # loader before a checkpoint is restored, and the loader would not know where to resume.
-        total = self.trainer.estimated_stepping_batches
-        self.total_steps = int(total) if math.isfinite(total) else 0
-
     def on_train_batch_start(self, batch, batch_idx) -> None:
         # The rate is a function of the global step alone (no scheduler state), so a run resumed
         # from a checkpoint taken at any step continues on exactly the same schedule.
@@ -263,7 +204,3 @@ class SGNSModule(pl.LightningModule):
         for opt in self.trainer.optimizers:
             for group in opt.param_groups:
                 group["lr"] = lr
-
-    def vectors(self) -> np.ndarray:
-        """The word vectors (input embeddings) as float32 numpy."""
-        return self.in_embed.weight.detach().float().cpu().numpy()
