@@ -12,10 +12,11 @@ encoding, training, evaluation on the three sets after every epoch, export and r
 is its script from the start of the process to the end of ``Word2Vec(...)`` (imports, vocabulary,
 training; its evaluation is left out). ``--ours word2vec`` times ``ns_plugins.Word2Vec`` as gensim's
 script is timed. Both sets of vectors are then scored by the same code
-(``ns_plugins.evaluate``) on WordSim-353, SimLex-999 and the Google analogies. ``--variants`` adds
-shared negatives (``shared``) and two gloo processes on the same cores (``ddp2``: ``device=ddp_cpu
-devices=2 workers=1``, weights averaged every ``device.average_every`` steps). Trainers alternate
-within each repeat so that load from other processes hits all of them.
+(``ns_plugins.app.evaluation``) on WordSim-353, SimLex-999 and the Google analogies.
+``--variants`` adds shared negatives (``shared``) and two gloo processes on the same cores
+(``ddp2``: ``device=ddp_cpu devices=2 workers=1``, weights averaged every
+``device.average_every`` steps). Trainers alternate within each repeat so that load from other
+processes hits all of them.
 """
 
 from __future__ import annotations
@@ -218,7 +219,7 @@ def _run_one(args, trainer, variant, rep, work) -> dict:
 
 
 def _evaluate(args, words, vectors) -> dict:
-    from ns_plugins.evaluate import evaluate_all
+    from ns_plugins.app.evaluation import evaluate_all
 
     res = evaluate_all(words, vectors, wordsim=args.data / "wordsim353.tsv",
                        simlex=args.data / "simlex999.txt",

@@ -9,11 +9,14 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from ns_plugins.config import config_dir
+from ns_plugins.app.checks import ConfigError
+from ns_plugins.app.config import config_dir
+from ns_plugins.app.launch import train
+from ns_plugins.app.recipe import open_run_data
 from ns_plugins.embeddings import load_word2vec
+from ns_plugins.engines.base import initial_weights, linear_decay
 from ns_plugins.errors import UsageError
 from ns_plugins.kernels import chunk_numba
-from ns_plugins.runs import ConfigError, initial_weights, linear_decay, open_run_data, train
 
 TINY = [
     "data.synthetic_sentences=600",
@@ -70,9 +73,9 @@ def test_run_directory(experiment, shared, tmp_path, cache):
 def test_a_step_is_the_hogwild_kernel_on_its_chunk(arch, tmp_path, cache):
     """One step through Lightning equals the kernel called by hand on the same chunk with the
     same seed, rate and start (one thread): the same bits."""
+    from ns_plugins.app.datamodule import _Chunks
+    from ns_plugins.app.engines.chunk import chunk_seed
     from ns_plugins.data import keep_probability, negative_sampler
-    from ns_plugins.lightning.chunk import chunk_seed
-    from ns_plugins.lightning.datamodule import _Chunks
 
     cfg = _cfg(
         f"+experiment={arch}", "workers=1", "trainer.max_steps=1", f"data.cache_dir={cache / arch}"
@@ -105,7 +108,7 @@ def test_a_step_is_the_hogwild_kernel_on_its_chunk(arch, tmp_path, cache):
 
 
 def test_chunks_cover_each_shard_once_with_equal_counts():
-    from ns_plugins.lightning.datamodule import _Chunks
+    from ns_plugins.app.datamodule import _Chunks
 
     rng = np.random.default_rng(0)
     offsets = np.concatenate(([0], np.cumsum(rng.integers(1, 40, size=500)))).astype(np.int64)
@@ -145,7 +148,7 @@ def test_interrupt_then_resume_matches_an_uninterrupted_run(tmp_path, cache, mon
     assert ckpt.endswith("interrupted.ckpt")
     # the scores written are those of the weights exported at the stop, not of epoch 1's
     _, v_part = load_word2vec(tmp_path / "part" / "vectors.bin")
-    from ns_plugins.runs import RunEvaluator
+    from ns_plugins.app.evaluation import RunEvaluator
 
     truth = json.loads((tmp_path / "part" / "ground_truth.json").read_text())
     words = [ln.split("\t")[0] for ln in (tmp_path / "part" / "vocab.tsv").read_text().splitlines()]
@@ -194,7 +197,7 @@ def text_corpus(tmp_path_factory):
 
 
 def test_load_from_checkpoint(tmp_path, cache):
-    from ns_plugins.lightning.chunk import ChunkModule
+    from ns_plugins.app.engines.chunk import ChunkModule
 
     train(_cfg("+experiment=sgns", "trainer.max_steps=2", f"data.cache_dir={cache / 'load'}"),
           tmp_path)  # fmt: skip
@@ -252,7 +255,7 @@ def test_init_vectors_start_the_shared_words(tmp_path, cache):
 
 
 def test_a_failed_checkpoint_write_leaves_nothing_behind(tmp_path, monkeypatch):
-    from ns_plugins.lightning.run import StreamingCheckpointIO
+    from ns_plugins.app.skeleton import StreamingCheckpointIO
 
     def full_disk(obj, f, *args, **kwargs):
         if hasattr(f, "write"):  # the writer hands torch a file it opened
@@ -271,7 +274,9 @@ def test_a_failed_checkpoint_write_leaves_nothing_behind(tmp_path, monkeypatch):
 def test_training_without_lightning_names_the_extra(tmp_path, monkeypatch):
     import sys
 
-    for name in [m for m in sys.modules if m.startswith("ns_plugins.lightning")]:
+    lightning_side = tuple(f"ns_plugins.app.{m}" for m in ("skeleton", "engines", "datamodule",
+                                                          "callbacks"))  # fmt: skip
+    for name in [m for m in sys.modules if m.startswith(lightning_side)]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "pytorch_lightning", None)  # import raises ModuleNotFoundError
     with pytest.raises(UsageError, match=r"\.\[lightning\]"):

@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from ns_plugins import evaluate as ev
+from ns_plugins.app import evaluation as ev
 from ns_plugins.embeddings import save_word2vec, spearman
 
 
@@ -205,7 +205,7 @@ def test_nearest_neighbours_against_brute_force():
 
 
 def test_import_does_not_load_torch():
-    code = "import sys, ns_plugins.evaluate, ns_plugins.report; print('torch' in sys.modules)"
+    code = "import sys, ns_plugins.app.evaluation, ns_plugins.report; print('torch' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "False"

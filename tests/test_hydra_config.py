@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
-from ns_plugins.config import (
+from ns_plugins.app.config import (
     Arch,
     Backend,
     DataSource,
@@ -123,7 +123,7 @@ def test_searchpath_plugin_does_not_import_torch(tmp_path):
         "NsPluginsSearchPathPlugin().manipulate_search_path(sp)\n"
         "paths = [e.path for e in sp.get_path() if e.provider == 'ns_plugins']\n"
         "assert paths and paths[0].endswith('conf'), paths\n"
-        "import ns_plugins.config\n"
+        "import ns_plugins.app.config\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, timeout=60)

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from ns_plugins.config import Arch
+from ns_plugins.app.config import Arch
+from ns_plugins.app.datamodule import CorpusDataModule, _Shard, as_batch
+from ns_plugins.app.engines.batched import SGNSModule
 from ns_plugins.core import reference
 from ns_plugins.data import EncodedCorpus, Vocab
-from ns_plugins.lightning import CorpusDataModule, SGNSModule
-from ns_plugins.lightning.datamodule import _Shard, as_batch
-from ns_plugins.runs import linear_decay
+from ns_plugins.engines.base import linear_decay
 
 V, D, K = 40, 8, 4
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from ns_plugins.config import config_dir
-from ns_plugins.runs import ConfigError, check_config
+from ns_plugins.app.checks import ConfigError, check_config
+from ns_plugins.app.config import config_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -127,7 +127,7 @@ def test_quieting_lightning_keeps_real_warnings(recwarn, caplog):
     import logging
     import warnings
 
-    from ns_plugins.lightning.run import quiet_lightning
+    from ns_plugins.app.skeleton import quiet_lightning
 
     quiet_lightning()
     warnings.warn("a real problem", UserWarning, stacklevel=1)
@@ -160,7 +160,7 @@ def test_the_default_run_logs_every_curve_the_report_draws(default_run):
     "total,every", [(1, 1), (9, 1), (99, 1), (100, 2), (1000, 20), (2500, 50), (10**6, 50)]
 )
 def test_log_interval_gives_enough_points(total, every):
-    from ns_plugins.lightning.callbacks import log_interval
+    from ns_plugins.app.callbacks import log_interval
 
     assert log_interval(total) == every
     assert total // every >= min(total, 50)
@@ -195,7 +195,7 @@ def test_throughput_leaves_the_first_step_out():
     import time
     from types import SimpleNamespace
 
-    from ns_plugins.lightning.callbacks import Throughput
+    from ns_plugins.app.callbacks import Throughput
 
     logged = {}
     module = SimpleNamespace(log=lambda k, v, **_: logged.__setitem__(k, v))
@@ -229,7 +229,7 @@ def test_the_run_ends_with_a_summary(default_run):
 
 
 def test_the_summary_names_scores_and_interruptions(tmp_path):
-    from ns_plugins.cli import summary
+    from ns_plugins.app.cli import summary
 
     (tmp_path / "report.html").write_text("")
     metrics = {"epochs_completed": 1, "global_step": 10, "words_per_sec": 1.5e6,
@@ -332,7 +332,7 @@ def test_optuna_without_the_sweep_extra_is_one_line(tmp_path):
         "sys.modules['hydra_plugins.hydra_optuna_sweeper'] = None  # as if not installed\n"
         f"sys.argv = ['train.py', '-m', '+experiment=sgns', '+hparams_search=optuna',"
         f" 'hydra.sweep.dir={tmp_path}']\n"
-        "from ns_plugins.cli import main\n"
+        "from ns_plugins.app.cli import main\n"
         "main()\n"
     )
     env = dict(os.environ, PYTHONPATH="")

@@ -19,8 +19,9 @@ import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
 
-from ns_plugins.config import config_dir
-from ns_plugins.runs import ConfigError, train
+from ns_plugins.app.checks import ConfigError
+from ns_plugins.app.config import config_dir
+from ns_plugins.app.launch import train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -71,7 +72,7 @@ class _SignalAt(pl.Callback):
 # ------------------------------------------------------------------------ one run per directory
 _HOLD = """
 import sys
-from ns_plugins.runs import claim_run_dir
+from ns_plugins.app.rundir import claim_run_dir
 claim_run_dir(sys.argv[1])
 print("held", flush=True)
 sys.stdin.read()
@@ -163,7 +164,7 @@ def test_settings_that_failed_in_training_fail_at_start(overrides, match, tmp_pa
 def test_the_cuda_chunk_kernel_bounds_are_checked_at_start(tmp_path, monkeypatch):
     import importlib.util
 
-    from ns_plugins import runs
+    from ns_plugins.app import checks as runs
 
     cfg = _cfg(*CHUNK, "device=gpu", "window=40")
     monkeypatch.setattr(runs, "_cuda_available", lambda: True)
@@ -177,7 +178,7 @@ def test_the_start_checks_know_the_kernels_and_lightnings_limits():
 
     from lightning_fabric.plugins.precision.precision import _PRECISION_INPUT
 
-    from ns_plugins import runs
+    from ns_plugins.app import checks as runs
 
     try:
         from ns_plugins.kernels import chunk_numba as numba_kernel
@@ -227,7 +228,7 @@ def test_init_vectors_with_nonfinite_rows_fail_at_start(value, tmp_path):
 def test_init_vectors_are_checked_a_block_of_rows_at_a_time(tmp_path):
     import zipfile
 
-    from ns_plugins.runs import _nonfinite_rows
+    from ns_plugins.app.checks import _nonfinite_rows
 
     for compressed in (False, True):
         path = _npz(tmp_path / f"big{compressed}.npz", rows=5000, d=8, bad=[1234, 4999],
@@ -327,7 +328,7 @@ def test_every_batch_of_every_loader_worker_is_trained(num_workers, tmp_path, ca
     """With n DataLoader workers each worker yields the batches of its own shard; an epoch is all
     of them (the count of one worker was taken as the epoch's, and the last worker's last batch
     dropped or the epoch cut short)."""
-    from ns_plugins.lightning.datamodule import CorpusDataModule
+    from ns_plugins.app.datamodule import CorpusDataModule
 
     dm = CorpusDataModule(cache_dir=cache / "workers", synthetic_sentences=600, min_count=1,
                           batch_size=333, num_workers=num_workers, seed=1)  # fmt: skip
@@ -347,7 +348,7 @@ def test_every_batch_of_every_loader_worker_is_trained(num_workers, tmp_path, ca
 
 # ------------------------------------------------------------------------ resume from anywhere
 def _vectors(run_dir: Path) -> np.ndarray:
-    from ns_plugins.export import load_word2vec
+    from ns_plugins.embeddings import load_word2vec
 
     return load_word2vec(run_dir / "vectors.bin")[1]
 
@@ -472,7 +473,7 @@ _IMPORT_TORCH_FIRST = """
 import sys
 import torch  # imported already: no encoder is forked, the data module encodes in this process
 sys.argv = ["train.py", *sys.argv[1:]]
-from ns_plugins.cli import main
+from ns_plugins.app.cli import main
 main()
 """
 

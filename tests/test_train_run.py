@@ -16,9 +16,11 @@ import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
 
-from ns_plugins.config import config_dir
+from ns_plugins.app.checks import ConfigError
+from ns_plugins.app.config import config_dir
+from ns_plugins.app.launch import train
+from ns_plugins.app.recipe import cache_dir_of, prepare_run_data_for
 from ns_plugins.embeddings import load_word2vec
-from ns_plugins.runs import ConfigError, cache_dir_of, prepare_run_data_for, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -96,7 +98,7 @@ def test_gensim_bundled_evaluation_sets():
     pytest.importorskip("gensim")
     from omegaconf import OmegaConf
 
-    from ns_plugins.runs import eval_inputs
+    from ns_plugins.app.evaluation import eval_inputs
 
     cfg = OmegaConf.create(
         {"wordsim": None, "simlex": "/mine.txt", "analogies": None, "use_gensim_data": True}
@@ -333,7 +335,7 @@ def _train_py_patched(patch: str, args: list, timeout=240):
 import os, sys
 {patch}
 sys.argv = ["train.py", *{args!r}]
-from ns_plugins.cli import main
+from ns_plugins.app.cli import main
 main()
 """
     env = dict(os.environ, PYTHONPATH=str(ROOT), SETUPTOOLS_USE_DISTUTILS="stdlib")
@@ -342,7 +344,7 @@ main()
 
 
 _FAIL_ON_RANK = """
-import ns_plugins.runs as runs
+import ns_plugins.app.recipe as runs
 real = runs.{where}
 def failing(*args, **kwargs):
     if os.environ.get("LOCAL_RANK") == "{rank}":
@@ -471,7 +473,7 @@ def test_multirun_finishes_every_job_and_shares_the_corpus(tmp_path):
 
 
 def test_optimized_metric_is_read_from_the_metrics():
-    from ns_plugins.cli import _metric
+    from ns_plugins.app.cli import _metric
 
     metrics = {"eval": {"wordsim353": 0.5}, "final_loss": 2.0}
     assert _metric(metrics, "eval/wordsim353") == 0.5
@@ -495,7 +497,7 @@ def test_progress_lines_in_the_log_file_when_not_a_terminal(tmp_path):
 
 
 def test_load_from_checkpoint_rebuilds_the_batched_module(full_run):
-    from ns_plugins.lightning.module import SGNSModule
+    from ns_plugins.app.engines.batched import SGNSModule
 
     _, run_dir, _ = full_run
     module = SGNSModule.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt")
@@ -599,8 +601,8 @@ def test_the_corpus_is_encoded_while_torch_is_imported(tmp_path, text_corpus):
 import sys
 from pathlib import Path
 from hydra import compose, initialize_config_dir
-from ns_plugins.config import config_dir
-from ns_plugins.runs import _encode_in_background
+from ns_plugins.app.config import config_dir
+from ns_plugins.app.launch import _encode_in_background
 assert "torch" not in sys.modules
 for corpus, run in (({str(text_corpus)!r}, "good"), ({str(bad)!r}, "bad")):
     with initialize_config_dir(str(config_dir()), version_base="1.3"):

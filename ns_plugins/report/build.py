@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ns_plugins import evaluate
+from ns_plugins.app import evaluation as evaluate
 from ns_plugins.report import plots
 from ns_plugins.report.run import Run, load_run
 

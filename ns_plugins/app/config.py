@@ -302,12 +302,13 @@ def unknown_options(cfg: DictConfig) -> str | None:
 
 
 def config_dir() -> Path:
-    """The ``conf`` directory: inside an installed wheel, or at the root of a checkout."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "conf", here.parent / "conf"):
+    """The ``conf`` directory: inside an installed wheel (``ns_plugins/conf``), or at the root of a
+    checkout."""
+    package = Path(__file__).resolve().parents[1]
+    for candidate in (package / "conf", package.parent / "conf"):
         if (candidate / "train.yaml").is_file():
             return candidate
-    raise FileNotFoundError(f"no Hydra config directory (conf/train.yaml) next to {here}")
+    raise FileNotFoundError(f"no Hydra config directory (conf/train.yaml) in or next to {package}")
 
 
 register_configs()

@@ -14,7 +14,7 @@ import hydra
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from ns_plugins.config import config_dir
+from ns_plugins.app.config import config_dir
 
 __all__ = ["main"]
 
@@ -29,13 +29,13 @@ class RunDirCheck(Callback):
     """Hydra callback: the run (or sweep) directory must be writable before anything starts;
     otherwise one line and exit 2, instead of Hydra's traceback when it fails to create it.
 
-    A single run also takes the run directory (``runs.claim_run_dir``) here, before Hydra writes
+    A single run also takes the run directory (``rundir.claim_run_dir``) here, before Hydra writes
     its ``.hydra/`` files and log into it: a directory in use by another run, or holding one, is
     refused before anything of the run there is overwritten."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        from ns_plugins.app.rundir import claim_run_dir
         from ns_plugins.errors import UsageError
-        from ns_plugins.runs import claim_run_dir
 
         _check_writable(config.hydra.run.dir)
         try:
@@ -45,7 +45,7 @@ class RunDirCheck(Callback):
             sys.exit(2)
 
     def on_run_end(self, config: DictConfig, **kwargs) -> None:
-        from ns_plugins.runs import release_run_dir
+        from ns_plugins.app.rundir import release_run_dir
 
         release_run_dir(config.hydra.run.dir)
 
@@ -72,8 +72,9 @@ def _train(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from ns_plugins.app.launch import train
+    from ns_plugins.app.signals import RankStopped, RunInterrupted
     from ns_plugins.errors import UsageError
-    from ns_plugins.runs import RankStopped, RunInterrupted, train
 
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode is RunMode.MULTIRUN
@@ -116,7 +117,7 @@ _SUMMARY_SCORES = (
 def summary(metrics: dict, run_dir: Path, seconds: float) -> list[str]:
     """The lines that end a run: time, epochs and steps, words/s (``Throughput``'s definition),
     the scores computed, and where the report, metrics and vectors are."""
-    from ns_plugins.lightning.callbacks import human_rate
+    from ns_plugins.app.callbacks import human_rate
 
     done = (
         f"stopped by signal {metrics.get('interrupt_signal')} after"
@@ -156,7 +157,7 @@ def summary(metrics: dict, run_dir: Path, seconds: float) -> list[str]:
 
 def _announce(lines: list[str]) -> None:
     """Print ``lines`` to stdout and write them to the run's log file (not to the console twice)."""
-    from ns_plugins.lightning.callbacks import log_to_files
+    from ns_plugins.app.callbacks import log_to_files
 
     for line in lines:
         print(line, flush=True)

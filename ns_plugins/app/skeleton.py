@@ -3,7 +3,7 @@ then export, metrics and report. Lightning does the loop, checkpoints, resume, l
 and progress; the engines (``chunk``: corpus chunks trained in place; ``batched``: pairs through
 the loss op) only train.
 
-``ns_plugins.runs.train`` checks the config and calls ``train`` here.
+``ns_plugins.app.launch.train`` checks the config and calls ``train`` here.
 """
 
 from __future__ import annotations
@@ -28,9 +28,7 @@ from lightning_fabric.plugins import TorchCheckpointIO
 from omegaconf import DictConfig
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
-from ns_plugins.config import Engine, GradSync
-from ns_plugins.errors import UsageError
-from ns_plugins.lightning.callbacks import (
+from ns_plugins.app.callbacks import (
     AutoLogInterval,
     AveragingDDPStrategy,
     GracefulInterrupt,
@@ -41,22 +39,15 @@ from ns_plugins.lightning.callbacks import (
     Throughput,
     WeightAveraging,
 )
-from ns_plugins.lightning.chunk import ChunkModule
-from ns_plugins.lightning.datamodule import CorpusDataModule
-from ns_plugins.lightning.module import SGNSModule
-from ns_plugins.runs import (
-    RunEvaluator,
-    cache_dir_of,
-    config_dict,
-    devices,
-    eval_inputs,
-    export_run,
-    finish_run,
-    num_nodes,
-    run_data_recipe,
-    write_json,
-    writing,
-)
+from ns_plugins.app.checks import devices, num_nodes
+from ns_plugins.app.config import Engine, GradSync
+from ns_plugins.app.datamodule import CorpusDataModule
+from ns_plugins.app.engines.batched import SGNSModule
+from ns_plugins.app.engines.chunk import ChunkModule
+from ns_plugins.app.evaluation import RunEvaluator, eval_inputs
+from ns_plugins.app.outputs import config_dict, export_run, finish_run, write_json, writing
+from ns_plugins.app.recipe import cache_dir_of, run_data_recipe
+from ns_plugins.errors import UsageError
 
 __all__ = ["build", "train"]
 

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ns_plugins.config import Arch
+from ns_plugins.app.config import Arch
+from ns_plugins.app.engines.base import EngineModule
 from ns_plugins.engines.base import step_seed
 from ns_plugins.engines.chunk import ChunkSettings, ChunkTrainer
-from ns_plugins.lightning.engine import EngineModule
 
 __all__ = ["ChunkModule", "chunk_seed"]
 

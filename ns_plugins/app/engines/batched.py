@@ -16,11 +16,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ns_plugins.config import Arch, Backend, Optimizer, Reduce
+from ns_plugins.app.config import Arch, Backend, Optimizer, Reduce
+from ns_plugins.app.engines.base import EngineModule
 from ns_plugins.core import ops
 from ns_plugins.core.alias import AliasSampler
 from ns_plugins.engines.base import linear_decay
-from ns_plugins.lightning.engine import EngineModule
 
 __all__ = ["SGNSModule"]
 
@@ -67,7 +67,7 @@ class SGNSModule(EngineModule):
 
     Batches are dicts: skip-gram ``{"center": (B,), "context": (B,)}``; CBOW
     ``{"center": (B,), "context": (B, C)}`` with ``-1`` padding. (The chunk engine, which trains
-    corpus chunks in place, is ``ns_plugins.lightning.chunk.ChunkModule``.) Without ``counts``
+    corpus chunks in place, is ``ns_plugins.app.engines.chunk.ChunkModule``.) Without ``counts``
     the tables are built in ``configure_model`` from the datamodule's vocabulary, or by
     ``load_from_checkpoint`` from the checkpoint's.
     """

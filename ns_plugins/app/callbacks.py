@@ -19,8 +19,9 @@ from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm, convert_inf
 from pytorch_lightning.strategies import DDPStrategy
 
+from ns_plugins.app.evaluation import RunEvaluator
+from ns_plugins.app.signals import note_failure_checkpoint, rank_failure
 from ns_plugins.errors import UsageError
-from ns_plugins.runs import RunEvaluator, note_failure_checkpoint, rank_failure
 
 __all__ = [
     "AutoLogInterval",

@@ -20,9 +20,10 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from ns_plugins.config import Arch, DataSource
+from ns_plugins.app.config import Arch, DataSource
+from ns_plugins.app.recipe import open_run_data, prepare_run_data, warm_start
+from ns_plugins.app.signals import interruptible
 from ns_plugins.errors import UsageError
-from ns_plugins.runs import interruptible, open_run_data, prepare_run_data, warm_start
 
 __all__ = ["CorpusDataModule"]
 

@@ -48,7 +48,7 @@ def check_eval_files(inputs: dict, k: int) -> dict:
     """Read and parse every configured evaluation file once, before training, so that a wrong one
     fails at the start with ``UsageError`` naming the setting, the file and the cause.
 
-    ``inputs`` maps ``wordsim`` / ``simlex`` / ``analogies`` to paths (as ``runs.eval_inputs``
+    ``inputs`` maps ``wordsim`` / ``simlex`` / ``analogies`` to paths (as ``eval_inputs``
     gives them); ``k`` is ``eval.k``, the number of nearest neighbours shown. Returns the parsed
     files under the same keys, ready for :func:`evaluate_all`.
     """
@@ -197,3 +197,66 @@ def evaluate_all(
     if ground_truth is not None:
         out.update(planted_scores(words, vectors, ground_truth))
     return out
+
+
+def eval_inputs(eval_cfg) -> dict:
+    """Paths of the evaluation sets that are configured (or bundled with gensim when allowed)."""
+    paths = {
+        "wordsim": eval_cfg.wordsim,
+        "simlex": eval_cfg.simlex,
+        "analogies": eval_cfg.analogies,
+    }
+    if eval_cfg.use_gensim_data:
+        try:
+            from gensim.test.utils import datapath
+        except ImportError:
+            datapath = None
+        bundled = {
+            "wordsim": "wordsim353.tsv",
+            "simlex": "simlex999.txt",
+            "analogies": "questions-words.txt",
+        }
+        for key, name in bundled.items():
+            if paths[key] is None and datapath is not None and Path(datapath(name)).is_file():
+                paths[key] = datapath(name)
+    return {k: v for k, v in paths.items() if v}
+
+
+class RunEvaluator:
+    """Scores word vectors on the configured sets (read once), the planted structure on
+    synthetic data, and finds nearest neighbours of a few query words; keeps the latest."""
+
+    def __init__(self, inputs: dict, queries=(), k: int = 10):
+        self.inputs = dict(inputs)
+        self.queries = list(queries)
+        self.k = k
+        self.scores: dict = {}
+        self.neighbours: dict = {}
+        self.complete = False  # whether the latest scores include every configured set
+        self._loaded: dict | None = None
+
+    def load(self) -> dict:
+        """Read and check the evaluation files (once); bad ones raise before any training."""
+        if self._loaded is None:
+            self._loaded = check_eval_files(self.inputs, self.k)
+        return self._loaded
+
+    def evaluate(self, words, vectors, ground_truth=None, analogies: bool = True) -> dict:
+        """Score ``vectors``; ``analogies=False`` leaves the analogy set out (the costly one:
+        about 0.7 s a time on gcide against 0.1 s for both similarity sets)."""
+        sets = self.load()
+        if not analogies:
+            sets = {k: v for k, v in sets.items() if k != "analogies"}
+        self.complete = len(sets) == len(self.load())
+        scores = evaluate_all(words, vectors, ground_truth=ground_truth, **sets)
+        queries = self.queries or words[: min(5, len(words))]
+        self.neighbours = nearest_neighbours(words, vectors, queries, k=self.k)
+        self.scores = scores
+        return scores
+
+    def finite_scores(self) -> dict:
+        """The scores with NaN/inf as None (JSON has no NaN)."""
+        return {
+            k: (v if not isinstance(v, float) or math.isfinite(v) else None)
+            for k, v in self.scores.items()
+        }

@@ -1,0 +1,122 @@
+"""What a run trains on: its corpus recipe (the config's data settings, as the corpus cache keys
+them), the cache directory it lives in, and the initial weights from ``init_vectors``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from ns_plugins.app.checks import ConfigError
+from ns_plugins.app.config import (
+    DataSource,
+)
+from ns_plugins.engines.base import initial_weights
+
+log = logging.getLogger(__name__)
+
+
+def warm_start(path, words, d: int, seed: int, scale: float):
+    """(W_in, W_out) for ``words``: rows of the words in ``path`` (an .npz with ``words``,
+    ``in_embed``, ``out_embed``; never unpickled) copied over a fresh start."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            saved_words = [str(w) for w in f["words"]]
+            saved_in, saved_out = f["in_embed"], f["out_embed"]
+    except (KeyError, ValueError, OSError) as err:
+        raise ConfigError(
+            f"init_vectors={path}: not an .npz with words, in_embed and out_embed ({err})"
+        ) from err
+    if saved_in.shape != (len(saved_words), d) or saved_out.shape != saved_in.shape:
+        raise ConfigError(
+            f"init_vectors={path} holds {saved_in.shape} vectors for {len(saved_words)} words; "
+            f"this run has vector_size {d}"
+        )
+    W_in, W_out = initial_weights(len(words), d, seed, scale)
+    index = {w: i for i, w in enumerate(saved_words)}
+    rows = np.array([index.get(w, -1) for w in words], dtype=np.int64)
+    have = rows >= 0
+    W_in[have] = saved_in[rows[have]]
+    W_out[have] = saved_out[rows[have]]
+    log.info("init_vectors: %d of %d words start from %s", int(have.sum()), len(words), path)
+    return W_in, W_out
+
+
+def prepare_run_data(
+    cache_dir: Path,
+    source: DataSource | str = DataSource.synthetic,
+    path: str | None = None,
+    min_count: int = 5,
+    max_vocab_size: int | None = None,
+    synthetic_seed: int = 0,
+    synthetic_sentences: int = 40000,
+    *,
+    max_final_vocab: int | None = None,
+    tokenizer: str | None = None,
+    vocab_file: str | None = None,
+) -> Path:
+    """The run's encoded corpus (and the synthetic corpus's ground truth) in the corpus cache
+    ``cache_dir``, encoded unless a run already did for the same recipe; returns its directory."""
+    from ns_plugins.data.cache import prepare_cached_corpus
+
+    return prepare_cached_corpus(
+        cache_dir,
+        DataSource(source).value,
+        path,
+        min_count,
+        max_vocab_size,
+        max_final_vocab,
+        tokenizer,
+        vocab_file,
+        synthetic_seed=synthetic_seed,
+        synthetic_sentences=synthetic_sentences,
+    )
+
+
+def run_data_recipe(cfg: DictConfig) -> dict:
+    """The corpus settings of ``cfg`` as ``prepare_run_data``'s keyword arguments: the one mapping,
+    read by the run's data module and by the encoder started before it (so both ask the cache for
+    the same recipe)."""
+    data = cfg.data
+    return dict(
+        source=data.source,
+        path=data.path,
+        min_count=cfg.min_count,
+        max_vocab_size=data.max_vocab_size,
+        synthetic_seed=data.synthetic_seed,
+        synthetic_sentences=data.synthetic_sentences,
+        max_final_vocab=OmegaConf.select(cfg, "data.max_final_vocab", default=None),
+        tokenizer=OmegaConf.select(cfg, "data.tokenizer", default=None),
+        vocab_file=OmegaConf.select(cfg, "data.vocab_file", default=None),
+    )
+
+
+def prepare_run_data_for(cfg: DictConfig, cache_dir: Path) -> Path:
+    return prepare_run_data(cache_dir, **run_data_recipe(cfg))
+
+
+def open_run_data(cache_dir: Path):
+    """(EncodedCorpus, ground truth dict or None): of the directory ``prepare_run_data`` returned,
+    or the corpus prepared last in the cache ``cache_dir``."""
+    from ns_plugins.data.cache import open_cached_corpus
+
+    return open_cached_corpus(cache_dir)
+
+
+def cache_dir_of(cfg: DictConfig, run_dir: Path) -> Path:
+    """``data.cache_dir``; by default the run directory's ``data/``, or in a Hydra multirun the
+    sweep directory's, so the jobs of a sweep encode each corpus recipe once."""
+    if cfg.data.cache_dir:
+        return Path(cfg.data.cache_dir)
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hydra_cfg = HydraConfig.get()
+        if hydra_cfg.mode is RunMode.MULTIRUN:
+            return Path(hydra_cfg.sweep.dir) / "data"
+    except ValueError:  # not inside a Hydra app (HydraConfig is not set)
+        pass
+    return run_dir / "data"
