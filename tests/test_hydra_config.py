@@ -88,7 +88,7 @@ def test_unknown_group_option_lists_the_choices():
         _compose("+experiment=sgns", "backend=foo")
     msg = str(err.value)
     assert "backend/foo" in msg
-    for name in ("reference", "fused", "triton", "cupy"):
+    for name in ("reference", "fused", "cupy"):
         assert name in msg
 
 

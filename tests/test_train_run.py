@@ -210,7 +210,7 @@ def test_interrupt_then_resume_matches_an_uninterrupted_run(full_run, tmp_path, 
         (["+experiment=sgns_text"], "data.path"),
         (["+experiment=sgns", "ckpt_path=/no/such.ckpt"], "ckpt_path"),
         (["+experiment=sgns", "eval.wordsim=/no/such.tsv"], "eval.wordsim"),
-        (["+experiment=sgns", *PAIRS, "backend=triton"], "CUDA"),
+        (["+experiment=sgns", *PAIRS, "backend=cupy"], "CUDA"),
         (["+experiment=sgns", "device=gpu"], "CUDA"),
         (
             ["+experiment=sgns", *PAIRS, "model.optimizer=sparse_adam", "device.grad_sync=dense"],

@@ -275,7 +275,7 @@ def _check_chunk_engine(cfg: DictConfig, gpu: bool) -> None:
 
 
 def _check_pairs_engine(cfg: DictConfig, gpu: bool) -> None:
-    if cfg.backend.name in (Backend.triton, Backend.cupy) and not gpu:
+    if cfg.backend.name is Backend.cupy and not gpu:
         raise ConfigError(
             f"backend={cfg.backend.name.value} runs on CUDA only; use device=gpu or device=ddp, "
             "or backend=fused on CPU"
@@ -284,9 +284,8 @@ def _check_pairs_engine(cfg: DictConfig, gpu: bool) -> None:
         raise ConfigError(
             "NCCL cannot all-reduce sparse gradients: use device.grad_sync=local_sgd or dense"
         )
-    for backend, package in ((Backend.triton, "triton"), (Backend.cupy, "cupy")):
-        if cfg.backend.name is backend and importlib.util.find_spec(package) is None:
-            raise ConfigError(f"backend={backend.value} needs the {package} package installed")
+    if cfg.backend.name is Backend.cupy and importlib.util.find_spec("cupy") is None:
+        raise ConfigError("backend=cupy needs the cupy package installed (the cuda extra)")
     if cfg.model.optimizer is Optimizer.sparse_adam and cfg.device.grad_sync is GradSync.dense:
         raise ConfigError("model.optimizer=sparse_adam needs sparse gradients, not grad_sync=dense")
 

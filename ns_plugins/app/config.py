@@ -37,8 +37,7 @@ __all__ = [
 
 class Backend(Enum):
     reference = "reference"  # plain torch autograd over gathered rows
-    fused = "fused"  # the shared custom op (CPU kernel, or CUDA where built)
-    triton = "triton"  # CUDA only
+    fused = "fused"  # the registered op: the numba kernel on CPU, the Triton kernels on CUDA
     cupy = "cupy"  # CUDA only
 
 

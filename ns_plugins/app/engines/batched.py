@@ -29,7 +29,7 @@ def _loss_fn(backend: Backend):
     """(x, W, samples, sparse_grad) -> per-row loss, for the chosen backend."""
     if backend is Backend.reference:
         return _reference_loss
-    if backend in (Backend.fused, Backend.triton):
+    if backend is Backend.fused:
         # On CUDA the op dispatches to the Triton kernels; on CPU to the fused CPU kernel.
         return lambda x, W, samples, sparse_grad: ops.ns_loss(
             x, W, samples, sparse_grad=sparse_grad
