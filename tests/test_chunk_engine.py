@@ -281,3 +281,16 @@ def test_training_without_lightning_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pytorch_lightning", None)  # import raises ModuleNotFoundError
     with pytest.raises(UsageError, match=r"\.\[lightning\]"):
         train(_cfg("+experiment=sgns"), tmp_path)
+
+
+def test_a_diverging_run_stops_at_once_naming_alpha(tmp_path, cache):
+    """alpha far too large: the first step whose weights are no longer finite stops the run with
+    one line naming alpha (a ZeroDivisionError inside the kernel before), and no vectors of NaN
+    are exported."""
+    from ns_plugins.engines.base import TrainingDiverged
+
+    cfg = _cfg("+experiment=sgns", "alpha=50.0", "min_alpha=0.0", f"data.cache_dir={cache}")
+    with pytest.raises(TrainingDiverged, match=r"alpha=50\.0 is too large") as err:
+        train(cfg, tmp_path / "run")
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "run" / "vectors.bin").exists()
