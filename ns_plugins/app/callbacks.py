@@ -22,6 +22,7 @@ from pytorch_lightning.strategies import DDPStrategy
 from ns_plugins.app.evaluation import RunEvaluator
 from ns_plugins.app.signals import note_failure_checkpoint, rank_failure
 from ns_plugins.errors import UsageError
+from ns_plugins.kernels.merge import merge_deltas
 
 __all__ = [
     "AutoLogInterval",
@@ -498,11 +499,12 @@ class WeightAveraging(pl.Callback):
                 dist.all_reduce(p.data, op=dist.ReduceOp.SUM)
                 p.data /= trainer.world_size
             return
+
+        def add_up(delta):
+            dist.all_reduce(delta, op=dist.ReduceOp.SUM)
+
         for p, anchor in zip(params, self._anchors):
-            p.data -= anchor  # this rank's delta since the last merge
-            dist.all_reduce(p.data, op=dist.ReduceOp.SUM)
-            p.data += anchor
-            anchor.copy_(p.data)
+            merge_deltas([p.data], anchor, all_reduce=add_up)  # the threads' rule too
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step % self.every == 0:

@@ -18,7 +18,16 @@ def merge_deltas(copies, anchor, all_reduce=None) -> None:
     """Merge the ``copies`` of one table (this process's workers) trained since ``anchor``.
 
     ``all_reduce(delta)``, when given, adds up in place the delta of every process (the ranks).
-    Afterwards ``anchor`` and every copy hold the merged weights."""
+    Afterwards ``anchor`` and every copy hold the merged weights. One copy is merged in place (no
+    table-sized temporary: a rank's weights at V = 1M are gigabytes)."""
+    if len(copies) == 1:
+        (copy,) = copies
+        copy -= anchor  # this worker's delta since the last merge
+        if all_reduce is not None:
+            all_reduce(copy)
+        copy += anchor
+        anchor[...] = copy
+        return
     delta = copies[0] - anchor
     for copy in copies[1:]:
         delta += copy
