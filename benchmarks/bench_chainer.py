@@ -20,11 +20,9 @@ import gzip
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numba
@@ -40,22 +38,12 @@ from chainer.utils import walker_alias as chainer_walker_alias  # noqa: E402
 
 import ns_plugins.chainer as nsc  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import commit, median_time  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = [(10000, 100, 10000, 5), (4096, 300, 100000, 5), (65536, 128, 1000000, 5)]
 QUICK_SHAPES = [(2000, 100, 10000, 5), (1024, 300, 100000, 5)]
-
-
-def median_time(fn, repeat, warmup=3):
-    # Warm-up: JIT caches, the allocator, and the drop-in's reused gradient array, whose first
-    # steps run slower than the steady state of a training loop.
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def loss_step(fn, x, t, W, samples, k):
@@ -80,8 +68,12 @@ def bench_loss(B, d, V, k, repeat):
     # A training loop drops each step's gradients (cleargrads) before the next backward; holding
     # them here would keep the drop-in from reusing its gradient array.
     del ours_gx, ours_gW, ref_gx, ref_gW
-    theirs = median_time(lambda: loss_step(F.negative_sampling, x, t, W, samples, k), repeat)
-    ours = median_time(lambda: loss_step(nsc.negative_sampling, x, t, W, samples, k), repeat)
+    theirs = median_time(
+        lambda: loss_step(F.negative_sampling, x, t, W, samples, k), repeat, warmup=3
+    )
+    ours = median_time(
+        lambda: loss_step(nsc.negative_sampling, x, t, W, samples, k), repeat, warmup=3
+    )
     return theirs, ours, err
 
 
@@ -120,15 +112,6 @@ def bench_program(source, words, tmp):
         )
         times[name] = json.loads((out / "log").read_text())[-1]["elapsed_time"]
     return times["chainer"], times["drop-in"]
-
-
-def commit():
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-    except OSError:
-        return "unknown"
 
 
 def main():

@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
-import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,22 +25,14 @@ import torch
 from ns_plugins.core.alias import AliasSampler
 from ns_plugins.core.ops import naive_loss, ns_loss, ns_loss_sparse
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import commit, median_time  # noqa: E402
+
 os.environ.setdefault("SETUPTOOLS_USE_DISTUTILS", "stdlib")
 SHAPES = [(10000, 100, 10000, 5), (4096, 300, 100000, 5), (65536, 128, 1000000, 5)]
 
 
 CLOCK = time.perf_counter
-
-
-def median_time(fn, repeat, warmup=1):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t = CLOCK()
-        fn()
-        times.append(CLOCK() - t)
-    return statistics.median(times)
 
 
 def copy_bandwidth():
@@ -147,13 +139,6 @@ def bench_alias(chainer, quick):
     rows.append(("10M draws, numpy", draw_np, ch_draw, "s"))
     rows.append(("10M draws, torch", draw_t, ch_draw, "s"))
     return rows
-
-
-def commit():
-    try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True).strip()
-    except Exception:  # noqa: BLE001
-        return "unknown"
 
 
 def main():

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_vs_gensim import ROOT, _commit, _cpu, _wait  # noqa: E402
+from bench_vs_gensim import ROOT, _cpu, _wait  # noqa: E402
+from common import commit  # noqa: E402
 
 GENSIM = """
 import sys
@@ -77,7 +78,7 @@ def main(argv=None) -> None:
     tables = 2 * args.vocab * args.dim * 4 / 2**20
     print()
     print(f"machine: {_cpu()}, {os.cpu_count()} CPUs | date: "
-          f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC | commit: {_commit()}")  # fmt: skip
+          f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC | commit: {commit()}")  # fmt: skip
     print(f"corpus: {n:,} tokens, V = {args.vocab:,}, vector_size {args.dim}, 1 epoch, "
           f"two tables = {tables:,.0f} MiB")  # fmt: skip
     print("| trainer | peak RSS MiB | over the two tables MiB | process s |")

@@ -25,6 +25,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import commit  # noqa: E402
+
 SETTINGS = dict(vector_size=100, window=5, min_count=5, sample=1e-3, negative=5, sg=1, seed=1,
                 alpha=0.025, min_alpha=0.0001)  # fmt: skip
 HELD_OUT = 20  # every 20th line is a "new" sentence for the continued training
@@ -102,16 +105,6 @@ def _run(library: str, args) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _commit() -> str:
-    try:
-        root = Path(__file__).resolve().parents[1]
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True)  # fmt: skip
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
-
-
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--corpus", type=Path, required=True, help="text corpus, .gz allowed")
@@ -126,7 +119,7 @@ def main(argv=None) -> None:
         _child(args)
         return
     print(
-        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC | commit {_commit()} | "
+        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC | commit {commit()} | "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs | "
         f"load {os.getloadavg()[0]:.2f} | corpus {args.corpus.name} | epochs {args.epochs}, "
         f"workers {args.workers}, {SETTINGS}"
