@@ -30,6 +30,13 @@ A recipe directory found damaged when it is reused (a file missing, truncated or
 that disagree with ``meta.json``, an id outside the vocabulary, a ``recipe.json`` that is not the
 recipe) is logged, removed under its lock and encoded again. Delete the cache directory to clear it.
 
+A recipe is encoded by ``encode.encode_corpus``: one pass over the text on ``workers`` processes
+(one per CPU by default), the vocabulary counted in the same pass, memory flat in the corpus's size
+(it follows the vocabulary), progress logged at INFO every few seconds; the files are the same
+for any number of workers, so the number is not part of the recipe. With ``max_vocab_size`` the
+vocabulary is counted first by one reader (gensim's pruning depends on the order of the text),
+then the text is encoded on the workers.
+
 The source files are needed to compute the key, so ``prepare_cached_corpus`` refuses a corpus
 path that no longer exists (one line) even when an earlier run encoded it; ``open_cached_corpus``
 reads the cache only, so a complete, valid recipe directory is used even when its source is gone.
@@ -250,6 +257,7 @@ def _build(
     tokenizer: Tokenizer | None,
     vocab_file,
     synthetic: dict | None,
+    workers: int | None = None,
 ) -> None:
     """Encode into a temporary directory beside ``out``, ``recipe.json`` last, then rename."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
@@ -263,13 +271,24 @@ def _build(
             (tmp / TRUTH).write_text(json.dumps(truth))
         mc, cap, final = recipe["min_count"], recipe["max_vocab_size"], recipe["max_final_vocab"]
         lowercase, max_len = recipe["lowercase"], recipe["max_sentence_length"]
+        vocab = None  # counted while encoding
         if vocab_file is not None:
             fixed = Vocab.load(vocab_file)
             counts = Counter(dict(zip(fixed.words, fixed.counts.tolist())))
             vocab = Vocab.from_counter(counts, mc, final, source=vocab_file)
-        else:
+        elif cap is not None:  # gensim's pruning follows the order of the text: one reader
             vocab = Vocab.build(path, mc, cap, tokenizer, lowercase, max_final_vocab=final)
-        encode_corpus(path, vocab, tmp, tokenizer, lowercase, max_len)
+        encode_corpus(
+            path,
+            vocab,
+            tmp,
+            tokenizer,
+            lowercase,
+            max_len,
+            min_count=mc,
+            max_final_vocab=final,
+            workers=workers,
+        )
         if synthetic is not None:
             (tmp / "synthetic.txt").unlink()  # regenerated from its settings when needed
         (tmp / RECIPE).write_text(json.dumps(recipe, indent=1))  # last: the directory is complete
@@ -300,6 +319,8 @@ def prepare_cached_corpus(
     synthetic_seed: int = 0,
     synthetic_sentences: int = 40000,
     reuse: bool = True,
+    *,
+    workers: int | None = None,
 ) -> Path:
     """The directory of this recipe's encoded corpus under ``cache_dir``, encoding it first unless
     a run (this process or another) already did. ``source`` is ``text`` (``path``: a file or a
@@ -309,7 +330,9 @@ def prepare_cached_corpus(
 
     The recipe's key is computed from the source files, so they must exist: a missing corpus path
     raises ``CorpusNotFoundError`` (a ``UsageError``, one line) even when an earlier run encoded
-    it. A recipe directory found damaged is removed and encoded again."""
+    it. A recipe directory found damaged is removed and encoded again. ``workers``: processes that
+    read the text (None: one per CPU, fewer for a small corpus); not part of the recipe, as the
+    files are the same for any number."""
     source = getattr(source, "value", source)
     if source not in ("text", "synthetic"):
         raise UsageError(f"unknown corpus source {source!r}; valid: text, synthetic")
@@ -346,7 +369,7 @@ def prepare_cached_corpus(
                 old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=root))
                 os.replace(out, old / "old")
                 shutil.rmtree(old, ignore_errors=True)
-            _build(out, recipe, path, tokenize, vocab_file, synthetic)
+            _build(out, recipe, path, tokenize, vocab_file, synthetic, workers)
             _verified[str(out.resolve())] = _signature(out)  # written here just now
     try:  # for readers that ask for the latest corpus of a cache
         _write_text(root / LATEST, out.name)
@@ -395,6 +418,7 @@ def prepare_corpus(
     *,
     max_final_vocab: int | None = None,
     vocab_file=None,
+    workers: int | None = None,
 ) -> EncodedCorpus:
     """Build the vocabulary and encode the text corpus ``path`` under the cache ``out_dir``, or
     open what an earlier call with the same recipe left there (see the module's docstring). A
@@ -412,5 +436,6 @@ def prepare_corpus(
         lowercase,
         max_sentence_length,
         reuse=reuse,
+        workers=workers,
     )
     return EncodedCorpus.open(directory)

@@ -5,6 +5,24 @@ back to back), ``offsets.npy`` (int64 sentence starts plus the end), ``vocab.tsv
 ``meta.json`` (sizes and how many words were read, for words/s figures).
 ``EncodedCorpus.open(directory, check=True)`` verifies such a directory cheaply before it is used:
 the files' sizes and shapes against ``meta.json`` and every id within the vocabulary.
+
+``encode_corpus`` reads the text once, on ``workers`` processes, in flat memory:
+
+1. The corpus is cut into one part per worker (``reader.split_corpus``: byte ranges at line ends;
+   compressed files whole). Each worker tokenizes its part and writes, as it reads, a code per
+   token to a scratch file: the word's id in a dictionary of its own (a provisional id, counted
+   as it goes), or the line marker. With a fixed vocabulary the code is the final id already.
+2. The workers' counts are merged into the vocabulary (``Vocab.from_counter``: the same words,
+   counts and order for any number of workers), and each worker's provisional ids get a lookup
+   table to final ids (-1: not in the vocabulary).
+3. Each worker's codes are renumbered in chunks, cut into sentences as ``BlockEncoder`` does
+   (lines cut into sentences of ``max_sentence_length`` raw words, then unknown words dropped),
+   and written straight to their place in ``ids.int32`` (the number of ids each part keeps is
+   known from its counts); the sentence starts go to ``offsets.npy``.
+
+Memory holds the dictionaries (it grows with the vocabulary, not the corpus) and a block or chunk
+at a time; the scratch files take 4 bytes per token and line on the cache's disk while encoding.
+The files written are byte for byte the same whatever the number of workers.
 """
 
 from __future__ import annotations
@@ -12,17 +30,24 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ns_plugins.errors import UsageError
 
+from .parallel import Progress, can_fork, fork_map, usable_cpus
 from .reader import (
     MAX_SENTENCE_LENGTH,
     NEWLINE,
     CorpusStats,
+    Piece,
     Tokenizer,
+    corpus_files,
+    split_corpus,
     token_blocks,
 )
 from .vocab import Vocab
@@ -33,6 +58,12 @@ log = logging.getLogger(__name__)
 
 FORMAT = "ns_plugins.encoded_corpus/1"
 _NEWLINE_ID = -2
+# A worker per this many bytes of text at most: below it, forking costs more than it saves.
+MIN_PART_BYTES = 8 << 20
+CHUNK_CODES = 1 << 18  # codes renumbered at a time (a few MB of temporaries)
+# sentence starts of a corpus up to this many are written by np.save from memory; more are
+# streamed into offsets.npy
+OFFSETS_IN_MEMORY = 1 << 16
 
 
 class _Lookup(dict):
@@ -42,14 +73,40 @@ class _Lookup(dict):
         return -1
 
 
+class _Provisional(dict):
+    """word -> id in order of first sight from _DICT_BASE on (the line marker, put in first, is
+    -2), for ``map``."""
+
+    def __missing__(self, key):
+        value = self[key] = _DICT_BASE + len(self) - 1
+        return value
+
+
+# Provisional ids of the words read by Python (not ASCII, or a custom tokenizer) start here, after
+# those of the compiled table; a word met both ways has two, merged by the word.
+_DICT_BASE = 1 << 30
+
+
 class EncodedCorpus:
     """Sentences of word ids: sentence ``i`` is ``ids[offsets[i]:offsets[i + 1]]``."""
 
-    def __init__(self, ids, offsets, vocab: Vocab, raw_words: int | None = None, path=None):
-        offsets = np.asarray(offsets, dtype=np.int64)
+    def __init__(
+        self,
+        ids,
+        offsets,
+        vocab: Vocab,
+        raw_words: int | None = None,
+        path=None,
+        *,
+        validate: bool = True,
+    ):
+        if not isinstance(offsets, np.memmap):
+            offsets = np.asarray(offsets, dtype=np.int64)
         if offsets.ndim != 1 or offsets.size < 1 or offsets[0] != 0:
             raise ValueError("offsets must be a 1-D array starting at 0")
-        if offsets[-1] != len(ids) or (np.diff(offsets) < 0).any():
+        # validate=False (files this module wrote, or checked in chunks): the ends only, so that
+        # opening a large corpus does not page in every offset
+        if offsets[-1] != len(ids) or (validate and (np.diff(offsets) < 0).any()):
             raise ValueError(
                 f"offsets must be non-decreasing and end at len(ids)={len(ids)}, "
                 f"got last offset {int(offsets[-1])}"
@@ -111,11 +168,12 @@ class EncodedCorpus:
 
     @classmethod
     def open(cls, out_dir, check: bool = False) -> EncodedCorpus:
-        """Memory-map an encoded directory. ``check`` verifies it first, cheaply: files present,
-        the size of ``ids.int32`` and the shapes of ``offsets.npy`` and ``vocab.tsv`` as
-        ``meta.json`` gives them, and every id in ``[0, len(vocab))`` (one min/max pass over the
-        mapped ids). A damaged directory raises ``ValueError`` (or ``OSError``) saying what is
-        wrong."""
+        """Memory-map an encoded directory (ids read-only, offsets copy-on-write): memory holds
+        only the pages read. ``check`` verifies it first, cheaply: files present, the size of
+        ``ids.int32`` and the shapes of ``offsets.npy`` and ``vocab.tsv`` as ``meta.json`` gives
+        them, every id in ``[0, len(vocab))`` and the offsets non-decreasing (one pass over each
+        file, read in chunks, not mapped). A damaged directory raises ``ValueError`` (or
+        ``OSError``) saying what is wrong."""
         d = Path(out_dir)
         meta_path = d / "meta.json"
         if not meta_path.exists():
@@ -131,16 +189,39 @@ class EncodedCorpus:
                 f"({4 * n} bytes)"
             )
         ids = np.memmap(ids_path, dtype="<i4", mode="r", shape=(n,))
-        try:
-            offsets = np.load(d / "offsets.npy")
-        except (EOFError, SyntaxError) as err:  # a truncated or garbled header
-            raise ValueError(f"offsets.npy cannot be read ({err})") from None
+        offsets = _load_offsets(d / "offsets.npy")
         vocab = Vocab.load(d / "vocab.tsv")
         if check:
             _check(meta, ids, offsets, vocab)
-        corpus = cls(ids, offsets, vocab, meta["raw_words"], path=d)
+        corpus = cls(ids, offsets, vocab, meta["raw_words"], path=d, validate=False)
         corpus.replaced_bytes = int(meta.get("replaced_bytes", 0))
         return corpus
+
+
+def _load_offsets(path: Path) -> np.ndarray:
+    try:
+        offsets = np.load(path, mmap_mode="c")
+    except (EOFError, SyntaxError, ValueError) as err:  # truncated, or a garbled header
+        raise ValueError(f"offsets.npy cannot be read ({err})") from None
+    if offsets.dtype != np.int64 or offsets.ndim != 1:
+        raise ValueError(f"offsets.npy holds {offsets.dtype} of shape {offsets.shape}")
+    return offsets
+
+
+def _file_chunks(array: np.ndarray, chunk: int = 1 << 20):
+    """The values of a memory-mapped 1-D array, read from its file in chunks (so its pages are
+    not mapped into this process); an in-memory array in slices."""
+    if not isinstance(array, np.memmap) or array.filename is None:
+        for at in range(0, array.size, chunk):
+            yield np.asarray(array[at : at + chunk])
+        return
+    with open(array.filename, "rb") as f:
+        f.seek(array.offset)
+        for at in range(0, array.size, chunk):
+            values = np.fromfile(f, dtype=array.dtype, count=min(chunk, array.size - at))
+            if values.size == 0:
+                raise ValueError(f"{os.path.basename(array.filename)} ends early")
+            yield values
 
 
 def _check(meta: dict, ids, offsets, vocab: Vocab) -> None:
@@ -153,8 +234,17 @@ def _check(meta: dict, ids, offsets, vocab: Vocab) -> None:
     size = meta.get("vocab_size")  # absent in directories encoded before it was recorded
     if size is not None and len(vocab) != int(size):
         raise ValueError(f"vocab.tsv has {len(vocab)} words, meta.json says {size}")
+    last = 0
+    for chunk in _file_chunks(offsets):
+        if chunk[0] < last or (np.diff(chunk) < 0).any():
+            raise ValueError("offsets.npy is not non-decreasing")
+        last = int(chunk[-1])
+    if offsets.size and (int(offsets[0]) != 0 or last != len(ids)):
+        raise ValueError(f"offsets.npy runs from {int(offsets[0])} to {last}, not 0 to {len(ids)}")
     if len(ids):
-        low, high = int(ids.min()), int(ids.max())
+        low, high = len(vocab), -1
+        for chunk in _file_chunks(ids):
+            low, high = min(low, int(chunk.min())), max(high, int(chunk.max()))
         if low < 0 or high >= len(vocab):
             raise ValueError(
                 f"ids.int32 holds ids from {low} to {high}, outside the vocabulary of "
@@ -166,22 +256,46 @@ class BlockEncoder:
     """Token blocks (words with ``NEWLINE`` markers between lines, a line may span blocks) to
     vocabulary ids, one block at a time: unknown words are dropped after lines are cut into
     sentences of at most ``max_sentence_length`` raw words, as gensim reads a corpus. ``feed``
-    returns the block's kept ids and the positions (in the whole output) where sentences start."""
+    returns the block's kept ids and the positions (in the whole output) where sentences start.
 
-    def __init__(self, vocab: Vocab, max_sentence_length: int = MAX_SENTENCE_LENGTH):
+    ``feed_ids`` takes a block already looked up (ids, -1 for an unknown word, -2 for the line
+    marker); ``vocab`` may then be None. A stream that starts inside a corpus passes where it
+    stands: ``lines`` (line markers before it), ``in_line`` (words of its first line before it)
+    and ``written`` (ids kept before it); ``first_key`` and ``last_key`` then tell whether its
+    first kept word continues the sentence of the last one kept before it (equal keys)."""
+
+    def __init__(
+        self,
+        vocab: Vocab | None,
+        max_sentence_length: int = MAX_SENTENCE_LENGTH,
+        *,
+        lines: int = 0,
+        in_line: int = 0,
+        written: int = 0,
+    ):
         if max_sentence_length < 1:
             raise ValueError(f"max_sentence_length must be >= 1, got {max_sentence_length}")
-        self.lookup = _Lookup(vocab.index)
-        self.lookup[NEWLINE] = _NEWLINE_ID
+        self.lookup = None
+        if vocab is not None:
+            self.lookup = _Lookup(vocab.index)
+            self.lookup[NEWLINE] = _NEWLINE_ID
         self.max_sentence_length = max_sentence_length
-        self.written = 0  # ids kept so far
+        self.written = written  # ids kept so far
         self.words = 0  # raw words read so far
-        self.lines = 0  # line markers read so far
-        self._in_line = 0  # raw words already read on the current line (it may span blocks)
+        self.lines = lines  # line markers read so far
+        self._in_line = in_line  # raw words already read on the current line (it may span blocks)
         self._last_key = -1  # sentence key of the last word kept
+        self.first_key = -1  # sentence key of the first word kept
+
+    @property
+    def last_key(self) -> int:
+        return self._last_key
 
     def feed(self, toks) -> tuple[np.ndarray, np.ndarray]:
         raw = np.fromiter(map(self.lookup.__getitem__, toks), dtype=np.int32, count=len(toks))
+        return self.feed_ids(raw)
+
+    def feed_ids(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         is_nl = raw == _NEWLINE_ID
         line = self.lines
         # line number and position in the line of every entry, markers included
@@ -200,6 +314,8 @@ class BlockEncoder:
         if kept.size:
             new[0] = kkey[0] != self._last_key
             new[1:] = kkey[1:] != kkey[:-1]
+            if self.first_key < 0:
+                self.first_key = int(kkey[0])
             self._last_key = int(kkey[-1])
         starts = self.written + np.flatnonzero(new)
         self.written += kept.size
@@ -210,60 +326,350 @@ class BlockEncoder:
         return kept, starts
 
 
+# ---------------------------------------------------------------------------- encoding in parts
+@dataclass
+class _Part:
+    """What reading one part of the corpus gave (step 1)."""
+
+    counted: object = None  # provisional id -> word and count (a ``wordtable.WordCounts``)
+    kept: int = 0  # ids kept (a fixed vocabulary)
+    stats: CorpusStats = field(default_factory=CorpusStats)
+    codes: int = 0  # codes written: words and line markers
+    table_words: int = 0  # words of the compiled table (the dict's ids follow theirs)
+    trailing: int = 0  # words after the part's last line marker (all of them when it has none)
+
+
+@dataclass
+class _Cut:
+    """What renumbering and cutting one part gave (step 3)."""
+
+    starts: int = 0
+    first_key: int = -1
+    last_key: int = -1
+
+
+class _Run:
+    """One encoding: its settings, work directory and, once counted, the tables the parts need.
+    Forked workers see it as it stood when they were forked."""
+
+    def __init__(self, path, vocab, work: Path, tokenizer, lowercase, max_len, blocks, progress):
+        self.path, self.vocab, self.work = path, vocab, work
+        self.tokenizer, self.lowercase, self.max_len = tokenizer, lowercase, max_len
+        self.blocks, self.progress = blocks, progress
+        self.log_inline = True  # progress logged by the reading loop (else by the waiting parent)
+        self.lookup = self.table = self.table_ids = None
+        if vocab is not None:
+            self.lookup = _Lookup(vocab.index)
+            self.lookup[NEWLINE] = _NEWLINE_ID
+            if tokenizer is None or tokenizer is str.split:  # one table, shared by the workers
+                from .wordtable import SPLIT, WORDS, WordTable
+
+                mode = WORDS if tokenizer is None else SPLIT
+                self.table, self.table_ids = WordTable.of_words(mode, vocab.words)
+        self.luts: list = []  # per part: provisional id + 2 -> final id (-2, -1 first)
+        self.lines: list = []  # per part: line markers before it
+        self.in_line: list = []  # per part: words of its first line before it
+        self.bases: list = []  # per part: ids kept before it
+        self.table_words: list = []  # per part: words its compiled table held
+        self.ids_path: Path | None = None
+
+    def codes_path(self, i: int) -> Path:
+        return self.work / f"codes-{i}.int32"
+
+    def starts_path(self, i: int) -> Path:
+        return self.work / f"starts-{i}.int64"
+
+    # step 1 -------------------------------------------------------------------------------------
+    def read(self, task) -> _Part:
+        from .wordtable import SPLIT, WORDS, WordTable  # numba: imported when encoding
+
+        i, part = task
+        out = _Part()
+        stats = out.stats
+        counting = self.vocab is None
+        # ASCII blocks: cut and looked up by the compiled table; others by Python, in a dict
+        # whose new words (counting) get ids from _DICT_BASE on
+        table = self.table  # a fixed vocabulary's
+        if counting and (self.tokenizer is None or self.tokenizer is str.split):
+            table = WordTable(WORDS if self.tokenizer is None else SPLIT)
+        lookup = _Provisional({NEWLINE: _NEWLINE_ID}) if counting else self.lookup
+        counts = np.zeros(0, dtype=np.int64)  # of the dict's words
+        get = lookup.__getitem__
+        words = 0
+        with open(self.codes_path(i), "wb") as f:
+            blocks = self.blocks(
+                part, self.tokenizer, self.lowercase, stats, ascii_bytes=table is not None
+            )
+            for block in blocks:
+                if isinstance(block, bytes):
+                    codes = table.encode(block)
+                    if not counting:  # the table's ids to the vocabulary's
+                        known = codes >= 0
+                        codes[known] = self.table_ids[codes[known]]
+                else:
+                    codes = np.fromiter(map(get, block), dtype=np.int32, count=len(block))
+                    if counting:
+                        seen = np.bincount(codes[codes >= _DICT_BASE] - _DICT_BASE)
+                        if seen.size > counts.size:
+                            counts = np.concatenate((counts, np.zeros(seen.size, np.int64)))
+                        counts[: seen.size] += seen
+                codes.tofile(f)
+                out.codes += codes.size
+                nl = np.flatnonzero(codes == _NEWLINE_ID)
+                words += codes.size - nl.size
+                stats.lines += nl.size
+                if nl.size:
+                    out.trailing = codes.size - 1 - int(nl[-1])
+                else:
+                    out.trailing += codes.size
+                if not counting:
+                    out.kept += int(np.count_nonzero(codes >= 0))
+                if self.progress is not None:
+                    self.progress.set(i, stats.bytes_read, words)
+                    if self.log_inline:
+                        self.progress.maybe_log()
+        stats.words = words
+        if counting:  # the table's words by id, then the dict's
+            from .wordtable import WordCounts
+
+            dict_words = list(lookup)[1:]  # without the line marker
+            dict_counts = np.zeros(len(dict_words), np.int64)
+            dict_counts[: min(counts.size, len(dict_words))] = counts[: len(dict_words)]
+            if table is None:
+                out.counted = WordCounts.empty()
+                out.counted.extra_words, out.counted.extra_counts = dict_words, dict_counts
+            else:
+                out.counted = table.counted(dict_words, dict_counts)
+            out.table_words = out.counted.counts.size
+        return out
+
+    # step 3 -------------------------------------------------------------------------------------
+    def cut(self, i: int) -> _Cut:
+        from .wordtable import cut_sentences
+
+        # lines before, words of the first line before, ids before, last key, first key
+        state = np.array([self.lines[i], self.in_line[i], self.bases[i], -1, -1], np.int64)
+        lut = self.luts[i] if self.luts else np.zeros(0, np.int32)
+        ids = np.empty(CHUNK_CODES, dtype="<i4")
+        starts = np.empty(CHUNK_CODES, dtype="<i8")
+        out = _Cut()
+        fd = os.open(self.ids_path, os.O_WRONLY)
+        try:
+            with open(self.codes_path(i), "rb") as f, open(self.starts_path(i), "wb") as s:
+                while True:
+                    codes = np.fromfile(f, dtype="<i4", count=CHUNK_CODES)
+                    if not codes.size:
+                        break
+                    if lut.size:  # the dict's provisional ids follow the table's in ``lut``
+                        big = codes >= _DICT_BASE
+                        codes[big] -= _DICT_BASE - self.table_words[i]
+                    at = int(state[2])
+                    n_ids, n_starts = cut_sentences(codes, lut, self.max_len, state, ids, starts)
+                    _pwrite_all(fd, ids[:n_ids], 4 * at)
+                    starts[:n_starts].tofile(s)
+                    out.starts += n_starts
+        finally:
+            os.close(fd)
+        self.codes_path(i).unlink()
+        out.first_key, out.last_key = int(state[4]), int(state[3])
+        return out
+
+
+def _pwrite_all(fd: int, array: np.ndarray, at: int) -> None:
+    view = memoryview(array).cast("B")
+    while view.nbytes:
+        n = os.pwrite(fd, view, at)
+        view, at = view[n:], at + n
+
+
+def _parts(path, workers: int | None) -> list[list[Piece]]:
+    """The corpus in one part per worker (``workers`` None: one per usable CPU, and at most one
+    per ``MIN_PART_BYTES`` of text); one part when this process cannot fork."""
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be >= 1 or None, got {workers}")
+    if workers is None:
+        size = sum(f.stat().st_size for f in corpus_files(path))
+        workers = min(usable_cpus(), max(1, size // MIN_PART_BYTES))
+    if workers == 1 or not can_fork():
+        return [[Piece(str(f)) for f in corpus_files(path)]]
+    return split_corpus(path, workers)
+
+
+def _write_offsets(path: Path, run: _Run, cuts: list[_Cut], total: int) -> int:
+    """offsets.npy from the parts' sentence starts (a part's first start dropped when its first
+    word continues the sentence the part before it ended in) and the end; the sentence count."""
+    drop, last = [], -1
+    for cut in cuts:
+        drop.append(cut.starts > 0 and cut.first_key >= 0 and cut.first_key == last)
+        if cut.last_key >= 0:
+            last = cut.last_key
+    n = sum(cut.starts - d for cut, d in zip(cuts, drop)) + 1
+
+    def pieces():
+        for i, d in enumerate(drop):
+            with open(run.starts_path(i), "rb") as f:
+                first = True
+                while True:
+                    starts = np.fromfile(f, dtype="<i8", count=CHUNK_CODES)
+                    if not starts.size:
+                        break
+                    yield starts[1:] if first and d else starts
+                    first = False
+        yield np.array([total], dtype=np.int64)
+
+    if n <= OFFSETS_IN_MEMORY:
+        np.save(path, np.concatenate(list(pieces())).astype(np.int64))
+        return n - 1
+    with open(path, "wb") as f:  # streamed: the .npy header, then the starts as they come
+        np.lib.format.write_array_header_1_0(
+            f, {"descr": "<i8", "fortran_order": False, "shape": (n,)}
+        )
+        for starts in pieces():
+            starts.astype("<i8", copy=False).tofile(f)
+    return n - 1
+
+
 def encode_corpus(
     path,
-    vocab: Vocab,
+    vocab: Vocab | None,
     out_dir,
     tokenizer: Tokenizer | None = None,
     lowercase: bool = True,
     max_sentence_length: int = MAX_SENTENCE_LENGTH,
     extra_meta: dict | None = None,
+    *,
+    min_count: int = 5,
+    max_final_vocab: int | None = None,
+    workers: int | None = None,
+    parts: list[list[Piece]] | None = None,
+    gather: Callable[[object], list] | None = None,
+    rank: int = 0,
 ) -> EncodedCorpus:
     """Tokenize ``path`` as ``read_sentences`` does, keep words of ``vocab`` (unknown words are
     dropped, as gensim does, after lines are cut at ``max_sentence_length`` raw words) and write the
-    ids to ``out_dir``. Returns the memory-mapped result."""
-    if len(vocab) == 0:
+    ids to ``out_dir``. Returns the memory-mapped result.
+
+    ``vocab`` None counts the vocabulary in the same pass (``Vocab.from_counter`` with
+    ``min_count`` and ``max_final_vocab``). ``workers`` processes read the text (None: one per
+    CPU, fewer for a small corpus); the files written are the same for any number. ``parts``
+    (lists of ``Piece``) replaces the corpus with those parts of it; ``gather`` then merges the
+    counts with the processes that read the other parts: given this process's (counts, totals),
+    it returns every process's, in corpus order, this one's at ``rank`` (see
+    ``cache.prepare_corpus_shard``). The files describe the parts read here; the vocabulary is
+    the whole corpus's."""
+    if vocab is not None and len(vocab) == 0:
         raise ValueError("vocabulary is empty")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    stats = CorpusStats()
-    encoder = BlockEncoder(vocab, max_sentence_length)
-    starts: list[np.ndarray] = []
+    if parts is None:
+        parts = _parts(path, workers)
+    work = out / ".encoding.tmp"
     ids_path = out / "ids.int32"
-    tmp_path = out / "ids.int32.tmp"
+    tmp_ids = out / "ids.int32.tmp"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    total_bytes = sum(
+        (os.stat(p.file).st_size if p.end is None else p.end) - p.start for ps in parts for p in ps
+    )
+    progress = Progress(f"reading {os.fspath(path)}", total_bytes, len(parts))
     try:
-        with open(tmp_path, "wb") as f:
-            for toks in token_blocks(path, tokenizer, lowercase, stats):
-                kept, block_starts = encoder.feed(toks)
-                starts.append(block_starts)
-                kept.astype("<i4").tofile(f)
-        stats.lines, stats.words = encoder.lines, encoder.words
-        written = encoder.written
+        run = _Run(
+            path, vocab, work, tokenizer, lowercase, max_sentence_length, token_blocks, progress
+        )
+        tasks = list(enumerate(parts))
+        run.log_inline = len(tasks) == 1
+        if tokenizer is None or tokenizer is str.split:  # the compiled table, loaded once here:
+            from .wordtable import WordTable  # forked workers share its code pages
+
+            WordTable(0).encode(b"a\n")
+        read = fork_map(run.read, tasks, work, progress.maybe_log)
+        stats = CorpusStats()
+        for part in read:
+            for name in ("files", "lines", "words", "replaced_bytes", "bytes_read"):
+                setattr(stats, name, getattr(stats, name) + getattr(part.stats, name))
+        local = (stats.words, stats.lines, stats.replaced_bytes, stats.files)
+        read_lines = [(part.stats.lines, part.trailing) for part in read]
+        counted = None
+        if vocab is None and len(read) == 1 and not read[0].counted.extra_words:
+            counted = read[0].counted  # one table: its words are distinct already
+            maps = [np.arange(len(counted))]
+        elif vocab is None:
+            from .wordtable import merge_counts
+
+            counted, maps = merge_counts([part.counted for part in read])
+        if gather is not None:  # the other processes' parts: totals, and counts to merge
+            everyone = list(gather((counted, local, read_lines)))
+            if vocab is None:
+                counted, ranks = merge_counts([e[0] for e in everyone])
+                maps = [ranks[rank][m] for m in maps]  # part -> this rank's words -> all words
+            everyone = [e[1:] for e in everyone]
+        else:
+            everyone, rank = [(local, read_lines)], 0
+        total_words = sum(e[0][0] for e in everyone)
+        before = everyone[:rank]
+        if vocab is None:
+            words = counted.words()
+            vocab = Vocab.from_counts(
+                words,
+                counted.all_counts(),
+                min_count,
+                max_final_vocab,
+                raw_words=total_words,
+                source=path,
+            )
+            final_of = np.fromiter(
+                (vocab.index.get(w, -1) for w in words), dtype=np.int32, count=len(words)
+            )
+            del words, counted
+            for part, where in zip(read, maps):
+                lut = final_of[where]
+                part.kept = int(part.counted.all_counts()[lut >= 0].sum())
+                run.luts.append(np.concatenate(([_NEWLINE_ID, -1], lut)).astype(np.int32))
+                run.table_words.append(part.table_words)
+                part.counted = None
+        if total_words == 0:
+            raise UsageError(f"corpus {os.fspath(path)!r} is empty: no words found")
+        # where each part starts: lines before it, words of its first line, ids before it
+        lines = in_line = 0
+        for n, trailing in (r for e in before for r in e[1]):
+            lines += n
+            in_line = trailing + (in_line if n == 0 else 0)
+        written = 0
+        for part in read:
+            run.lines.append(lines)
+            run.in_line.append(in_line)
+            run.bases.append(written)
+            lines += part.stats.lines
+            in_line = part.trailing + (in_line if part.stats.lines == 0 else 0)
+            written += part.kept
+        if written == 0:
+            raise UsageError(
+                f"no word of corpus {os.fspath(path)!r} is in the vocabulary "
+                f"({stats.words} words read, {len(vocab)} in the vocabulary)"
+            )
+        if stats.replaced_bytes:
+            log.warning(
+                "%s: %d undecodable bytes replaced by U+FFFD", os.fspath(path), stats.replaced_bytes
+            )
+        with open(tmp_ids, "wb") as f:
+            f.truncate(4 * written)
+        run.ids_path = tmp_ids
+        cuts = fork_map(run.cut, list(range(len(read))), work)
+        n_sentences = _write_offsets(out / "offsets.npy", run, cuts, written)
+        os.replace(tmp_ids, ids_path)
     except BaseException:
-        tmp_path.unlink(missing_ok=True)  # no partial file left behind (full disk, bad input)
+        tmp_ids.unlink(missing_ok=True)  # no partial file left behind (full disk, bad input)
+        (out / "offsets.npy").unlink(missing_ok=True)
         raise
-    if stats.words == 0:
-        tmp_path.unlink()
-        raise UsageError(f"corpus {os.fspath(path)!r} is empty: no words found")
-    if written == 0:
-        tmp_path.unlink()
-        raise UsageError(
-            f"no word of corpus {os.fspath(path)!r} is in the vocabulary "
-            f"({stats.words} words read, {len(vocab)} in the vocabulary)"
-        )
-    if stats.replaced_bytes:
-        log.warning(
-            "%s: %d undecodable bytes replaced by U+FFFD", os.fspath(path), stats.replaced_bytes
-        )
-    os.replace(tmp_path, ids_path)
-    offsets = np.concatenate([*starts, [written]]).astype(np.int64)
-    np.save(out / "offsets.npy", offsets)
+    finally:
+        progress.close()
+        shutil.rmtree(work, ignore_errors=True)
     vocab.save(out / "vocab.tsv")
     meta = {
         "format": FORMAT,
         "source": os.fspath(path),
         "n_tokens": int(written),
-        "n_sentences": int(offsets.size - 1),
+        "n_sentences": int(n_sentences),
         "vocab_size": len(vocab),
         "raw_words": int(stats.words),
         "lines": int(stats.lines),
@@ -274,4 +680,9 @@ def encode_corpus(
     }
     meta.update(extra_meta or {})
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
-    return EncodedCorpus.open(out)
+    ids = np.memmap(ids_path, dtype="<i4", mode="r", shape=(written,))
+    corpus = EncodedCorpus(
+        ids, _load_offsets(out / "offsets.npy"), vocab, stats.words, path=out, validate=False
+    )
+    corpus.replaced_bytes = int(stats.replaced_bytes)
+    return corpus

@@ -12,10 +12,17 @@ more than ``NUL_SHARE`` of NUL bytes (UTF-16/32 without a byte-order mark, or bi
 than ``REPLACED_SHARE`` of bytes that are not UTF-8 (a legacy encoding, compressed or binary data).
 Only regular files are read: a FIFO, socket or device (which could block forever) is refused before
 it is opened, as is a missing path (``CorpusNotFoundError``).
+
+A corpus can be read in parts, one per process: ``split_corpus`` cuts it into contiguous byte
+ranges (``Piece``) of about equal size, at line ends (at a space when a line runs on for more than
+``SPLIT_SEARCH_BYTES``, as in text8), never inside a compressed file or one with a UTF-16/32
+byte-order mark (those go whole to one part). ``token_blocks`` of the parts, one after the other,
+yield the tokens of the whole corpus.
 """
 
 from __future__ import annotations
 
+import bisect
 import bz2
 import codecs
 import errno
@@ -30,15 +37,19 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ns_plugins.errors import UsageError
 
 __all__ = [
     "CorpusNotFoundError",
     "CorpusStats",
+    "Piece",
     "corpus_files",
     "open_binary",
     "read_sentences",
     "simple_tokenize",
+    "split_corpus",
     "token_blocks",
     "tokenizer_named",
 ]
@@ -101,6 +112,7 @@ class CorpusStats:
     lines: int = 0
     words: int = 0
     replaced_bytes: int = 0  # undecodable bytes, each replaced by U+FFFD
+    bytes_read: int = 0  # bytes read from the files (compressed bytes for a compressed file)
 
 
 # Undecodable bytes are replaced, never fatal; the handler counts them per thread so that a pass
@@ -200,18 +212,23 @@ def _cause(err: BaseException) -> str:
     return str(err) or type(err).__name__
 
 
-def open_binary(path):
+_COMPRESSED = {".gz": "gzip", ".dz": "gzip", ".gzip": "gzip", ".bz2": "bz2", ".xz": "xz"}
+_COMPRESSED[".lzma"] = "xz"
+
+
+def open_binary(path, raw=None):
     """Open a corpus file for reading bytes, decompressing by suffix (.gz and dictzip .dz share
-    the gzip format; .bz2; .xz/.lzma)."""
+    the gzip format; .bz2; .xz/.lzma). ``raw``: the open file object to decompress (left open)."""
     p = Path(path)
-    suffix = p.suffix.lower()
-    if suffix in (".gz", ".dz", ".gzip"):
-        return gzip.open(p, "rb")
-    if suffix == ".bz2":
-        return bz2.open(p, "rb")
-    if suffix in (".xz", ".lzma"):
-        return lzma.open(p, "rb")
-    return open(p, "rb")
+    kind = _COMPRESSED.get(p.suffix.lower())
+    source = p if raw is None else raw
+    if kind == "gzip":
+        return gzip.open(source, "rb")
+    if kind == "bz2":
+        return bz2.open(source, "rb")
+    if kind == "xz":
+        return lzma.open(source, "rb")
+    return open(p, "rb") if raw is None else raw
 
 
 def _share(data: bytes) -> float:
@@ -327,15 +344,17 @@ def _utf8_stream(f, path, block_bytes: int, stats: CorpusStats):
     return _Prefixed(head, f)
 
 
-def _byte_pieces(f, block_bytes: int) -> Iterator[tuple[bytes, bool]]:
+def _byte_pieces(f, block_bytes: int, eof: bool = True) -> Iterator[tuple[bytes, bool]]:
     """Yield (bytes, ends_line). A piece ends at a newline when one is in reach; a line longer than
-    a block is cut at whitespace (which never splits a UTF-8 character) and continues."""
+    a block is cut at whitespace (which never splits a UTF-8 character) and continues. ``eof``:
+    the stream ends where the file does (its last line ends there, newline or not); otherwise it
+    stops inside the file and the bytes after its last newline continue a line."""
     rest = b""
     while True:
         data = f.read(block_bytes)
         if not data:
             if rest:
-                yield rest, True
+                yield rest, eof
             return
         buf = rest + data
         cut = buf.rfind(b"\n")
@@ -376,36 +395,182 @@ def _tokens(data: bytes, stats: CorpusStats, tokenizer: Tokenizer | None, lowerc
     return _TOKEN_OR_NEWLINE.findall(text)
 
 
+@dataclass(frozen=True)
+class Piece:
+    """Bytes ``start`` to ``end`` of a corpus file (``end`` None: to its end). A piece other than
+    a file's first starts after a newline or a space, and one that stops inside a file stops
+    after one: no word is cut."""
+
+    file: str
+    start: int = 0
+    end: int | None = None
+
+
+class _Counted:
+    """A binary file read at most ``limit`` bytes (None: all) from where it stands, counting
+    them into ``stats.bytes_read``."""
+
+    def __init__(self, f, limit: int | None, stats: CorpusStats):
+        self._f, self._left, self._stats = f, limit, stats
+
+    def read(self, n: int = -1) -> bytes:
+        if self._left is not None:
+            n = self._left if n is None or n < 0 else min(n, self._left)
+        data = self._f.read(n)
+        if self._left is not None:
+            self._left -= len(data)
+        self._stats.bytes_read += len(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # for BufferedReader-style callers (bz2, lzma)
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        pass
+
+    @property
+    def closed(self) -> bool:
+        return False
+
+
+def _pieces_of(source) -> list[Piece]:
+    if isinstance(source, Piece):
+        return [source]
+    if isinstance(source, (list, tuple)) and all(isinstance(p, Piece) for p in source):
+        return list(source)
+    return [Piece(str(f)) for f in corpus_files(source)]
+
+
+def _piece_stream(piece: Piece, raw, stats: CorpusStats, block_bytes: int):
+    """The UTF-8 bytes of ``piece`` from the open file ``raw``."""
+    if piece.start:
+        raw.seek(piece.start)
+    limit = None if piece.end is None else piece.end - piece.start
+    counted = _Counted(raw, limit, stats)
+    if piece.start:  # inside a plain UTF-8 file: checked with the file's first piece
+        return counted
+    return _utf8_stream(open_binary(piece.file, counted), piece.file, block_bytes, stats)
+
+
 def token_blocks(
     path,
     tokenizer: Tokenizer | None = None,
     lowercase: bool = True,
     stats: CorpusStats | None = None,
     block_bytes: int | None = None,
+    ascii_bytes: bool = False,
 ) -> Iterator[list[str]]:
     """Yield flat token lists; ``NEWLINE`` closes every line, including the last line of each file.
 
     A line cut across two blocks has no marker at the cut, so consumers simply carry on counting.
+    ``path`` is a corpus path, or a ``Piece`` or a list of them (one part of ``split_corpus``):
+    a piece that stops inside a file ends its last line only where the file has a newline.
+    ``ascii_bytes`` (with the default tokenizer or ``str.split``): a block of ASCII text comes
+    as its ``bytes`` instead, lowercased if asked and ending in a newline where a line ends, for
+    ``wordtable.WordTable`` to cut into the same tokens.
     """
     if tokenizer is not None and not callable(tokenizer):
         raise TypeError(f"tokenizer must be a callable str -> list of str, got {tokenizer!r}")
     stats = stats if stats is not None else CorpusStats()
     block_bytes = BLOCK_BYTES if block_bytes is None else int(block_bytes)
-    for file in corpus_files(path):
-        stats.files += 1
+    as_bytes = ascii_bytes and (tokenizer is None or tokenizer is str.split)
+    for piece in _pieces_of(path):
+        file = piece.file
+        stats.files += piece.start == 0
         try:
-            with open_binary(file) as f:
-                text = _utf8_stream(f, file, block_bytes, stats)
-                for data, ends_line in _byte_pieces(text, block_bytes):
+            with open(file, "rb") as raw:
+                size = os.fstat(raw.fileno()).st_size
+                eof = piece.end is None or piece.end >= size
+                text = _piece_stream(piece, raw, stats, block_bytes)
+                for data, ends_line in _byte_pieces(text, block_bytes, eof):
+                    if as_bytes and data.isascii():
+                        data = data.lower() if lowercase else data
+                        yield data + b"\n" if ends_line and not data.endswith(b"\n") else data
+                        continue
                     toks = _tokens(data, stats, tokenizer, lowercase)
                     if not ends_line and toks and toks[-1] == NEWLINE:
                         toks.pop()
                     if ends_line and (not toks or toks[-1] != NEWLINE):
                         toks.append(NEWLINE)
                     yield toks
+        except FileNotFoundError:
+            raise CorpusNotFoundError(file) from None
         except (OSError, EOFError, lzma.LZMAError, zlib.error) as e:
             # corrupt or truncated compressed data (or a read error): one line, naming the file
             raise UsageError(f"cannot read corpus file {str(file)!r}: {_cause(e)}") from None
+
+
+SPLIT_SEARCH_BYTES = 1 << 20  # how far past an even cut a line end (then a space) is looked for
+
+
+def _splittable(file: str) -> bool:
+    """A plain file that can be read from the middle: not compressed, no UTF-16/32 mark."""
+    if Path(file).suffix.lower() in _COMPRESSED:
+        return False
+    with open(file, "rb") as f:
+        head = f.read(4)
+    return not any(head.startswith(bom) for bom, enc in _BOMS if enc != "utf-8")
+
+
+def _cut_near(file: str, at: int, size: int) -> int | None:
+    """A cut at or after byte ``at`` of a plain file: just after the first newline within
+    ``SPLIT_SEARCH_BYTES``, else just after the first space or tab there; None when neither."""
+    with open(file, "rb") as f:
+        f.seek(at)
+        window = f.read(SPLIT_SEARCH_BYTES)
+    i = window.find(b"\n")
+    if i < 0:
+        spaces = [j for j in (window.find(bytes([c])) for c in _WHITESPACE) if j >= 0]
+        if not spaces:
+            return None
+        i = min(spaces)
+    cut = at + i + 1
+    return cut if cut < size else None
+
+
+def split_corpus(path, parts: int) -> list[list[Piece]]:
+    """The corpus ``path`` in at most ``parts`` contiguous parts of about equal bytes, each a list
+    of ``Piece``; read one after the other they are the corpus. Compressed files and files with a
+    UTF-16/32 byte-order mark are never cut (the cut moves to the nearer end of the file), so
+    fewer parts than asked may come back."""
+    if parts < 1:
+        raise ValueError(f"parts must be >= 1, got {parts}")
+    files = [str(f) for f in corpus_files(path)]
+    sizes = [os.stat(f).st_size for f in files]
+    starts = np.concatenate(([0], np.cumsum(sizes))).tolist()
+    total = starts[-1]
+    cuts: list[int] = []
+    for i in range(1, parts):
+        at = i * total // parts
+        k = bisect.bisect_right(starts, at) - 1  # the file holding byte ``at``
+        if k >= len(files) or at == starts[k]:
+            cut = at
+        elif _splittable(files[k]):
+            inside = _cut_near(files[k], at - starts[k], sizes[k])
+            cut = starts[k + 1] if inside is None else starts[k] + inside
+        else:
+            cut = starts[k] if at - starts[k] < starts[k + 1] - at else starts[k + 1]
+        if 0 < cut < total and (not cuts or cut > cuts[-1]):
+            cuts.append(cut)
+    edges = [0, *cuts, total]
+    out = []
+    for j in range(len(edges) - 1):
+        lo, hi, last = edges[j], edges[j + 1], j == len(edges) - 2
+        part = []
+        for file, size, start in zip(files, sizes, starts):
+            end = start + size
+            if size == 0:  # an empty file: in the part where it stands
+                if lo <= start < hi or (last and start == hi):
+                    part.append(Piece(file))
+            elif start < hi and end > lo:
+                part.append(Piece(file, max(lo - start, 0), None if hi >= end else hi - start))
+        out.append(part)
+    return out
 
 
 class read_sentences:  # noqa: N801 - reads like the function it replaces in user code

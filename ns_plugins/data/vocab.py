@@ -81,26 +81,57 @@ class Vocab:
 
         ``raw_words``: words read, when ``counter`` no longer holds them all (pruned while
         counting); ``source`` names the corpus in error messages."""
+        counts = np.fromiter(counter.values(), dtype=np.int64, count=len(counter))
+        return cls.from_counts(
+            list(counter), counts, min_count, max_final_vocab, raw_words=raw_words, source=source
+        )
+
+    @classmethod
+    def from_counts(
+        cls,
+        words: Sequence[str],
+        counts,
+        min_count: int = 5,
+        max_final_vocab: int | None = None,
+        *,
+        raw_words: int | None = None,
+        source=None,
+    ) -> Vocab:
+        """``from_counter`` for distinct ``words`` and their ``counts`` (an array): the same
+        vocabulary, sorted with numpy instead of a list of pairs (less memory, faster)."""
         if min_count < 1:
             raise ValueError(f"min_count must be >= 1, got {min_count}")
         if max_final_vocab is not None and max_final_vocab < 1:
             raise ValueError(f"max_final_vocab must be >= 1 or None, got {max_final_vocab}")
-        total = sum(counter.values()) if raw_words is None else raw_words
+        counts = np.asarray(counts, dtype=np.int64)
+        total = int(counts.sum()) if raw_words is None else raw_words
         where = "" if source is None else f" {os.fspath(source)!r}"
         if total == 0:
             raise UsageError(f"corpus{where} is empty: no words to build a vocabulary from")
-        kept = [(w, c) for w, c in counter.items() if c >= min_count]
-        if not kept:
-            top_word, top = max(counter.items(), key=lambda wc: (wc[1], wc[0]))
+        kept = np.flatnonzero(counts >= min_count)
+        if not kept.size and not counts.size:
+            raise UsageError(
+                f"vocabulary of corpus{where} is empty: no word occurs min_count={min_count} "
+                f"times in {total} words; lower min_count"
+            )
+        if not kept.size:
+            top = int(counts.max())
+            top_word = max(w for w, c in zip(words, counts.tolist()) if c == top)
             raise UsageError(
                 f"vocabulary of corpus{where} is empty: no word occurs min_count={min_count} "
                 f"times (the most frequent, {top_word!r}, occurs {top} times in {total} words); "
                 "lower min_count"
             )
-        kept.sort(key=lambda wc: (-wc[1], wc[0]))
+        # descending count, ties by the word: the words' ranks in sorted order break the ties
+        kept_words = [words[i] for i in kept.tolist()]
+        by_word = np.array(kept_words, dtype=object).argsort(kind="stable")
+        rank = np.empty(len(kept_words), dtype=np.int64)
+        rank[by_word] = np.arange(len(kept_words))
+        del by_word
+        order = np.lexsort((rank, -counts[kept]))
         if max_final_vocab is not None:
-            kept = kept[:max_final_vocab]
-        vocab = cls([w for w, _ in kept], [c for _, c in kept])
+            order = order[:max_final_vocab]
+        vocab = cls([kept_words[i] for i in order.tolist()], counts[kept][order])
         vocab.raw_words = int(total)
         return vocab
 
