@@ -8,7 +8,12 @@ Names load on first use, so a program that only reads and encodes a corpus never
 import importlib
 
 _EXPORTS = {
-    "cache": ("open_cached_corpus", "prepare_cached_corpus", "prepare_corpus"),
+    "cache": (
+        "open_cached_corpus",
+        "prepare_cached_corpus",
+        "prepare_corpus",
+        "prepare_corpus_shard",
+    ),
     "encode": ("EncodedCorpus", "encode_corpus"),
     "keras": ("make_sampling_table", "skipgrams"),
     "pairs": ("CBOWBatches", "SkipGramBatches"),

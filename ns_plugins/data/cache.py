@@ -56,17 +56,20 @@ from pathlib import Path
 
 from ns_plugins.errors import UsageError
 
-from .encode import EncodedCorpus, encode_corpus
+from .encode import MIN_PART_BYTES, EncodedCorpus, encode_corpus
+from .parallel import can_fork, usable_cpus
 from .reader import (
     MAX_SENTENCE_LENGTH,
     CorpusNotFoundError,
+    Piece,
     Tokenizer,
     corpus_files,
+    split_corpus,
     tokenizer_named,
 )
 from .vocab import Vocab
 
-__all__ = ["open_cached_corpus", "prepare_cached_corpus", "prepare_corpus"]
+__all__ = ["open_cached_corpus", "prepare_cached_corpus", "prepare_corpus", "prepare_corpus_shard"]
 
 log = logging.getLogger(__name__)
 
@@ -258,8 +261,10 @@ def _build(
     vocab_file,
     synthetic: dict | None,
     workers: int | None = None,
+    shard: tuple | None = None,
 ) -> None:
-    """Encode into a temporary directory beside ``out``, ``recipe.json`` last, then rename."""
+    """Encode into a temporary directory beside ``out``, ``recipe.json`` last, then rename.
+    ``shard``: (rank, world size, gather) of ``prepare_corpus_shard``."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         if synthetic is not None:
@@ -276,19 +281,24 @@ def _build(
             fixed = Vocab.load(vocab_file)
             counts = Counter(dict(zip(fixed.words, fixed.counts.tolist())))
             vocab = Vocab.from_counter(counts, mc, final, source=vocab_file)
-        elif cap is not None:  # gensim's pruning follows the order of the text: one reader
+        elif cap is not None and shard is None:  # gensim's pruning follows the text: one reader
             vocab = Vocab.build(path, mc, cap, tokenizer, lowercase, max_final_vocab=final)
-        encode_corpus(
-            path,
-            vocab,
-            tmp,
-            tokenizer,
-            lowercase,
-            max_len,
-            min_count=mc,
-            max_final_vocab=final,
-            workers=workers,
-        )
+        elif cap is not None:  # rank 0 counts (reading it all), the others wait for its vocabulary
+            vocab = _counted_on_rank_0(path, mc, cap, tokenizer, lowercase, final, shard)
+        options = dict(min_count=mc, max_final_vocab=final, workers=workers)
+        if shard is not None:
+            rank, world, gather = shard
+            parts = split_corpus(path, world)
+            if len(parts) < world:
+                raise UsageError(
+                    f"corpus {os.fspath(path)!r} cannot be cut into {world} shards at line ends "
+                    f"(only {len(parts)}); use fewer ranks or more files"
+                )
+            mine = split_corpus(parts[rank], _local_workers(parts[rank], workers))
+            options.update(parts=mine, gather=gather, rank=rank)
+            bytes_read = sum(_piece_bytes(p) for p in parts[rank])
+            options["extra_meta"] = {"shard": rank, "shards": world, "shard_bytes": bytes_read}
+        encode_corpus(path, vocab, tmp, tokenizer, lowercase, max_len, **options)
         if synthetic is not None:
             (tmp / "synthetic.txt").unlink()  # regenerated from its settings when needed
         (tmp / RECIPE).write_text(json.dumps(recipe, indent=1))  # last: the directory is complete
@@ -303,6 +313,38 @@ def _build(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _piece_bytes(piece: Piece) -> int:
+    end = os.stat(piece.file).st_size if piece.end is None else piece.end
+    return end - piece.start
+
+
+def _local_workers(part: list[Piece], workers: int | None) -> int:
+    """Workers for one shard (``workers`` None: one per CPU, fewer for a small shard)."""
+    if workers is not None:
+        return max(1, int(workers))
+    size = sum(_piece_bytes(p) for p in part)
+    return min(usable_cpus(), max(1, size // MIN_PART_BYTES)) if can_fork() else 1
+
+
+def _counted_on_rank_0(path, min_count, cap, tokenizer, lowercase, final, shard) -> Vocab:
+    """``max_vocab_size`` across ranks: rank 0 counts the whole text in order (gensim's pruning),
+    every rank gets its vocabulary."""
+    rank, world, gather = shard
+    mine = None
+    if rank == 0:
+        try:
+            vocab = Vocab.build(path, min_count, cap, tokenizer, lowercase, max_final_vocab=final)
+            mine = (vocab.words, vocab.counts, vocab.raw_words)
+        except Exception as err:
+            mine = f"{type(err).__name__}: {err}"
+    got = gather(mine)[0]
+    if isinstance(got, str):
+        raise UsageError(f"counting the corpus on rank 0 failed: {got}")
+    vocab = Vocab(got[0], got[1])
+    vocab.raw_words = got[2]
+    return vocab
 
 
 def prepare_cached_corpus(
@@ -439,3 +481,85 @@ def prepare_corpus(
         workers=workers,
     )
     return EncodedCorpus.open(directory)
+
+
+def prepare_corpus_shard(
+    path,
+    cache_dir,
+    rank: int,
+    world_size: int,
+    all_gather,
+    min_count: int = 5,
+    max_vocab_size: int | None = None,
+    tokenizer=None,
+    lowercase: bool | None = None,
+    max_sentence_length: int = MAX_SENTENCE_LENGTH,
+    reuse: bool = True,
+    *,
+    max_final_vocab: int | None = None,
+    vocab_file=None,
+    workers: int | None = None,
+) -> EncodedCorpus:
+    """This rank's shard of the text corpus ``path``, encoded under the cache ``cache_dir``: the
+    vocabulary of the whole corpus, the ids of the rank's part only. Every rank of a run calls it,
+    with ``all_gather`` = ``torch.distributed.all_gather_object`` (or any function with its
+    signature: fills a list of ``world_size`` slots with every rank's object); this module does not
+    import torch.
+
+    The corpus is cut as ``reader.split_corpus(path, world_size)`` cuts it (byte ranges of about
+    equal size at line ends; compressed files whole): rank ``r`` reads part ``r`` alone, on its
+    own ``workers`` processes, counts its words, and the counts go to every rank (one
+    ``all_gather``), so all build the same vocabulary (the one ``prepare_corpus`` builds); then it
+    encodes its part. The shards, in rank order, are the one-node encoding: their ids back to
+    back, their sentences one after the other (a sentence that a cut inside a line splits becomes
+    two; cuts fall at line ends wherever a line end is within ``reader.SPLIT_SEARCH_BYTES``).
+
+    The cache keeps one directory per shard (the recipe with ``shard: [rank, world_size]``),
+    complete or absent, under a lock; ranks reuse their shards only when all of them can (one
+    ``all_gather`` first), otherwise all encode again. ``max_vocab_size`` (gensim's pruning,
+    defined on the order of the whole text) is counted by rank 0 reading the whole corpus, the
+    others waiting for its vocabulary. A rank that fails reading its part tells the others, which
+    raise too (no rank waits forever for it). ``meta.json`` has ``shard``, ``shards`` and
+    ``shard_bytes`` (the bytes of the corpus this rank read)."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+    if not path:
+        raise UsageError("a text corpus needs a path (data.path=/path/to/corpus.txt(.gz))")
+    tokenize, lowercase, tokenizer_name = _tokenizer(tokenizer, lowercase)
+    if vocab_file is not None and not Path(vocab_file).is_file():
+        raise UsageError(f"vocabulary file not found: {os.fspath(vocab_file)!r}")
+    recipe = _recipe(
+        "text",
+        path,
+        min_count,
+        max_vocab_size,
+        max_final_vocab,
+        tokenizer_name,
+        vocab_file,
+        lowercase,
+        max_sentence_length,
+        None,
+    )
+    recipe["shard"] = [int(rank), int(world_size)]
+
+    def gather(obj) -> list:
+        everyone = [None] * world_size
+        all_gather(everyone, obj)
+        return everyone
+
+    root = _cache_root(cache_dir)
+    out = root / _key(recipe)
+    with _lock(root / f".{out.name}.lock"):
+        for stale in root.glob(f".{out.name}.*.tmp"):
+            shutil.rmtree(stale, ignore_errors=True)
+        have = reuse and tokenizer_name is not None and _reusable(out, recipe)
+        if not all(gather(have)):
+            if out.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=root))
+                os.replace(out, old / "old")
+                shutil.rmtree(old, ignore_errors=True)
+            _build(
+                out, recipe, path, tokenize, vocab_file, None, workers, (rank, world_size, gather)
+            )
+            _verified[str(out.resolve())] = _signature(out)
+    return EncodedCorpus.open(out)

@@ -475,6 +475,14 @@ class _Run:
         return out
 
 
+@dataclass
+class _Failed:
+    """What a process that failed reading its part sends the others instead of its counts."""
+
+    rank: int
+    message: str
+
+
 def _pwrite_all(fd: int, array: np.ndarray, at: int) -> None:
     view = memoryview(array).cast("B")
     while view.nbytes:
@@ -582,24 +590,35 @@ def encode_corpus(
             from .wordtable import WordTable  # forked workers share its code pages
 
             WordTable(0).encode(b"a\n")
-        read = fork_map(run.read, tasks, work, progress.maybe_log)
-        stats = CorpusStats()
-        for part in read:
-            for name in ("files", "lines", "words", "replaced_bytes", "bytes_read"):
-                setattr(stats, name, getattr(stats, name) + getattr(part.stats, name))
-        local = (stats.words, stats.lines, stats.replaced_bytes, stats.files)
-        read_lines = [(part.stats.lines, part.trailing) for part in read]
-        counted = None
-        if vocab is None and len(read) == 1 and not read[0].counted.extra_words:
-            counted = read[0].counted  # one table: its words are distinct already
-            maps = [np.arange(len(counted))]
-        elif vocab is None:
-            from .wordtable import merge_counts
+        try:
+            read = fork_map(run.read, tasks, work, progress.maybe_log)
+            stats = CorpusStats()
+            for part in read:
+                for name in ("files", "lines", "words", "replaced_bytes", "bytes_read"):
+                    setattr(stats, name, getattr(stats, name) + getattr(part.stats, name))
+            local = (stats.words, stats.lines, stats.replaced_bytes, stats.files)
+            read_lines = [(part.stats.lines, part.trailing) for part in read]
+            counted = None
+            if vocab is None and len(read) == 1 and not read[0].counted.extra_words:
+                counted = read[0].counted  # one table: its words are distinct already
+                maps = [np.arange(len(counted))]
+            elif vocab is None:
+                from .wordtable import merge_counts
 
-            counted, maps = merge_counts([part.counted for part in read])
+                counted, maps = merge_counts([part.counted for part in read])
+        except Exception as err:
+            if gather is None:
+                raise
+            gather(_Failed(rank, f"{type(err).__name__}: {err}"))  # the others stop too
+            raise
         if gather is not None:  # the other processes' parts: totals, and counts to merge
             everyone = list(gather((counted, local, read_lines)))
+            failed = [e for e in everyone if isinstance(e, _Failed)]
+            if failed:
+                raise UsageError(f"corpus shard {failed[0].rank} failed: {failed[0].message}")
             if vocab is None:
+                from .wordtable import merge_counts
+
                 counted, ranks = merge_counts([e[0] for e in everyone])
                 maps = [ranks[rank][m] for m in maps]  # part -> this rank's words -> all words
             everyone = [e[1:] for e in everyone]
@@ -678,6 +697,8 @@ def encode_corpus(
         "lowercase": bool(lowercase),
         "tokenizer": None if tokenizer is None else getattr(tokenizer, "__name__", repr(tokenizer)),
     }
+    if gather is not None:  # a part of a corpus: the words of all of it
+        meta["corpus_raw_words"] = int(total_words)
     meta.update(extra_meta or {})
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
     ids = np.memmap(ids_path, dtype="<i4", mode="r", shape=(written,))

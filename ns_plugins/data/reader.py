@@ -534,25 +534,26 @@ def _cut_near(file: str, at: int, size: int) -> int | None:
 
 
 def split_corpus(path, parts: int) -> list[list[Piece]]:
-    """The corpus ``path`` in at most ``parts`` contiguous parts of about equal bytes, each a list
-    of ``Piece``; read one after the other they are the corpus. Compressed files and files with a
-    UTF-16/32 byte-order mark are never cut (the cut moves to the nearer end of the file), so
-    fewer parts than asked may come back."""
+    """The corpus ``path`` (or a list of ``Piece``, a part of one) in at most ``parts``
+    contiguous parts of about equal bytes, each a list of ``Piece``; read one after the other
+    they are the corpus. Compressed files and files with a UTF-16/32 byte-order mark are never
+    cut (the cut moves to the nearer end of the file), so fewer parts than asked may come back."""
     if parts < 1:
         raise ValueError(f"parts must be >= 1, got {parts}")
-    files = [str(f) for f in corpus_files(path)]
-    sizes = [os.stat(f).st_size for f in files]
+    pieces = _pieces_of(path)
+    ends = [os.stat(p.file).st_size if p.end is None else p.end for p in pieces]
+    sizes = [max(end - p.start, 0) for p, end in zip(pieces, ends)]
     starts = np.concatenate(([0], np.cumsum(sizes))).tolist()
     total = starts[-1]
     cuts: list[int] = []
     for i in range(1, parts):
         at = i * total // parts
-        k = bisect.bisect_right(starts, at) - 1  # the file holding byte ``at``
-        if k >= len(files) or at == starts[k]:
+        k = bisect.bisect_right(starts, at) - 1  # the piece holding byte ``at``
+        if k >= len(pieces) or at == starts[k]:
             cut = at
-        elif _splittable(files[k]):
-            inside = _cut_near(files[k], at - starts[k], sizes[k])
-            cut = starts[k + 1] if inside is None else starts[k] + inside
+        elif _splittable(pieces[k].file):
+            inside = _cut_near(pieces[k].file, pieces[k].start + at - starts[k], ends[k])
+            cut = starts[k + 1] if inside is None else starts[k] + inside - pieces[k].start
         else:
             cut = starts[k] if at - starts[k] < starts[k + 1] - at else starts[k + 1]
         if 0 < cut < total and (not cuts or cut > cuts[-1]):
@@ -562,13 +563,14 @@ def split_corpus(path, parts: int) -> list[list[Piece]]:
     for j in range(len(edges) - 1):
         lo, hi, last = edges[j], edges[j + 1], j == len(edges) - 2
         part = []
-        for file, size, start in zip(files, sizes, starts):
-            end = start + size
+        for piece, size, start in zip(pieces, sizes, starts):
             if size == 0:  # an empty file: in the part where it stands
                 if lo <= start < hi or (last and start == hi):
-                    part.append(Piece(file))
-            elif start < hi and end > lo:
-                part.append(Piece(file, max(lo - start, 0), None if hi >= end else hi - start))
+                    part.append(piece)
+            elif start < hi and start + size > lo:
+                begin = piece.start + max(lo - start, 0)
+                end = piece.end if hi >= start + size else piece.start + hi - start
+                part.append(Piece(piece.file, begin, end))
         out.append(part)
     return out
 
