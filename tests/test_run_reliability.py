@@ -329,9 +329,11 @@ def test_every_batch_of_every_loader_worker_is_trained(num_workers, tmp_path, ca
     of them (the count of one worker was taken as the epoch's, and the last worker's last batch
     dropped or the epoch cut short)."""
     from ns_plugins.app.datamodule import CorpusDataModule
+    from ns_plugins.app.recipe import CorpusRecipe
 
-    dm = CorpusDataModule(cache_dir=cache / "workers", synthetic_sentences=600, min_count=1,
-                          batch_size=333, num_workers=num_workers, seed=1)  # fmt: skip
+    recipe = CorpusRecipe(synthetic_sentences=600, min_count=1)
+    dm = CorpusDataModule(recipe, cache_dir=cache / "workers", batch_size=333,
+                          num_workers=num_workers, seed=1)  # fmt: skip
     dm.setup("fit")
     n = max(num_workers, 1)
     shards = [dm._batches(0, 1, w, n) for w in range(n)]

@@ -19,7 +19,7 @@ from hydra import compose, initialize_config_dir
 from ns_plugins.app.checks import ConfigError
 from ns_plugins.app.config import config_dir
 from ns_plugins.app.launch import train
-from ns_plugins.app.recipe import cache_dir_of, prepare_run_data_for
+from ns_plugins.app.recipe import CorpusRecipe, cache_dir_of
 from ns_plugins.embeddings import load_word2vec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -603,12 +603,14 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from ns_plugins.app.config import config_dir
 from ns_plugins.app.launch import _encode_in_background
+from ns_plugins.app.recipe import CorpusRecipe, cache_dir_of
 assert "torch" not in sys.modules
 for corpus, run in (({str(text_corpus)!r}, "good"), ({str(bad)!r}, "bad")):
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         cfg = compose("train", overrides={[*TINY]!r} + ["+experiment=sgns_text", "min_count=1",
                       "data.path=" + corpus])
-    child = _encode_in_background(cfg, Path({str(tmp_path)!r}) / run)
+    run_dir = Path({str(tmp_path)!r}) / run
+    child = _encode_in_background(CorpusRecipe.from_config(cfg), cache_dir_of(cfg, run_dir))
     child.join()
     print(run, child.exitcode)
 """
@@ -623,5 +625,5 @@ for corpus, run in (({str(text_corpus)!r}, "good"), ({str(bad)!r}, "bad")):
     # the run's own preparation reuses the child's directory
     cfg = _cfg("+experiment=sgns_text", "min_count=1", f"data.path={text_corpus}")
     before = (encoded / "ids.int32").stat().st_mtime_ns
-    assert prepare_run_data_for(cfg, cache_dir_of(cfg, tmp_path / "good")) == encoded
+    assert CorpusRecipe.from_config(cfg).prepare(cache_dir_of(cfg, tmp_path / "good")) == encoded
     assert (encoded / "ids.int32").stat().st_mtime_ns == before

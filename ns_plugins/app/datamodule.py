@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ns_plugins.app.config import Arch, DataSource
-from ns_plugins.app.recipe import open_run_data, prepare_run_data, warm_start
+from ns_plugins.app.recipe import CorpusRecipe, open_run_data, warm_start
 from ns_plugins.app.signals import interruptible
 from ns_plugins.errors import UsageError
 
@@ -146,48 +146,40 @@ class _EpochLoader(DataLoader):
 
 
 class CorpusDataModule(pl.LightningDataModule):
+    """The run's corpus (``recipe``, a ``CorpusRecipe``, prepared in the cache ``cache_dir``) as
+    batches: (center, context) pairs for the batched engine, or with ``chunk_words`` sentence
+    ranges for the chunk engine."""
+
     def __init__(
         self,
-        source: DataSource | str = DataSource.synthetic,
-        path: str | None = None,
+        recipe: CorpusRecipe | None = None,
         cache_dir: str | Path = "data",
         arch: Arch | str = Arch.skipgram,
-        min_count: int = 5,
-        max_vocab_size: int | None = None,
         window: int = 5,
         sample: float = 1e-3,
         shrink_windows: bool = True,
         batch_size: int = 1024,
         seed: int = 1,
         num_workers: int = 0,
-        synthetic_seed: int = 0,
-        synthetic_sentences: int = 40000,
-        max_final_vocab: int | None = None,
-        tokenizer: str | None = None,
-        vocab_file: str | None = None,
         chunk_words: int | None = None,
         init_vectors: str | None = None,
         init_scale: float = 0.5,
     ):
         super().__init__()
-        self.source = DataSource(source)
+        self.recipe = recipe if recipe is not None else CorpusRecipe()
         self.arch = Arch(arch)
-        if self.source is DataSource.text:
+        if DataSource(self.recipe.source) is DataSource.text:
+            path = self.recipe.path
             if not path:
                 raise ValueError("data.path is required for data=text (a text corpus, .gz allowed)")
             if not Path(path).exists():  # a file or a directory of files
                 raise FileNotFoundError(f"corpus not found: data.path={path}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.path = path
         self.cache_dir = Path(cache_dir)
-        self.min_count, self.max_vocab_size = min_count, max_vocab_size
         self.window, self.sample, self.shrink_windows = window, sample, shrink_windows
         self.batch_size, self.seed = batch_size, seed
         self.num_workers = num_workers
-        self.synthetic_seed, self.synthetic_sentences = synthetic_seed, synthetic_sentences
-        self.max_final_vocab, self.vocab_file = max_final_vocab, vocab_file
-        self.tokenizer = tokenizer
         if chunk_words is not None and chunk_words < 1:
             raise ValueError(f"chunk_words must be >= 1, got {chunk_words}")
         self.chunk_words = chunk_words
@@ -199,18 +191,7 @@ class CorpusDataModule(pl.LightningDataModule):
 
     def _prepare(self) -> Path:
         """The corpus cache's directory for this recipe, encoded unless already there."""
-        return prepare_run_data(
-            self.cache_dir,
-            self.source,
-            self.path,
-            self.min_count,
-            self.max_vocab_size,
-            self.synthetic_seed,
-            self.synthetic_sentences,
-            max_final_vocab=self.max_final_vocab,
-            tokenizer=self.tokenizer,
-            vocab_file=self.vocab_file,
-        )
+        return self.recipe.prepare(self.cache_dir)
 
     def prepare_data(self) -> None:
         """Local rank 0 only: write the synthetic corpus, build the vocabulary, encode the ids."""

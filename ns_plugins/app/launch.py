@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 
 from ns_plugins.app import signals
 from ns_plugins.app.checks import check_config, devices, num_nodes
-from ns_plugins.app.recipe import cache_dir_of, prepare_run_data_for
+from ns_plugins.app.recipe import CorpusRecipe, cache_dir_of
 from ns_plugins.app.rundir import run_dir_claimed
 from ns_plugins.app.signals import RankStopped, RunInterrupted, _RankWatch, interruptible
 from ns_plugins.errors import UsageError
@@ -32,14 +32,14 @@ def train(cfg: DictConfig, run_dir, extra_callbacks=()) -> dict:
     check_config(cfg)
     run_dir = Path(run_dir)
     with run_dir_claimed(run_dir, cfg.ckpt_path):
-        return _train(cfg, run_dir, extra_callbacks)
+        return _train(cfg, run_dir, CorpusRecipe.from_config(cfg), extra_callbacks)
 
 
-def _train(cfg: DictConfig, run_dir: Path, extra_callbacks) -> dict:
+def _train(cfg: DictConfig, run_dir: Path, recipe: CorpusRecipe, extra_callbacks) -> dict:
     encoder = None
     try:
         with interruptible("preparing the corpus"):
-            encoder = _encode_in_background(cfg, run_dir)
+            encoder = _encode_in_background(recipe, cache_dir_of(cfg, run_dir))
             try:
                 from ns_plugins.app.skeleton import train as train_lightning
             except ModuleNotFoundError as err:
@@ -56,7 +56,7 @@ def _train(cfg: DictConfig, run_dir: Path, extra_callbacks) -> dict:
             encoder.kill()
             encoder.join()
     with _local_ranks(cfg):
-        return train_lightning(cfg, run_dir, extra_callbacks)
+        return train_lightning(cfg, run_dir, extra_callbacks, recipe=recipe)
 
 
 # Variables by which torchrun, SLURM, LSF or a cluster tell a process its rank: Lightning then
@@ -207,7 +207,7 @@ def _watch_ranks(waiting: dict, watch: _RankWatch | None = None, grace: float = 
             os._exit(code)
 
 
-def _encode_in_background(cfg: DictConfig, run_dir: Path):
+def _encode_in_background(recipe: CorpusRecipe, cache_dir: Path):
     """Start encoding the corpus into its cache in a forked child, or return None.
 
     Importing torch and Lightning takes seconds, and so does encoding a corpus of a few million
@@ -222,20 +222,20 @@ def _encode_in_background(cfg: DictConfig, run_dir: Path):
     if "torch" in sys.modules or sys.platform != "linux":
         return None
     proc = multiprocessing.get_context("fork").Process(
-        target=_encode_quietly, args=(cfg, cache_dir_of(cfg, run_dir), os.getpid()), daemon=True
+        target=_encode_quietly, args=(recipe, cache_dir, os.getpid()), daemon=True
     )
     proc.start()
     return proc
 
 
-def _encode_quietly(cfg: DictConfig, cache_dir: Path, parent: int) -> None:
+def _encode_quietly(recipe: CorpusRecipe, cache_dir: Path, parent: int) -> None:
     # The parent stops this child when it is interrupted; when it dies another way (kill -9),
     # the kernel ends this child with it instead of leaving it encoding as an orphan.
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the parent decides
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
-        prepare_run_data_for(cfg, cache_dir)
+        recipe.prepare(cache_dir)
     except BaseException:  # noqa: BLE001 - the data module prepares again and reports it
         pass
 

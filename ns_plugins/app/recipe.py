@@ -4,15 +4,14 @@ them), the cache directory it lives in, and the initial weights from ``init_vect
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from ns_plugins.app.checks import ConfigError
-from ns_plugins.app.config import (
-    DataSource,
-)
+from ns_plugins.app.config import DataSource
 from ns_plugins.engines.base import initial_weights
 
 log = logging.getLogger(__name__)
@@ -44,62 +43,53 @@ def warm_start(path, words, d: int, seed: int, scale: float):
     return W_in, W_out
 
 
-def prepare_run_data(
-    cache_dir: Path,
-    source: DataSource | str = DataSource.synthetic,
-    path: str | None = None,
-    min_count: int = 5,
-    max_vocab_size: int | None = None,
-    synthetic_seed: int = 0,
-    synthetic_sentences: int = 40000,
-    *,
-    max_final_vocab: int | None = None,
-    tokenizer: str | None = None,
-    vocab_file: str | None = None,
-) -> Path:
-    """The run's encoded corpus (and the synthetic corpus's ground truth) in the corpus cache
-    ``cache_dir``, encoded unless a run already did for the same recipe; returns its directory."""
-    from ns_plugins.data.cache import prepare_cached_corpus
+@dataclass(frozen=True)
+class CorpusRecipe:
+    """A run's corpus settings as the corpus cache keys them: made once from the config
+    (``from_config``) and handed unchanged to the encoder started early and to the data module,
+    so both ask the cache for the same directory."""
 
-    return prepare_cached_corpus(
-        cache_dir,
-        DataSource(source).value,
-        path,
-        min_count,
-        max_vocab_size,
-        max_final_vocab,
-        tokenizer,
-        vocab_file,
-        synthetic_seed=synthetic_seed,
-        synthetic_sentences=synthetic_sentences,
-    )
+    source: str = "synthetic"
+    path: str | None = None
+    min_count: int = 5
+    max_vocab_size: int | None = None
+    max_final_vocab: int | None = None
+    tokenizer: str | None = None
+    vocab_file: str | None = None
+    synthetic_seed: int = 0
+    synthetic_sentences: int = 40000
 
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> CorpusRecipe:
+        data = cfg.data
+        tokenizer = OmegaConf.select(cfg, "data.tokenizer", default=None)
+        return cls(
+            source=DataSource(data.source).value,
+            path=None if data.path is None else str(data.path),
+            min_count=int(cfg.min_count),
+            max_vocab_size=data.max_vocab_size,
+            max_final_vocab=OmegaConf.select(cfg, "data.max_final_vocab", default=None),
+            tokenizer=getattr(tokenizer, "value", tokenizer),
+            vocab_file=OmegaConf.select(cfg, "data.vocab_file", default=None),
+            synthetic_seed=int(data.synthetic_seed),
+            synthetic_sentences=int(data.synthetic_sentences),
+        )
 
-def run_data_recipe(cfg: DictConfig) -> dict:
-    """The corpus settings of ``cfg`` as ``prepare_run_data``'s keyword arguments: the one mapping,
-    read by the run's data module and by the encoder started before it (so both ask the cache for
-    the same recipe)."""
-    data = cfg.data
-    return dict(
-        source=data.source,
-        path=data.path,
-        min_count=cfg.min_count,
-        max_vocab_size=data.max_vocab_size,
-        synthetic_seed=data.synthetic_seed,
-        synthetic_sentences=data.synthetic_sentences,
-        max_final_vocab=OmegaConf.select(cfg, "data.max_final_vocab", default=None),
-        tokenizer=OmegaConf.select(cfg, "data.tokenizer", default=None),
-        vocab_file=OmegaConf.select(cfg, "data.vocab_file", default=None),
-    )
+    def prepare(self, cache_dir) -> Path:
+        """The encoded corpus (and a synthetic corpus's ground truth) in the cache ``cache_dir``,
+        encoded unless a run already did for this recipe; returns its directory."""
+        from ns_plugins.data.cache import prepare_cached_corpus
 
-
-def prepare_run_data_for(cfg: DictConfig, cache_dir: Path) -> Path:
-    return prepare_run_data(cache_dir, **run_data_recipe(cfg))
+        return prepare_cached_corpus(
+            Path(cache_dir), self.source, self.path, self.min_count, self.max_vocab_size,
+            self.max_final_vocab, self.tokenizer, self.vocab_file,
+            synthetic_seed=self.synthetic_seed, synthetic_sentences=self.synthetic_sentences,
+        )  # fmt: skip
 
 
 def open_run_data(cache_dir: Path):
-    """(EncodedCorpus, ground truth dict or None): of the directory ``prepare_run_data`` returned,
-    or the corpus prepared last in the cache ``cache_dir``."""
+    """(EncodedCorpus, ground truth dict or None) of a directory ``CorpusRecipe.prepare``
+    returned, or of the corpus prepared last in the cache ``cache_dir``."""
     from ns_plugins.data.cache import open_cached_corpus
 
     return open_cached_corpus(cache_dir)

@@ -46,7 +46,7 @@ from ns_plugins.app.engines.batched import SGNSModule
 from ns_plugins.app.engines.chunk import ChunkModule
 from ns_plugins.app.evaluation import RunEvaluator, eval_inputs
 from ns_plugins.app.outputs import config_dict, export_run, finish_run, write_json, writing
-from ns_plugins.app.recipe import cache_dir_of, run_data_recipe
+from ns_plugins.app.recipe import CorpusRecipe, cache_dir_of
 from ns_plugins.errors import UsageError
 
 __all__ = ["build", "train"]
@@ -104,13 +104,14 @@ def quiet_lightning() -> None:
         warnings.filterwarnings("ignore", message=message, category=category)
 
 
-def build(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
-    """(datamodule, module, trainer, callbacks dict) for ``cfg``, writing into ``run_dir``."""
+def build(cfg: DictConfig, run_dir: Path, extra_callbacks=(), recipe: CorpusRecipe | None = None):
+    """(datamodule, module, trainer, callbacks dict) for ``cfg``, writing into ``run_dir``;
+    ``recipe``: the corpus recipe the launcher made from ``cfg`` (made here when not given)."""
     quiet_lightning()
     data = cfg.data
     chunk = cfg.model.engine is Engine.chunk
     dm = CorpusDataModule(
-        **run_data_recipe(cfg),
+        recipe or CorpusRecipe.from_config(cfg),
         cache_dir=cache_dir_of(cfg, run_dir),
         arch=cfg.model.arch,
         window=cfg.window,
@@ -336,13 +337,13 @@ def _step(row: dict) -> float:
         return math.nan
 
 
-def train(cfg: DictConfig, run_dir: Path, extra_callbacks=()) -> dict:
+def train(cfg: DictConfig, run_dir: Path, extra_callbacks=(), recipe=None) -> dict:
     """Train as ``cfg`` says (already checked), write the run directory, and return the final
     metrics (rank 0). ``extra_callbacks`` run before the built-in ones (so a callback that stops
     training is seen by the interrupt handler in the same step)."""
     t0 = time.perf_counter()  # wall_seconds counts vocabulary and encoding, as gensim's does
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    dm, model, trainer, cbs = build(cfg, run_dir, extra_callbacks)
+    dm, model, trainer, cbs = build(cfg, run_dir, extra_callbacks, recipe)
     cbs["evaluation"].evaluator.load()  # a bad evaluation file fails now, not after an epoch
     try:
         trainer.fit(model, datamodule=dm, ckpt_path=cfg.ckpt_path)
