@@ -266,3 +266,17 @@ def test_workers_inside_a_daemonic_process(tmp_path, corpus):
     assert proc.exitcode == 0
     ref = encode_corpus(corpus, None, tmp_path / "ref", min_count=2, workers=1)
     _same_files(ref.path, type(ref.path)(queue.get(timeout=5)))
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_same_words_and_counts_as_gensims_build_vocab(tmp_path, workers):
+    word2vec = pytest.importorskip("gensim.models.word2vec")
+    rng = np.random.default_rng(11)
+    path = tmp_path / "c.txt"
+    path.write_text(_text(rng, 4000) + "\n" + " ".join(["long"] * 25000) + "\n")
+    model = word2vec.Word2Vec(vector_size=10, min_count=5, workers=1)
+    model.build_vocab(word2vec.LineSentence(str(path)))
+    theirs = {w: model.wv.get_vecattr(w, "count") for w in model.wv.index_to_key}
+    ours = prepare_corpus(path, tmp_path / "cache", min_count=5, tokenizer="split", workers=workers)
+    assert dict(zip(ours.vocab.words, ours.vocab.counts.tolist())) == theirs
+    assert ours.raw_words == model.corpus_total_words

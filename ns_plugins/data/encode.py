@@ -8,21 +8,27 @@ the files' sizes and shapes against ``meta.json`` and every id within the vocabu
 
 ``encode_corpus`` reads the text once, on ``workers`` processes, in flat memory:
 
-1. The corpus is cut into one part per worker (``reader.split_corpus``: byte ranges at line ends;
-   compressed files whole). Each worker tokenizes its part and writes, as it reads, a code per
-   token to a scratch file: the word's id in a dictionary of its own (a provisional id, counted
-   as it goes), or the line marker. With a fixed vocabulary the code is the final id already.
-2. The workers' counts are merged into the vocabulary (``Vocab.from_counter``: the same words,
-   counts and order for any number of workers), and each worker's provisional ids get a lookup
-   table to final ids (-1: not in the vocabulary).
-3. Each worker's codes are renumbered in chunks, cut into sentences as ``BlockEncoder`` does
-   (lines cut into sentences of ``max_sentence_length`` raw words, then unknown words dropped),
-   and written straight to their place in ``ids.int32`` (the number of ids each part keeps is
-   known from its counts); the sentence starts go to ``offsets.npy``.
+1. The corpus is cut into one part per worker (``reader.split_corpus``: byte ranges of about
+   equal size at line ends; compressed files whole). Each worker (forked) tokenizes its part and
+   writes, as it reads, one int32 code per token and per line end to a scratch file: ASCII text
+   goes through a compiled word table (``wordtable.WordTable``: tokens cut and looked up in one
+   pass), other text through the reader's tokenizer and a dict; a new word gets the next
+   provisional id of the worker and every word is counted. With a fixed vocabulary the code is
+   the word's final id (-1: unknown).
+2. The workers' counts are merged (``wordtable.merge_counts``) into the vocabulary
+   (``Vocab.from_counts``: the same words, counts and order for any number of workers), and each
+   worker's provisional ids get a lookup table to final ids (-1: not in the vocabulary).
+3. Each part's codes are renumbered in chunks (a thread per part: ``wordtable.cut_sentences``,
+   compiled), cut into sentences as ``BlockEncoder`` does (lines cut into sentences of
+   ``max_sentence_length`` raw words, then unknown words dropped) and written straight to their
+   place in ``ids.int32`` (how many ids each part keeps is known from its counts); the sentence
+   starts are streamed into ``offsets.npy``.
 
-Memory holds the dictionaries (it grows with the vocabulary, not the corpus) and a block or chunk
-at a time; the scratch files take 4 bytes per token and line on the cache's disk while encoding.
-The files written are byte for byte the same whatever the number of workers.
+Memory holds the word tables (they grow with the vocabulary, not the corpus) and a block or a
+chunk at a time; the scratch files take 4 bytes per token and line on the cache's disk while
+encoding. The files written are byte for byte the same whatever the number of workers: a part's
+lines are numbered from the lines before it, and a part that starts inside a line (a cut at a
+space in a line longer than ``reader.SPLIT_SEARCH_BYTES``) continues that line's count.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import logging
 import os
 import shutil
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,8 +65,9 @@ log = logging.getLogger(__name__)
 
 FORMAT = "ns_plugins.encoded_corpus/1"
 _NEWLINE_ID = -2
-# A worker per this many bytes of text at most: below it, forking costs more than it saves.
-MIN_PART_BYTES = 8 << 20
+# A worker per this many bytes of text at most (a second or so of work): below it, forking and
+# merging cost more than they save.
+MIN_PART_BYTES = 32 << 20
 CHUNK_CODES = 1 << 18  # codes renumbered at a time (a few MB of temporaries)
 # sentence starts of a corpus up to this many are written by np.save from memory; more are
 # streamed into offsets.npy
@@ -673,7 +681,9 @@ def encode_corpus(
         with open(tmp_ids, "wb") as f:
             f.truncate(4 * written)
         run.ids_path = tmp_ids
-        cuts = fork_map(run.cut, list(range(len(read))), work)
+        # the cut is compiled code and file I/O, both without the GIL: threads, no forks
+        with ThreadPoolExecutor(len(read)) as pool:
+            cuts = list(pool.map(run.cut, range(len(read))))
         n_sentences = _write_offsets(out / "offsets.npy", run, cuts, written)
         os.replace(tmp_ids, ids_path)
     except BaseException:
