@@ -19,7 +19,7 @@ from ns_plugins.app.config import (
     Engine,
     GradSync,
     Optimizer,
-    Reduce,
+    TrainConfig,
     unknown_options,
 )
 from ns_plugins.app.evaluation import eval_inputs
@@ -46,18 +46,15 @@ def _cuda_available() -> bool:
 
 # Options one engine reads and the other does not, with the schema's defaults: a run on the other
 # engine refuses any of them set to something else, naming it.
-PAIRS_ONLY = {
-    "backend.name": Backend.fused,
-    "reduce.mode": Reduce.sum,
-    "model.optimizer": Optimizer.sgd,
-    "batch_size": 1024,
-    "data.num_workers": 0,
-    "device.precision": "32-true",
-    "model.max_row_step": 1.0,
-}
+PAIRS_ONLY = ("backend.name", "reduce.mode", "model.optimizer", "batch_size", "data.num_workers",
+              "device.precision", "model.max_row_step")  # fmt: skip
+CHUNK_ONLY = ("workers", "model.chunk_words", "model.shared_negatives")
 
 
-CHUNK_ONLY = {"workers": 2, "model.chunk_words": 100_000, "model.shared_negatives": False}
+def _schema_default(key: str):
+    """The schema's default of ``key`` (``config.TrainConfig``): what a run that never set the
+    option holds."""
+    return OmegaConf.select(OmegaConf.structured(TrainConfig), key)
 
 
 MAX_SEED = 2**32 - 1
@@ -143,9 +140,9 @@ def check_config(cfg: DictConfig) -> None:
         )
     engine = cfg.model.engine
     unread = PAIRS_ONLY if engine is Engine.chunk else CHUNK_ONLY
-    for key, default in unread.items():
+    for key in unread:
         value = OmegaConf.select(cfg, key)
-        if value != default:
+        if value != _schema_default(key):
             shown = value.value if isinstance(value, Enum) else value
             raise ConfigError(
                 f"{key}={shown} is not read by the {engine.value} engine (model.engine); "

@@ -176,6 +176,9 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    # the engines, `_target_` entries built with hydra.utils.instantiate (conf/engines); the one
+    # model.engine names trains
+    engines: dict[str, Any] = field(default_factory=dict)
     # Lightning loggers and extra callbacks, each a `_target_` entry (the `logger` and `callbacks`
     # config groups); a CSV logger is always added when none is given (the report reads it)
     logger: dict[str, Any] = field(default_factory=dict)

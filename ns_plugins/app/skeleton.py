@@ -42,8 +42,6 @@ from ns_plugins.app.callbacks import (
 from ns_plugins.app.checks import devices, num_nodes
 from ns_plugins.app.config import Engine, GradSync
 from ns_plugins.app.datamodule import CorpusDataModule
-from ns_plugins.app.engines.batched import SGNSModule
-from ns_plugins.app.engines.chunk import ChunkModule
 from ns_plugins.app.evaluation import RunEvaluator, eval_inputs
 from ns_plugins.app.outputs import config_dict, export_run, finish_run, write_json, writing
 from ns_plugins.app.recipe import CorpusRecipe, cache_dir_of
@@ -124,27 +122,10 @@ def build(cfg: DictConfig, run_dir: Path, extra_callbacks=(), recipe: CorpusReci
         init_vectors=cfg.init_vectors,
         init_scale=cfg.model.init_scale,
     )
-    model = (
-        _module(cfg)
-        if chunk
-        else SGNSModule(
-            counts=None,
-            vector_size=cfg.vector_size,
-            negative=cfg.negative,
-            ns_exponent=cfg.ns_exponent,
-            alpha=cfg.alpha,
-            min_alpha=cfg.min_alpha,
-            backend=cfg.backend.name,
-            reduce=cfg.reduce.mode,
-            arch=cfg.model.arch,
-            optimizer=cfg.model.optimizer,
-            cbow_mean=cfg.model.cbow_mean,
-            init_scale=cfg.model.init_scale,
-            max_row_step=cfg.model.max_row_step,
-            sparse=cfg.device.grad_sync is not GradSync.dense,
-            seed=cfg.seed,
-        )
-    )
+    # the engine model.engine names, as conf/engines builds it (the batched engine's gradient
+    # layout follows device.grad_sync)
+    extra = {} if chunk else {"sparse": cfg.device.grad_sync is not GradSync.dense}
+    model = instantiate(cfg.engines[cfg.model.engine.value], **extra)
     ckpt_dir = run_dir / "checkpoints"
     cbs = {"throughput": Throughput()}
     if cfg.device.grad_sync is GradSync.local_sgd:
@@ -234,24 +215,6 @@ class StreamingCheckpointIO(TorchCheckpointIO):
 def _first_line(err: BaseException) -> str:
     lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
     return lines[0] if lines else type(err).__name__
-
-
-def _module(cfg: DictConfig) -> ChunkModule:
-    return ChunkModule(
-        vector_size=cfg.vector_size,
-        window=cfg.window,
-        negative=cfg.negative,
-        ns_exponent=cfg.ns_exponent,
-        sample=cfg.sample,
-        alpha=cfg.alpha,
-        min_alpha=cfg.min_alpha,
-        arch=cfg.model.arch,
-        shrink_windows=cfg.shrink_windows,
-        shared_negatives=cfg.model.shared_negatives,
-        init_scale=cfg.model.init_scale,
-        workers=cfg.workers,
-        seed=cfg.seed,
-    )
 
 
 def _loggers(cfg: DictConfig, run_dir: Path) -> list:
