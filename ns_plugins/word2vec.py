@@ -40,8 +40,8 @@ _PARAMS = (
 ).split()
 _STATE = ("corpus_count", "corpus_total_words", "train_count")
 # Corpus read in blocks of 256 KB of text or 64k in-memory tokens: a block's token strings and the
-# encoder's per-token arrays are the transient memory of counting and encoding (1 MB blocks
-# raised the peak of a 2M-word call by 15 MiB), and per-block overhead is still negligible.
+# encoder's per-token arrays are the transient memory of counting and encoding (larger blocks
+# raise the peak; RESULTS.md), and per-block overhead is still negligible.
 _BLOCK_BYTES = 1 << 18
 _BLOCK_TOKENS = 1 << 16
 

@@ -71,8 +71,8 @@ def _local_ranks(cfg: DictConfig):
     trains and exits inside the block.
 
     Lightning's launcher starts them only when ``fit`` begins, as new interpreters that compose the
-    config and import torch and Lightning again while rank 0 waits (about 5 s here: two ranks ran
-    at 0.87x the one-process words/s on gcide). Forked, a rank starts with everything imported, as
+    config and import torch and Lightning again while rank 0 waits (RESULTS.md has the cost).
+    Forked, a rank starts with everything imported, as
     a DataLoader worker does. Lightning finds ``LOCAL_RANK`` set and treats the processes as
     started by a launcher, as under torchrun. When a rank fails, the others are killed, as
     Lightning's launcher does, instead of waiting in a collective forever. Elsewhere (several

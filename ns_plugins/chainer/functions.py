@@ -29,8 +29,8 @@ from ns_plugins.core import reference
 from ns_plugins.kernels import loss_cupy, loss_numba
 
 # numba's OpenMP workers sleep while they wait instead of spinning: on a busy machine spinning
-# workers take the cores from the ones with work (the legacy word2vec epoch at load 3.5 on two
-# cores: 7.5 s -> 2.3 s). Read when the workers start, at the first kernel; a set value is kept.
+# workers take the cores from the ones with work (RESULTS.md: the legacy word2vec epoch on a
+# loaded machine). Read when the workers start, at the first kernel; a set value is kept.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
