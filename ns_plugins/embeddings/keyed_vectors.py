@@ -279,10 +279,7 @@ class KeyedVectors:
         case_insensitive: bool = True,
         dummy4unknown: bool = False,
     ):
-        """``(pearson, spearman, oov_ratio)`` against human similarity scores, as gensim: each
-        correlation a ``(statistic, pvalue)`` pair, ``oov_ratio`` the percentage of pairs with a
-        word outside the first ``restrict_vocab`` keys (skipped, or scored 0 with
-        ``dummy4unknown``). ``pairs`` is a file path or ``(word1, word2, score)`` triples."""
+        """gensim's ``evaluate_word_pairs``: see :func:`.scoring.evaluate_word_pairs`."""
         return scoring.evaluate_word_pairs(
             self, pairs, delimiter, encoding, restrict_vocab, case_insensitive, dummy4unknown
         )
