@@ -112,18 +112,10 @@ def cut(A, LO, HI, k, even, exact):
     return q, r, low, high, unsure
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
+@numba.njit(cache=True, nogil=True)
 def shortest(values, digits, ndigits, exponents, kinds):
     """Per float32: the shortest digits (an integer), their count and the power of ten of the
-    first one; kinds: 0 done, or _ZERO, _NAN, _INF, _UNSURE. In chunks, on all threads."""
-    chunk = 1 << 14
-    for c in numba.prange((values.size + chunk - 1) // chunk):
-        lo, hi = c * chunk, min(values.size, (c + 1) * chunk)
-        shortest_range(values[lo:hi], digits[lo:hi], ndigits[lo:hi], exponents[lo:hi], kinds[lo:hi])
-
-
-@numba.njit(cache=True, nogil=True)
-def shortest_range(values, digits, ndigits, exponents, kinds):
+    first one; kinds: 0 done, or _ZERO, _NAN, _INF, _UNSURE."""
     bits_of = values.view(np.uint32)
     # the common case (a normal value below about 1e9, not a power of two: equal gaps)
     # without branches; the others, and values within _DELTA of a decision, are flagged for
@@ -379,18 +371,19 @@ def put_value(out, pos, x, d, n, exponent, kind):
     return pos + 4
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
-def render(values, digits, ndigits, exponents, kinds, words, word_ends, row0, slots, lengths):
-    """Line ``i``, ``word value value ...\\n`` for row ``i`` of ``values`` (2-D) and the word
-    ``words[word_ends[row0 + i - 1]:word_ends[row0 + i]]``, into ``slots[i]``; its length
-    into ``lengths[i]``."""
+@numba.njit(cache=True, nogil=True)
+def render(values, digits, ndigits, exponents, kinds, words, word_ends, row0, out):
+    """Lines ``word value value ...\\n`` for the rows of ``values`` (2-D), whose words are
+    ``words[word_ends[row0 + i - 1]:word_ends[row0 + i]]``, into ``out``; the bytes written.
+    ``out`` needs room for the words, every value at its longest, the spaces and newlines, and
+    some slack: a value's writes run up to 16 bytes past its start."""
+    pos = 0
     rows, dim = values.shape
-    for i in numba.prange(rows):
-        out = slots[i]
+    for i in range(rows):
         w0 = word_ends[row0 + i - 1] if row0 + i > 0 else 0
         w1 = word_ends[row0 + i]
-        out[: w1 - w0] = words[w0:w1]
-        pos = w1 - w0
+        out[pos : pos + w1 - w0] = words[w0:w1]
+        pos += w1 - w0
         if dim == 0:  # "word \n", as gensim
             out[pos] = 32
             pos += 1
@@ -401,12 +394,5 @@ def render(values, digits, ndigits, exponents, kinds, words, word_ends, row0, sl
                 out, pos + 1, values[i, j], digits[v], ndigits[v], exponents[v], kinds[v]
             )
         out[pos] = 10
-        lengths[i] = pos + 1
-
-
-@numba.njit(cache=True, nogil=True, parallel=True)
-def pack(slots, lengths, ends, out):
-    """The first ``lengths[i]`` bytes of each slot, back to back (``ends``: their cumsum)."""
-    for i in numba.prange(slots.shape[0]):
-        start = ends[i] - lengths[i]
-        out[start : ends[i]] = slots[i, : lengths[i]]
+        pos += 1
+    return pos

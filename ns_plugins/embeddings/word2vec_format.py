@@ -10,10 +10,10 @@ are compressed transparently.
 The text form writes each float32 value as gensim's ``save_word2vec_format`` does (``repr`` of a
 numpy float32: the shortest digits that read back as the same float32, positional from 1e-4 to
 1e16 and scientific outside, ``1.0``, ``-0.0``, ``1e-08``, ``1e+20``), so both write the same bytes.
-Large arrays are formatted by compiled kernels (numba, on all threads, while another thread
-writes the previous block): the digits are decided in float64 arithmetic, exactly for values from
-about 1e-4 to 1e9 and with an error bound otherwise; a value too close to a rounding boundary for
-that bound to decide (about 1 in 10^5 of those outside the exact range) is formatted by numpy
+Large arrays are formatted by compiled kernels (numba, in blocks, on a thread per CPU while this
+thread writes the blocks before): the digits are decided in float64 arithmetic, exactly for values
+from about 1e-4 to 1e9 and with an error bound otherwise; a value too close to a rounding boundary
+for that bound to decide (about 1 in 10^5 of those outside the exact range) is formatted by numpy
 itself. See ``benchmarks/RESULTS.md`` for the speed against gensim.
 """
 
@@ -22,6 +22,8 @@ from __future__ import annotations
 import gzip
 import os
 import re
+import threading
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral
@@ -64,7 +66,7 @@ _UNSURE = 4  # a value the kernel leaves to numpy (see ``_float_text``)
 def _float_kernels():
     from . import _float_text
 
-    return _float_text.shortest, _float_text.render, _float_text.pack
+    return _float_text.shortest, _float_text.render
 
 
 _BLOCK_VALUES = 1 << 20  # values formatted at a time
@@ -82,64 +84,49 @@ def _numpy_digits(x) -> tuple[int, int, int]:
 
 class _TextRows:
     """Text lines of blocks of rows, as gensim writes them, in buffers kept from block to block
-    (fresh ones would cost a page fault every 4 KiB)."""
+    (fresh ones would cost a page fault every 4 KiB); one per formatting thread."""
 
-    def __init__(self, words: Sequence[str], dim: int, rows: int):
-        encoded = [w.encode("utf-8") for w in words]
-        self.words = np.frombuffer(b"".join(encoded) or b" ", dtype=np.uint8)
-        lengths = np.array([len(w) for w in encoded], dtype=np.int64)
-        self.word_ends = np.cumsum(lengths)
+    def __init__(self, words: np.ndarray, word_ends: np.ndarray, dim: int, rows: int):
+        self.words, self.word_ends = words, word_ends
         n = rows * dim
         self.digits = np.empty(n, dtype=np.int64)
         self.ndigits = np.empty(n, dtype=np.int64)
         self.exponents = np.empty(n, dtype=np.int64)
         self.kinds = np.empty(n, dtype=np.uint8)
-        # room for the longest word, every value at its longest, the spaces and the newline
-        width = int(lengths.max(initial=0)) + dim * (_VALUE_BYTES + 1) + 2
-        self.slots = np.empty((rows, width), dtype=np.uint8)
-        self.lengths = np.empty(rows, dtype=np.int64)
-        # two: a block is written to the file while the next one is formatted into the other
-        self.outs = [np.empty(rows * width, dtype=np.uint8) for _ in range(2)]
-        self.calls = 0
+        # room for the longest words, every value at its longest, the spaces and the newlines
+        longest = int(np.diff(word_ends, prepend=0).max(initial=0))
+        self.out = np.empty(rows * (longest + dim * (_VALUE_BYTES + 1) + 2) + 32, dtype=np.uint8)
 
-    def __call__(self, values: np.ndarray, row0: int) -> memoryview:
-        """The lines of ``values`` (rows ``row0`` on), valid until the call after the next."""
-        shortest, render, pack = _float_kernels()
+    @classmethod
+    def of(cls, words: Sequence[str], dim: int, rows: int) -> _TextRows:
+        encoded = [w.encode("utf-8") for w in words]
+        joined = np.frombuffer(b"".join(encoded) or b" ", dtype=np.uint8)
+        ends = np.cumsum(np.array([len(w) for w in encoded], dtype=np.int64))
+        return cls(joined, ends, dim, rows)
+
+    def __call__(self, values: np.ndarray, row0: int) -> bytes:
+        """The lines of ``values`` (rows ``row0`` on)."""
+        shortest, render = _float_kernels()
         values = np.ascontiguousarray(values, dtype=_F32)
         flat = values.reshape(-1)
-        n, rows = flat.size, values.shape[0]
+        n = flat.size
         digits, ndigits = self.digits[:n], self.ndigits[:n]
         exponents, kinds = self.exponents[:n], self.kinds[:n]
         shortest(flat, digits, ndigits, exponents, kinds)
         for i in np.flatnonzero(kinds == _UNSURE).tolist():
             digits[i], ndigits[i], exponents[i] = _numpy_digits(flat[i])
             kinds[i] = 0
-        slots, lengths = self.slots[:rows], self.lengths[:rows]
-        render(
-            values,
-            digits,
-            ndigits,
-            exponents,
-            kinds,
-            self.words,
-            self.word_ends,
-            row0,
-            slots,
-            lengths,
+        size = render(
+            values, digits, ndigits, exponents, kinds, self.words, self.word_ends, row0, self.out
         )
-        ends = np.cumsum(lengths)
-        size = int(ends[-1]) if rows else 0
-        out = self.outs[self.calls % 2][:size]
-        self.calls += 1
-        pack(slots, lengths, ends, out)
-        return out.data
+        return self.out[:size].tobytes()
 
 
 def float32_text(values) -> list[str]:
     """numpy's ``repr`` of each float32 in ``values`` (``str`` under numpy 2), as gensim writes
     them in a text vectors file: ``0.1``, ``-0.0``, ``1e-08``, ``1e+20``, ``nan``, ``-inf``."""
     values = np.asarray(values, dtype=_F32).reshape(1, -1)
-    text = bytes(_TextRows(["x"], values.shape[1], 1)(values, 0)).decode("ascii")
+    text = _TextRows.of(["x"], values.shape[1], 1)(values, 0).decode("ascii")
     return text[2:-1].split(" ") if values.size else []
 
 
@@ -156,18 +143,33 @@ def _write_text_rows(
             f.write(f"{word} {' '.join(map(str, row))}\n".encode())
         return
     step = max(1, _BLOCK_VALUES // max(1, vectors.shape[1]))
-    text_rows = _TextRows(words, vectors.shape[1], min(step, vectors.shape[0]))
-    # the kernels release the GIL: one thread writes (or compresses) a block while the next
-    # is formatted
-    with ThreadPoolExecutor(1) as writer:
-        pending = None
+    first = _TextRows.of(words, vectors.shape[1], min(step, vectors.shape[0]))
+    mine = threading.local()
+
+    def text(start: int) -> bytes:
+        rows = getattr(mine, "rows", None)
+        if rows is None:  # this thread's buffers; the words are shared
+            rows = mine.rows = _TextRows(first.words, first.word_ends, vectors.shape[1], step)
+        return rows(vectors[start : start + step], start)
+
+    # the kernels release the GIL: threads format blocks while this one writes (or compresses)
+    # the one before, in order, a few blocks ahead at most
+    threads = max(1, min(usable_threads(), 4))
+    with ThreadPoolExecutor(threads) as pool:
+        pending: deque = deque()
         for start in range(0, vectors.shape[0], step):
-            text = text_rows(vectors[start : start + step], start)
-            if pending is not None:
-                pending.result()
-            pending = writer.submit(f.write, text)
-        if pending is not None:
-            pending.result()
+            pending.append(pool.submit(text, start))
+            if len(pending) > threads:
+                f.write(pending.popleft().result())
+        while pending:
+            f.write(pending.popleft().result())
+
+
+def usable_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def save_word2vec(
