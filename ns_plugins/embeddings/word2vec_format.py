@@ -82,6 +82,13 @@ def _numpy_digits(x) -> tuple[int, int, int]:
     return int(digits), len(digits), int(exponent)
 
 
+def _word_bytes(words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The words' UTF-8 bytes back to back, and where each ends."""
+    encoded = [w.encode("utf-8") for w in words]
+    joined = np.frombuffer(b"".join(encoded) or b" ", dtype=np.uint8)
+    return joined, np.cumsum(np.array([len(w) for w in encoded], dtype=np.int64))
+
+
 class _TextRows:
     """Text lines of blocks of rows, as gensim writes them, in buffers kept from block to block
     (fresh ones would cost a page fault every 4 KiB); one per formatting thread."""
@@ -99,10 +106,7 @@ class _TextRows:
 
     @classmethod
     def of(cls, words: Sequence[str], dim: int, rows: int) -> _TextRows:
-        encoded = [w.encode("utf-8") for w in words]
-        joined = np.frombuffer(b"".join(encoded) or b" ", dtype=np.uint8)
-        ends = np.cumsum(np.array([len(w) for w in encoded], dtype=np.int64))
-        return cls(joined, ends, dim, rows)
+        return cls(*_word_bytes(words), dim, rows)
 
     def __call__(self, values: np.ndarray, row0: int) -> bytes:
         """The lines of ``values`` (rows ``row0`` on)."""
@@ -143,13 +147,14 @@ def _write_text_rows(
             f.write(f"{word} {' '.join(map(str, row))}\n".encode())
         return
     step = max(1, _BLOCK_VALUES // max(1, vectors.shape[1]))
-    first = _TextRows.of(words, vectors.shape[1], min(step, vectors.shape[0]))
+    word_bytes, word_ends = _word_bytes(words)
+    step = min(step, vectors.shape[0])
     mine = threading.local()
 
     def text(start: int) -> bytes:
         rows = getattr(mine, "rows", None)
         if rows is None:  # this thread's buffers; the words are shared
-            rows = mine.rows = _TextRows(first.words, first.word_ends, vectors.shape[1], step)
+            rows = mine.rows = _TextRows(word_bytes, word_ends, vectors.shape[1], step)
         return rows(vectors[start : start + step], start)
 
     # the kernels release the GIL: threads format blocks while this one writes (or compresses)
