@@ -148,7 +148,7 @@ def _write_text_rows(
         return
     step = max(1, _BLOCK_VALUES // max(1, vectors.shape[1]))
     word_bytes, word_ends = _word_bytes(words)
-    step = min(step, vectors.shape[0])
+    step = max(1, min(step, vectors.shape[0]))
     mine = threading.local()
 
     def text(start: int) -> bytes:
