@@ -86,7 +86,7 @@ def test_backend_that_did_not_start_names_the_library(stack, installed):
 
 def test_missing_cupy(stack, installed):
     stack(None, available=False, reason=ImportError("No module named 'cupy'"))
-    with pytest.raises(RuntimeError, match=r"CuPy is not installed.*ns_plugins\[cuda\]"):
+    with pytest.raises(RuntimeError, match=r"CuPy is not installed.*'\.\[cuda\]' from the clone"):
         cuda.check_cuda_available()
 
 

@@ -12,5 +12,5 @@ def test_import_error_names_the_extra(monkeypatch):
         m for m in sys.modules if m == "ns_plugins.chainer" or m.startswith("ns_plugins.chainer.")
     ]:
         monkeypatch.delitem(sys.modules, name)
-    with pytest.raises(ImportError, match=r"pip install 'ns_plugins\[chainer\]'"):
+    with pytest.raises(ImportError, match=r"pip install '\.\[chainer\]' \(from the clone\)"):
         importlib.import_module("ns_plugins.chainer")
