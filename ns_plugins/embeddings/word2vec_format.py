@@ -23,7 +23,6 @@ import gzip
 import os
 import re
 import threading
-from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral
@@ -96,9 +95,9 @@ class _TextRows:
     def __init__(self, words: np.ndarray, word_ends: np.ndarray, dim: int, rows: int):
         self.words, self.word_ends = words, word_ends
         n = rows * dim
-        self.digits = np.empty(n, dtype=np.int64)
-        self.ndigits = np.empty(n, dtype=np.int64)
-        self.exponents = np.empty(n, dtype=np.int64)
+        self.digits = np.empty(n, dtype=np.int32)  # at most 9 digits
+        self.ndigits = np.empty(n, dtype=np.int8)
+        self.exponents = np.empty(n, dtype=np.int8)  # -45 to 38 for a float32
         self.kinds = np.empty(n, dtype=np.uint8)
         # room for the longest words, every value at its longest, the spaces and the newlines
         longest = int(np.diff(word_ends, prepend=0).max(initial=0))
@@ -108,8 +107,8 @@ class _TextRows:
     def of(cls, words: Sequence[str], dim: int, rows: int) -> _TextRows:
         return cls(*_word_bytes(words), dim, rows)
 
-    def __call__(self, values: np.ndarray, row0: int) -> bytes:
-        """The lines of ``values`` (rows ``row0`` on)."""
+    def __call__(self, values: np.ndarray, row0: int) -> memoryview:
+        """The lines of ``values`` (rows ``row0`` on), in this object's buffer."""
         shortest, render = _float_kernels()
         values = np.ascontiguousarray(values, dtype=_F32)
         flat = values.reshape(-1)
@@ -123,14 +122,14 @@ class _TextRows:
         size = render(
             values, digits, ndigits, exponents, kinds, self.words, self.word_ends, row0, self.out
         )
-        return self.out[:size].tobytes()
+        return self.out[:size].data
 
 
 def float32_text(values) -> list[str]:
     """numpy's ``repr`` of each float32 in ``values`` (``str`` under numpy 2), as gensim writes
     them in a text vectors file: ``0.1``, ``-0.0``, ``1e-08``, ``1e+20``, ``nan``, ``-inf``."""
     values = np.asarray(values, dtype=_F32).reshape(1, -1)
-    text = _TextRows.of(["x"], values.shape[1], 1)(values, 0).decode("ascii")
+    text = bytes(_TextRows.of(["x"], values.shape[1], 1)(values, 0)).decode("ascii")
     return text[2:-1].split(" ") if values.size else []
 
 
@@ -150,24 +149,38 @@ def _write_text_rows(
     word_bytes, word_ends = _word_bytes(words)
     step = max(1, min(step, vectors.shape[0]))
     mine = threading.local()
+    turn = [0]  # the block whose text goes to the file next
+    failed: list = []
+    ordered = threading.Condition()
 
-    def text(start: int) -> bytes:
-        rows = getattr(mine, "rows", None)
-        if rows is None:  # this thread's buffers; the words are shared
-            rows = mine.rows = _TextRows(word_bytes, word_ends, vectors.shape[1], step)
-        return rows(vectors[start : start + step], start)
+    def block(k: int) -> None:
+        """Format block ``k`` into this thread's buffer, then write it when its turn comes."""
+        try:
+            rows = getattr(mine, "rows", None)
+            if rows is None:  # this thread's buffers; the words are shared
+                rows = mine.rows = _TextRows(word_bytes, word_ends, vectors.shape[1], step)
+            text = rows(vectors[k * step : (k + 1) * step], k * step)
+            with ordered:
+                ordered.wait_for(lambda: turn[0] == k)
+            if not failed:
+                f.write(text)
+        except BaseException as err:
+            failed.append(err)
+            raise
+        finally:
+            with ordered:
+                turn[0] = max(turn[0], k + 1)
+                ordered.notify_all()
 
-    # the kernels release the GIL: threads format blocks while this one writes (or compresses)
-    # the one before, in order, a few blocks ahead at most
+    # the kernels and the writes release the GIL: a thread per CPU formats a block, then writes
+    # it in its turn while the others format theirs; no copy of a block's text
     threads = max(1, min(usable_threads(), 4))
+    n_blocks = -(-vectors.shape[0] // step)
     with ThreadPoolExecutor(threads) as pool:
-        pending: deque = deque()
-        for start in range(0, vectors.shape[0], step):
-            pending.append(pool.submit(text, start))
-            if len(pending) > threads:
-                f.write(pending.popleft().result())
-        while pending:
-            f.write(pending.popleft().result())
+        for future in [pool.submit(block, k) for k in range(n_blocks)]:
+            future.exception()  # wait for all
+    if failed:
+        raise failed[0]
 
 
 def usable_threads() -> int:
