@@ -100,3 +100,38 @@ def test_text_file_of_float64_input_is_gensims_of_the_float32_values(tmp_path):
 def test_text_layout_as_gensim(tmp_path):
     path = save_word2vec(tmp_path / "v.txt", ["a", "b"], np.array([[1.0, -0.5], [0.25, 3.0]]))
     assert path.read_text() == "2 2\na 1.0 -0.5\nb 0.25 3.0\n"
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_a_full_disk_leaves_no_file(tmp_path, monkeypatch, compiled):
+    import builtins
+    import errno
+
+    monkeypatch.setattr(word2vec_format, "_BLOCK_VALUES", 60)
+    real_open = builtins.open
+
+    class Full:
+        def __init__(self, f):
+            self.f, self.writes = f, 0
+
+        def write(self, data):
+            self.writes += 1
+            if self.writes == 3:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.f.write(data)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    def full_open(path, mode="r", *args, **kwargs):
+        f = real_open(path, mode, *args, **kwargs)
+        return Full(f) if str(path).endswith(".part") else f
+
+    monkeypatch.setattr(word2vec_format, "open", full_open, raising=False)
+    vectors = np.random.default_rng(4).standard_normal((40, 30)).astype(np.float32)
+    with pytest.raises(OSError, match="No space left"):
+        save_word2vec(tmp_path / "v.txt", [f"w{i}" for i in range(40)], vectors, compiled=compiled)
+    assert not list(tmp_path.iterdir())

@@ -214,14 +214,18 @@ def save_word2vec(
     words = _check_words(words, vectors.shape[0])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
-    with _open(tmp, "wb", gz=path.suffix == ".gz") as f:
-        f.write(f"{vectors.shape[0]} {vectors.shape[1]}\n".encode())
-        if binary:
-            for word, row in zip(words, vectors):
-                f.write(word.encode("utf-8") + b" " + row.tobytes() + b"\n")
-        else:
-            _write_text_rows(f, words, vectors, compiled)
-    os.replace(tmp, path)  # a reader never sees half a file
+    try:
+        with _open(tmp, "wb", gz=path.suffix == ".gz") as f:
+            f.write(f"{vectors.shape[0]} {vectors.shape[1]}\n".encode())
+            if binary:
+                for word, row in zip(words, vectors):
+                    f.write(word.encode("utf-8") + b" " + row.tobytes() + b"\n")
+            else:
+                _write_text_rows(f, words, vectors, compiled)
+        os.replace(tmp, path)  # a reader never sees half a file
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # nor a half-written one left behind (a full disk)
+        raise
     return path
 
 
