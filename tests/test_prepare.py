@@ -280,3 +280,12 @@ def test_same_words_and_counts_as_gensims_build_vocab(tmp_path, workers):
     ours = prepare_corpus(path, tmp_path / "cache", min_count=5, tokenizer="split", workers=workers)
     assert dict(zip(ours.vocab.words, ours.vocab.counts.tolist())) == theirs
     assert ours.raw_words == model.corpus_total_words
+
+
+def test_progress_while_counting_with_max_vocab_size(tmp_path, corpus, monkeypatch, caplog):
+    monkeypatch.setattr(parallel_mod, "PROGRESS_SECONDS", 0.0)
+    caplog.set_level(logging.INFO, logger="ns_plugins.data")
+    prepare_corpus(corpus, tmp_path / "cache", min_count=1, max_vocab_size=100, workers=2)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith(f"counting {corpus}") and "words/s" in m for m in messages)
+    assert any(m.startswith(f"reading {corpus}") and "words/s" in m for m in messages)

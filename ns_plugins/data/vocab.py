@@ -11,7 +11,7 @@ import numpy as np
 
 from ns_plugins.errors import UsageError
 
-from .reader import NEWLINE, CorpusStats, Tokenizer, token_blocks
+from .reader import NEWLINE, CorpusStats, Tokenizer, corpus_files, token_blocks
 
 __all__ = ["Vocab", "prune_counts"]
 
@@ -161,12 +161,22 @@ class Vocab:
         cap = max_vocab_size if max_vocab_size is not None else -1
         threshold, pruned = 1, 0
         if _is_path(source):
+            from .parallel import Progress
+
             cap += cap >= 0  # the line marker is counted too
-            for toks in token_blocks(source, tokenizer, lowercase, stats):
-                counter.update(toks)
-                if len(counter) > cap >= 0:
-                    pruned += prune_counts(counter, threshold, keep=NEWLINE)
-                    threshold += 1
+            size = sum(f.stat().st_size for f in corpus_files(source))
+            progress, words = Progress(f"counting {os.fspath(source)}", size), 0
+            try:
+                for toks in token_blocks(source, tokenizer, lowercase, stats):
+                    counter.update(toks)
+                    if len(counter) > cap >= 0:
+                        pruned += prune_counts(counter, threshold, keep=NEWLINE)
+                        threshold += 1
+                    words += len(toks) - toks.count(NEWLINE)
+                    progress.set(0, stats.bytes_read, words)
+                    progress.maybe_log()
+            finally:
+                progress.close()
             counter.pop(NEWLINE, None)
         else:
             if isinstance(source, (str, bytes)):
