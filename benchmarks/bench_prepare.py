@@ -7,8 +7,9 @@
    (gcide x1, x5, x20: 5.1M, 27M, 108M tokens). Each preparation runs in a fresh process, one at a
    time, side by side in the same run:
 
-   - ours: ``prepare_corpus(path, cache, min_count=5, tokenizer="split")`` into an empty cache
-     (vocabulary, ids and offsets on disk), with the default workers (one per CPU) and with one;
+   - ours: ``prepare_corpus(path, cache, min_count=5, tokenizer="split", workers=n)`` into an
+     empty cache (vocabulary, ids and offsets on disk), with one worker per CPU and with one (the
+     default, ``workers=None``, takes one per CPU but at most one per 32 MiB of text);
    - gensim 4.3.3: ``Word2Vec(min_count=5).build_vocab(LineSentence(path))`` (vocabulary only).
 
    ``tokenizer="split"`` is gensim's LineSentence tokenization, so both count the same words;
@@ -145,7 +146,8 @@ def bench_prepare(corpus: Path, sizes: list[int], repeat: int, workdir: Path) ->
         rows = {}
         vocab_out = workdir / "gensim-vocab.json"
         runs = [("gensim build_vocab", None)]
-        runs += [(f"ours, {cpus} workers", None if cpus > 1 else 1), ("ours, 1 worker", 1)]
+        runs += [(f"ours, {cpus} workers", cpus), ("ours, 1 worker", 1)] if cpus > 1 else []
+        runs += [] if cpus > 1 else [("ours, 1 worker", 1)]
         for who, workers in runs:
             walls, psss, rsss = [], [], []
             for _ in range(repeat):
