@@ -586,3 +586,38 @@ def test_a_killed_rank_leaves_rank_0_a_checkpoint_to_resume_from(tmp_path):
     ranks = [json.loads((tmp_path / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["global_step"] == ranks[1]["global_step"] == step + 5
     assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
+
+
+_SIGNAL_TURNED_INTO_ANOTHER_ERROR = """
+import os, signal, sys, time
+import torch  # imported already: the data module prepares the corpus in this process
+from ns_plugins.app import recipe
+
+def prepare(self, cache_dir):
+    # what numba did when SIGINT landed while it compiled a kernel: its own error replaced ours
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+    except BaseException:
+        raise RuntimeError("no compiled object yet") from None
+
+recipe.CorpusRecipe.prepare = prepare
+sys.argv = ["train.py", *sys.argv[1:]]
+from ns_plugins.app.cli import main
+main()
+"""
+
+
+def test_a_signal_whose_exception_the_code_replaces_still_ends_in_one_line(tmp_path):
+    """A signal while the corpus is prepared ends the run with the interrupted line and 128+N
+    even when the code it lands in raises an error of its own instead (numba compiling a kernel
+    on a fresh install did: exit 1 and its traceback)."""
+    args = ["+experiment=sgns", f"hydra.run.dir={tmp_path}"]
+    code = _SIGNAL_TURNED_INTO_ANOTHER_ERROR
+    proc = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"ns-train: interrupted (signal {int(signal.SIGTERM)}) while preparing the corpus"
+    )
+    assert "Traceback" not in proc.stderr

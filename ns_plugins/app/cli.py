@@ -73,7 +73,7 @@ def _train(cfg: DictConfig) -> float | None:
     from hydra.types import RunMode
 
     from ns_plugins.app.launch import train
-    from ns_plugins.app.signals import RankStopped, RunInterrupted
+    from ns_plugins.app.signals import RankStopped, RunInterrupted, interrupt_received
     from ns_plugins.errors import UsageError
 
     hydra_cfg = HydraConfig.get()
@@ -82,6 +82,14 @@ def _train(cfg: DictConfig) -> float | None:
     try:
         metrics = train(cfg, hydra_cfg.runtime.output_dir)
     except RunInterrupted as err:  # before training: nothing to save; a sweep stops too
+        print(f"ns-train: {err}", file=sys.stderr)
+        sys.exit(128 + err.signum)
+    except Exception:
+        # a signal while the corpus was prepared can break the code it lands in (numba compiling a
+        # kernel raises its own error): the run was interrupted all the same
+        err = interrupt_received()
+        if err is None:
+            raise
         print(f"ns-train: {err}", file=sys.stderr)
         sys.exit(128 + err.signum)
     except RankStopped as err:  # a rank was killed: rank 0 saved where it was

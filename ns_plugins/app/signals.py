@@ -24,6 +24,16 @@ class RunInterrupted(BaseException):
         return f"interrupted (signal {self.signum}) while {self.during}"
 
 
+# The interrupt the last ``interruptible`` block received, if any: the raised exception may not
+# survive the code it lands in (numba compiling a kernel turns it into a RuntimeError of its own).
+_RECEIVED: RunInterrupted | None = None
+
+
+def interrupt_received() -> RunInterrupted | None:
+    """The interrupt received while the corpus was prepared, whatever became of its exception."""
+    return _RECEIVED
+
+
 @contextlib.contextmanager
 def interruptible(during: str):
     """For the block, SIGINT and SIGTERM raise ``RunInterrupted(signum, during)`` in the main
@@ -33,8 +43,13 @@ def interruptible(during: str):
         yield
         return
 
+    global _RECEIVED
+    _RECEIVED = None
+
     def handler(signum, frame):
-        raise RunInterrupted(signum, during)
+        global _RECEIVED
+        _RECEIVED = RunInterrupted(signum, during)
+        raise _RECEIVED
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
