@@ -84,14 +84,6 @@ def _train(cfg: DictConfig) -> float | None:
     except RunInterrupted as err:  # before training: nothing to save; a sweep stops too
         print(f"ns-train: {err}", file=sys.stderr)
         sys.exit(128 + err.signum)
-    except Exception:
-        # a signal while the corpus was prepared can break the code it lands in (numba compiling a
-        # kernel raises its own error): the run was interrupted all the same
-        err = interrupt_received()
-        if err is None:
-            raise
-        print(f"ns-train: {err}", file=sys.stderr)
-        sys.exit(128 + err.signum)
     except RankStopped as err:  # a rank was killed: rank 0 saved where it was
         print(f"ns-train: error: {err}", file=sys.stderr)
         sys.exit(err.exit_status)
@@ -105,6 +97,14 @@ def _train(cfg: DictConfig) -> float | None:
             return math.nan
         print(f"ns-train: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except Exception:
+        # a signal while the corpus was prepared can break the code it lands in (numba compiling a
+        # kernel raises its own error): the run was interrupted all the same
+        err = interrupt_received()
+        if err is None:
+            raise
+        print(f"ns-train: {err}", file=sys.stderr)
+        sys.exit(128 + err.signum)
     if metrics:  # rank 0
         _announce(summary(metrics, Path(hydra_cfg.runtime.output_dir), time.monotonic() - start))
     if metrics.get("interrupted") and not multirun:
