@@ -144,3 +144,9 @@ def test_a_full_disk_leaves_no_file(tmp_path, monkeypatch, compiled):
     with pytest.raises(OSError, match="No space left"):
         save_word2vec(tmp_path / "v.txt", [f"w{i}" for i in range(40)], vectors, compiled=compiled)
     assert not list(tmp_path.iterdir())
+
+
+def test_numpy1_text_without_numpy1():
+    """The small-array path's text under numpy 2 is numpy 1's (gensim's), as the kernel's is."""
+    values = np.array(TRICKY + [np.nan, np.inf, -np.inf], dtype=np.float32)
+    assert [word2vec_format._numpy1_text(v) for v in values] == float32_text(values)

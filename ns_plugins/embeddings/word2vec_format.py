@@ -73,6 +73,22 @@ _BLOCK_VALUES = 1 << 20  # values formatted at a time
 _VALUE_BYTES = 20
 
 
+_NUMPY1 = int(np.__version__.split(".")[0]) < 2
+
+
+def _numpy1_text(x) -> str:
+    """numpy 1's ``repr`` of a float32 (gensim 4.3.3's text), under numpy 1 and 2 alike (numpy 2
+    changed a scalar's ``repr`` and where ``str`` turns scientific)."""
+    if np.isnan(x):
+        return "nan"
+    if np.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    a = abs(float(x))
+    if a == 0 or 1e-4 <= a < 1e16:
+        return np.format_float_positional(x, unique=True, trim="0")
+    return np.format_float_scientific(x, unique=True, trim="-", exp_digits=2)
+
+
 def _numpy_digits(x) -> tuple[int, int, int]:
     """(digits, their count, power of ten of the first) of numpy's shortest text for ``x``."""
     text = np.format_float_scientific(np.float32(x), unique=True, trim="-", exp_digits=2)
@@ -142,8 +158,9 @@ def _write_text_rows(
     f, words: list[str], vectors: np.ndarray, compiled: bool | None = None
 ) -> None:
     if not (vectors.size >= COMPILED_FROM_VALUES if compiled is None else compiled):
-        for word, row in zip(words, vectors):  # str(float32) is numpy's repr (numpy 1) digits
-            f.write(f"{word} {' '.join(map(str, row))}\n".encode())
+        text = str if _NUMPY1 else _numpy1_text  # str: the same text, 6x faster
+        for word, row in zip(words, vectors):
+            f.write(f"{word} {' '.join(map(text, row))}\n".encode())
         return
     step = max(1, _BLOCK_VALUES // max(1, vectors.shape[1]))
     word_bytes, word_ends = _word_bytes(words)
