@@ -465,7 +465,9 @@ def prepare_corpus(
     """Build the vocabulary and encode the text corpus ``path`` under the cache ``out_dir``, or
     open what an earlier call with the same recipe left there (see the module's docstring). A
     tokenizer is ``words`` (lowercased), ``split`` (case kept) or a module-level function
-    (lowercased unless ``lowercase=False``); a lambda's corpus is never reused."""
+    (lowercased unless ``lowercase=False``); a lambda's corpus is never reused. ``workers``:
+    processes that read the text (None: one per CPU, at most one per 32 MiB of text); the files
+    are the same for any number."""
     directory = prepare_cached_corpus(
         out_dir,
         "text",
