@@ -292,10 +292,7 @@ class KeyedVectors:
         dummy4unknown: bool = False,
         similarity_function: str = "most_similar",
     ):
-        """``(score, sections)`` as gensim: 3CosAdd accuracy over the questions whose words are
-        all among the first ``restrict_vocab`` keys (the others skipped, or counted wrong with
-        ``dummy4unknown``), and per section ``{"section", "correct": [...], "incorrect": [...]}``
-        with the questions (upper-cased when ``case_insensitive``), then ``"Total accuracy"``."""
+        """gensim's ``evaluate_word_analogies``: see :func:`.scoring.evaluate_word_analogies`."""
         return scoring.evaluate_word_analogies(
             self, analogies, restrict_vocab, case_insensitive, dummy4unknown, similarity_function
         )
