@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
 from enum import Enum
@@ -51,6 +52,7 @@ PAIRS_ONLY = ("backend.name", "reduce.mode", "model.optimizer", "batch_size", "d
 CHUNK_ONLY = ("workers", "model.chunk_words", "model.shared_negatives")
 
 
+@functools.cache
 def _schema_default(key: str):
     """The schema's default of ``key`` (``config.TrainConfig``): what a run that never set the
     option holds."""
