@@ -263,7 +263,7 @@ def test_progress_goes_to_the_logger_as_gensim_logs_it(caplog):
 def test_the_step_is_the_chunk_engines():
     """One worker: the model's weights are those of ChunkTrainer stepping the same encoded corpus
     with the same schedule, bit for bit (one implementation of the step)."""
-    from ns_plugins.data.encode import EncodedCorpus
+    from ns_plugins.data.encoded import EncodedCorpus
     from ns_plugins.data.vocab import Vocab
     from ns_plugins.engines.chunk import ChunkSettings, ChunkTrainer, chunk_bounds
 

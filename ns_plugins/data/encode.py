@@ -1,12 +1,8 @@
 """Encode a text corpus once into int32 ids on disk; epochs then memory-map ids instead of text.
 
-Layout of an encoded directory: ``ids.int32`` (raw little-endian ids of known words, sentences
-back to back), ``offsets.npy`` (int64 sentence starts plus the end), ``vocab.tsv`` and
-``meta.json`` (sizes and how many words were read, for words/s figures).
-``EncodedCorpus.open(directory, check=True)`` verifies such a directory cheaply before it is used:
-the files' sizes and shapes against ``meta.json`` and every id within the vocabulary.
-
-``encode_corpus`` reads the text once, on ``workers`` processes, in flat memory:
+``encode_corpus`` writes an encoded directory (``ids.int32``, ``offsets.npy``, ``vocab.tsv``,
+``meta.json``: the format is ``encoded.EncodedCorpus``'s, which opens and checks it) and reads the
+text once, on ``workers`` processes, in flat memory:
 
 1. The corpus is cut into one part per worker (``reader.split_corpus``: byte ranges of about
    equal size at line ends; compressed files whole). Each worker (forked) tokenizes its part and
@@ -19,7 +15,7 @@ the files' sizes and shapes against ``meta.json`` and every id within the vocabu
    (``Vocab.from_counts``: the same words, counts and order for any number of workers), and each
    worker's provisional ids get a lookup table to final ids (-1: not in the vocabulary).
 3. Each part's codes are renumbered in chunks (a thread per part: ``wordtable.cut_sentences``,
-   compiled), cut into sentences as ``BlockEncoder`` does (lines cut into sentences of
+   compiled), cut into sentences as ``block_encoder.BlockEncoder`` does (lines cut into sentences of
    ``max_sentence_length`` raw words, then unknown words dropped) and written straight to their
    place in ``ids.int32`` (how many ids each part keeps is known from its counts); the sentence
    starts are streamed into ``offsets.npy``.
@@ -46,6 +42,9 @@ import numpy as np
 
 from ns_plugins.errors import UsageError
 
+from .block_encoder import NEWLINE_ID, Lookup
+from .block_encoder import BlockEncoder as BlockEncoder  # moved to block_encoder (word2vec.py)
+from .encoded import FORMAT, EncodedCorpus, load_offsets
 from .parallel import Progress, can_fork, fork_map, usable_cpus
 from .reader import (
     MAX_SENTENCE_LENGTH,
@@ -59,12 +58,10 @@ from .reader import (
 )
 from .vocab import Vocab
 
-__all__ = ["BlockEncoder", "EncodedCorpus", "encode_corpus"]
+__all__ = ["encode_corpus"]
 
 log = logging.getLogger(__name__)
 
-FORMAT = "ns_plugins.encoded_corpus/1"
-_NEWLINE_ID = -2
 # A worker per this many bytes of text at most (a second or so of work): below it, forking and
 # merging cost more than they save.
 MIN_PART_BYTES = 32 << 20
@@ -72,13 +69,6 @@ CHUNK_CODES = 1 << 18  # codes renumbered at a time (a few MB of temporaries)
 # sentence starts of a corpus up to this many are written by np.save from memory; more are
 # streamed into offsets.npy
 OFFSETS_IN_MEMORY = 1 << 16
-
-
-class _Lookup(dict):
-    """word -> id with unknown words as -1 and the line marker as -2, for ``map``."""
-
-    def __missing__(self, key):
-        return -1
 
 
 class _Provisional(dict):
@@ -93,245 +83,6 @@ class _Provisional(dict):
 # Provisional ids of the words read by Python (not ASCII, or a custom tokenizer) start here, after
 # those of the compiled table; a word met both ways has two, merged by the word.
 _DICT_BASE = 1 << 30
-
-
-class EncodedCorpus:
-    """Sentences of word ids: sentence ``i`` is ``ids[offsets[i]:offsets[i + 1]]``."""
-
-    def __init__(
-        self,
-        ids,
-        offsets,
-        vocab: Vocab,
-        raw_words: int | None = None,
-        path=None,
-        *,
-        validate: bool = True,
-    ):
-        if not isinstance(offsets, np.memmap):
-            offsets = np.asarray(offsets, dtype=np.int64)
-        if offsets.ndim != 1 or offsets.size < 1 or offsets[0] != 0:
-            raise ValueError("offsets must be a 1-D array starting at 0")
-        # validate=False (files this module wrote, or checked in chunks): the ends only, so that
-        # opening a large corpus does not page in every offset
-        if offsets[-1] != len(ids) or (validate and (np.diff(offsets) < 0).any()):
-            raise ValueError(
-                f"offsets must be non-decreasing and end at len(ids)={len(ids)}, "
-                f"got last offset {int(offsets[-1])}"
-            )
-        self.ids = ids
-        self.offsets = offsets
-        self.vocab = vocab
-        self.raw_words = int(raw_words if raw_words is not None else len(ids))
-        self.replaced_bytes = 0
-        self.path = None if path is None else Path(path)
-
-    def __reduce__(self):
-        # A corpus on disk travels (to DataLoader workers, other processes) as its path, so the
-        # receiver maps the same file instead of unpickling a copy of every id.
-        if self.path is not None and isinstance(self.ids, np.memmap):
-            return (EncodedCorpus.open, (str(self.path),))
-        return super().__reduce__()
-
-    @classmethod
-    def from_sentences(cls, sentences, vocab: Vocab) -> EncodedCorpus:
-        """In-memory corpus from token lists (unknown words dropped, empty sentences skipped)."""
-        parts, raw = [], 0
-        for s in sentences:
-            raw += len(s)
-            ids = vocab.lookup(s)
-            ids = ids[ids >= 0]
-            if ids.size:
-                parts.append(ids.astype(np.int32))
-        if not parts:
-            raise ValueError("no word of the corpus is in the vocabulary")
-        lengths = np.array([p.size for p in parts], dtype=np.int64)
-        offsets = np.concatenate(([0], np.cumsum(lengths)))
-        return cls(np.concatenate(parts), offsets, vocab, raw_words=raw)
-
-    @property
-    def counts(self) -> np.ndarray:
-        return self.vocab.counts
-
-    @property
-    def n_tokens(self) -> int:
-        return len(self.ids)
-
-    @property
-    def n_sentences(self) -> int:
-        return self.offsets.size - 1
-
-    def __len__(self) -> int:
-        return self.n_sentences
-
-    def sentence(self, i: int) -> np.ndarray:
-        return np.asarray(self.ids[self.offsets[i] : self.offsets[i + 1]])
-
-    def __repr__(self) -> str:
-        where = f", path={str(self.path)!r}" if self.path else ""
-        return (
-            f"EncodedCorpus({self.n_tokens} tokens, {self.n_sentences} sentences, "
-            f"{len(self.vocab)} words{where})"
-        )
-
-    @classmethod
-    def open(cls, out_dir, check: bool = False) -> EncodedCorpus:
-        """Memory-map an encoded directory (ids read-only, offsets copy-on-write): memory holds
-        only the pages read. ``check`` verifies it first, cheaply: files present, the size of
-        ``ids.int32`` and the shapes of ``offsets.npy`` and ``vocab.tsv`` as ``meta.json`` gives
-        them, every id in ``[0, len(vocab))`` and the offsets non-decreasing (one pass over each
-        file, read in chunks, not mapped). A damaged directory raises ``ValueError`` (or
-        ``OSError``) saying what is wrong."""
-        d = Path(out_dir)
-        meta_path = d / "meta.json"
-        if not meta_path.exists():
-            raise FileNotFoundError(f"no encoded corpus in {str(d)!r} (meta.json missing)")
-        meta = json.loads(meta_path.read_text())
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise ValueError(f"{str(meta_path)!r} is not an encoded corpus of format {FORMAT}")
-        n = int(meta["n_tokens"])
-        ids_path = d / "ids.int32"
-        if check and ids_path.stat().st_size != 4 * n:
-            raise ValueError(
-                f"ids.int32 holds {ids_path.stat().st_size} bytes, meta.json says {n} ids "
-                f"({4 * n} bytes)"
-            )
-        ids = np.memmap(ids_path, dtype="<i4", mode="r", shape=(n,))
-        offsets = _load_offsets(d / "offsets.npy")
-        vocab = Vocab.load(d / "vocab.tsv")
-        if check:
-            _check(meta, ids, offsets, vocab)
-        corpus = cls(ids, offsets, vocab, meta["raw_words"], path=d, validate=False)
-        corpus.replaced_bytes = int(meta.get("replaced_bytes", 0))
-        return corpus
-
-
-def _load_offsets(path: Path) -> np.ndarray:
-    try:
-        offsets = np.load(path, mmap_mode="c")
-    except (EOFError, SyntaxError, ValueError) as err:  # truncated, or a garbled header
-        raise ValueError(f"offsets.npy cannot be read ({err})") from None
-    if offsets.dtype != np.int64 or offsets.ndim != 1:
-        raise ValueError(f"offsets.npy holds {offsets.dtype} of shape {offsets.shape}")
-    return offsets
-
-
-def _file_chunks(array: np.ndarray, chunk: int = 1 << 20):
-    """The values of a memory-mapped 1-D array, read from its file in chunks (so its pages are
-    not mapped into this process); an in-memory array in slices."""
-    if not isinstance(array, np.memmap) or array.filename is None:
-        for at in range(0, array.size, chunk):
-            yield np.asarray(array[at : at + chunk])
-        return
-    with open(array.filename, "rb") as f:
-        f.seek(array.offset)
-        for at in range(0, array.size, chunk):
-            values = np.fromfile(f, dtype=array.dtype, count=min(chunk, array.size - at))
-            if values.size == 0:
-                raise ValueError(f"{os.path.basename(array.filename)} ends early")
-            yield values
-
-
-def _check(meta: dict, ids, offsets, vocab: Vocab) -> None:
-    """Raise ``ValueError`` naming what does not fit in an encoded directory's files."""
-    sentences = meta.get("n_sentences")
-    if offsets.ndim != 1 or (sentences is not None and offsets.shape != (int(sentences) + 1,)):
-        raise ValueError(
-            f"offsets.npy has shape {offsets.shape}, meta.json says {sentences} sentences"
-        )
-    size = meta.get("vocab_size")  # absent in directories encoded before it was recorded
-    if size is not None and len(vocab) != int(size):
-        raise ValueError(f"vocab.tsv has {len(vocab)} words, meta.json says {size}")
-    last = 0
-    for chunk in _file_chunks(offsets):
-        if chunk[0] < last or (np.diff(chunk) < 0).any():
-            raise ValueError("offsets.npy is not non-decreasing")
-        last = int(chunk[-1])
-    if offsets.size and (int(offsets[0]) != 0 or last != len(ids)):
-        raise ValueError(f"offsets.npy runs from {int(offsets[0])} to {last}, not 0 to {len(ids)}")
-    if len(ids):
-        low, high = len(vocab), -1
-        for chunk in _file_chunks(ids):
-            low, high = min(low, int(chunk.min())), max(high, int(chunk.max()))
-        if low < 0 or high >= len(vocab):
-            raise ValueError(
-                f"ids.int32 holds ids from {low} to {high}, outside the vocabulary of "
-                f"{len(vocab)} words"
-            )
-
-
-class BlockEncoder:
-    """Token blocks (words with ``NEWLINE`` markers between lines, a line may span blocks) to
-    vocabulary ids, one block at a time: unknown words are dropped after lines are cut into
-    sentences of at most ``max_sentence_length`` raw words, as gensim reads a corpus. ``feed``
-    returns the block's kept ids and the positions (in the whole output) where sentences start.
-
-    ``feed_ids`` takes a block already looked up (ids, -1 for an unknown word, -2 for the line
-    marker); ``vocab`` may then be None. A stream that starts inside a corpus passes where it
-    stands: ``lines`` (line markers before it), ``in_line`` (words of its first line before it)
-    and ``written`` (ids kept before it); ``first_key`` and ``last_key`` then tell whether its
-    first kept word continues the sentence of the last one kept before it (equal keys)."""
-
-    def __init__(
-        self,
-        vocab: Vocab | None,
-        max_sentence_length: int = MAX_SENTENCE_LENGTH,
-        *,
-        lines: int = 0,
-        in_line: int = 0,
-        written: int = 0,
-    ):
-        if max_sentence_length < 1:
-            raise ValueError(f"max_sentence_length must be >= 1, got {max_sentence_length}")
-        self.lookup = None
-        if vocab is not None:
-            self.lookup = _Lookup(vocab.index)
-            self.lookup[NEWLINE] = _NEWLINE_ID
-        self.max_sentence_length = max_sentence_length
-        self.written = written  # ids kept so far
-        self.words = 0  # raw words read so far
-        self.lines = lines  # line markers read so far
-        self._in_line = in_line  # raw words already read on the current line (it may span blocks)
-        self._last_key = -1  # sentence key of the last word kept
-        self.first_key = -1  # sentence key of the first word kept
-
-    @property
-    def last_key(self) -> int:
-        return self._last_key
-
-    def feed(self, toks) -> tuple[np.ndarray, np.ndarray]:
-        raw = np.fromiter(map(self.lookup.__getitem__, toks), dtype=np.int32, count=len(toks))
-        return self.feed_ids(raw)
-
-    def feed_ids(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        is_nl = raw == _NEWLINE_ID
-        line = self.lines
-        # line number and position in the line of every entry, markers included
-        line_of = line + np.cumsum(is_nl) - is_nl
-        nl_pos = np.flatnonzero(is_nl)
-        line_start = np.concatenate(([0], nl_pos + 1))  # entry where each line begins here
-        # a word's position in its line; the first line may continue the previous block
-        pos = np.arange(raw.size) - line_start[line_of - line]
-        pos[line_of == line] += self._in_line
-        word = ~is_nl
-        key = line_of.astype(np.int64) * (1 << 31) + pos // self.max_sentence_length
-        keep = word & (raw >= 0)
-        kept = raw[keep]
-        kkey = key[keep]
-        new = np.empty(kept.size, dtype=bool)
-        if kept.size:
-            new[0] = kkey[0] != self._last_key
-            new[1:] = kkey[1:] != kkey[:-1]
-            if self.first_key < 0:
-                self.first_key = int(kkey[0])
-            self._last_key = int(kkey[-1])
-        starts = self.written + np.flatnonzero(new)
-        self.written += kept.size
-        n_lines = int(nl_pos.size)
-        self.words += int(word.sum())
-        self._in_line = (raw.size - line_start[-1]) + (self._in_line if n_lines == 0 else 0)
-        self.lines += n_lines
-        return kept, starts
 
 
 # ---------------------------------------------------------------------------- encoding in parts
@@ -367,8 +118,8 @@ class _Run:
         self.log_inline = True  # progress logged by the reading loop (else by the waiting parent)
         self.lookup = self.table = self.table_ids = None
         if vocab is not None:
-            self.lookup = _Lookup(vocab.index)
-            self.lookup[NEWLINE] = _NEWLINE_ID
+            self.lookup = Lookup(vocab.index)
+            self.lookup[NEWLINE] = NEWLINE_ID
             if tokenizer is None or tokenizer is str.split:  # one table, shared by the workers
                 from .wordtable import SPLIT, WORDS, WordTable
 
@@ -400,7 +151,7 @@ class _Run:
         table = self.table  # a fixed vocabulary's
         if counting and (self.tokenizer is None or self.tokenizer is str.split):
             table = WordTable(WORDS if self.tokenizer is None else SPLIT)
-        lookup = _Provisional({NEWLINE: _NEWLINE_ID}) if counting else self.lookup
+        lookup = _Provisional({NEWLINE: NEWLINE_ID}) if counting else self.lookup
         counts = np.zeros(0, dtype=np.int64)  # of the dict's words
         get = lookup.__getitem__
         words = 0
@@ -423,7 +174,7 @@ class _Run:
                         counts[: seen.size] += seen
                 codes.tofile(f)
                 out.codes += codes.size
-                nl = np.flatnonzero(codes == _NEWLINE_ID)
+                nl = np.flatnonzero(codes == NEWLINE_ID)
                 words += codes.size - nl.size
                 stats.lines += nl.size
                 if nl.size:
@@ -651,7 +402,7 @@ def encode_corpus(
             for part, where in zip(read, maps):
                 lut = final_of[where]
                 part.kept = int(part.counted.all_counts()[lut >= 0].sum())
-                run.luts.append(np.concatenate(([_NEWLINE_ID, -1], lut)).astype(np.int32))
+                run.luts.append(np.concatenate(([NEWLINE_ID, -1], lut)).astype(np.int32))
                 run.table_words.append(part.table_words)
                 part.counted = None
         if total_words == 0:
@@ -713,7 +464,7 @@ def encode_corpus(
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
     ids = np.memmap(ids_path, dtype="<i4", mode="r", shape=(written,))
     corpus = EncodedCorpus(
-        ids, _load_offsets(out / "offsets.npy"), vocab, stats.words, path=out, validate=False
+        ids, load_offsets(out / "offsets.npy"), vocab, stats.words, path=out, validate=False
     )
     corpus.replaced_bytes = int(stats.replaced_bytes)
     return corpus

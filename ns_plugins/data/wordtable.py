@@ -18,7 +18,8 @@ back to back in one array; it grows as needed, so memory follows the vocabulary 
 a word). Looking tokens up in a Python dict cost about 190 ns a token on gcide x20 (cache misses
 on a table of 217k words, and an object per token); this cuts and looks up for about 70 ns.
 
-``cut_sentences`` is ``encode.BlockEncoder.feed_ids`` as a loop: a few ns a code instead of tens.
+``cut_sentences`` is ``block_encoder.BlockEncoder.feed_ids`` as a loop: a few ns a code instead of
+tens.
 """
 
 from __future__ import annotations
