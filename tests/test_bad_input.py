@@ -96,7 +96,7 @@ def word2vec_text_truncated(tmp_path):
 
 
 def corpus_fifo(tmp_path):
-    from ns_plugins.data.reader import corpus_files
+    from ns_plugins.data.textfiles import corpus_files
 
     os.mkfifo(tmp_path / "fifo")
     corpus_files(tmp_path / "fifo")

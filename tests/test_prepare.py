@@ -15,7 +15,10 @@ from ns_plugins.data import EncodedCorpus, Vocab, encode_corpus, prepare_corpus,
 from ns_plugins.data import encode as encode_mod
 from ns_plugins.data import parallel as parallel_mod
 from ns_plugins.data import reader as reader_mod
-from ns_plugins.data.reader import Piece, split_corpus, token_blocks
+from ns_plugins.data import split as split_mod
+from ns_plugins.data.reader import token_blocks
+from ns_plugins.data.split import split_corpus
+from ns_plugins.data.textfiles import Piece
 from ns_plugins.data.wordtable import SPLIT, WORDS, WordTable, merge_counts
 from ns_plugins.errors import UsageError
 
@@ -51,7 +54,7 @@ def corpus(tmp_path, monkeypatch):
     (d / "sub" / "e.txt").write_text(one_line)
     (d / "sub" / "f.txt").write_text("")
     monkeypatch.setattr(reader_mod, "BLOCK_BYTES", 2048)
-    monkeypatch.setattr(reader_mod, "SPLIT_SEARCH_BYTES", 512)
+    monkeypatch.setattr(split_mod, "SPLIT_SEARCH_BYTES", 512)
     return d
 
 

@@ -1,5 +1,17 @@
 """Corpus pipeline: text -> vocabulary -> ids on disk -> subsampled skip-gram / CBOW batches,
-Keras-compatible ``skipgrams``, and a synthetic corpus with planted structure.
+Keras-compatible ``skipgrams``, and a synthetic corpus with planted structure. Its modules, from
+the text up:
+
+    textfiles       a corpus path's files as checked UTF-8 byte streams (``CorpusStats``)
+    reader          token blocks and the tokenizers; ``sentences``: ``read_sentences``
+    split           a corpus cut into byte ranges, one part per process
+    vocab           word counts -> ``Vocab``
+    block_encoder   token blocks -> ids in memory (``Word2Vec``'s corpora)
+    encode          ``encode_corpus``: one parallel pass, text -> ids on disk (forks and progress
+                    in ``parallel``, its compiled steps in ``wordtable``)
+    encoded         ``EncodedCorpus``: the encoded directory's format, opened and checked
+    cache           one encoded directory per recipe (``prepare_corpus``)
+    pairs, sampling, keras, synthetic
 
 Names load on first use, so a program that only reads and encodes a corpus never imports torch
 (the batch iterators are torch ``IterableDataset``s).
@@ -19,7 +31,9 @@ _EXPORTS = {
     "keras": ("make_sampling_table", "skipgrams"),
     "pairs": ("CBOWBatches", "SkipGramBatches"),
     "sampling": ("keep_probability", "negative_sampler"),
-    "reader": ("CorpusStats", "read_sentences", "simple_tokenize"),
+    "reader": ("simple_tokenize",),
+    "sentences": ("read_sentences",),
+    "textfiles": ("CorpusStats",),
     "synthetic": ("SyntheticCorpus", "analogy_accuracy", "neighbour_purity", "synthetic_corpus"),
     "vocab": ("Vocab",),
 }

@@ -4,7 +4,7 @@
 ``meta.json``: the format is ``encoded.EncodedCorpus``'s, which opens and checks it) and reads the
 text once, on ``workers`` processes, in flat memory:
 
-1. The corpus is cut into one part per worker (``reader.split_corpus``: byte ranges of about
+1. The corpus is cut into one part per worker (``split.split_corpus``: byte ranges of about
    equal size at line ends; compressed files whole). Each worker (forked) tokenizes its part and
    writes, as it reads, one int32 code per token and per line end to a scratch file: ASCII text
    goes through a compiled word table (``wordtable.WordTable``: tokens cut and looked up in one
@@ -24,7 +24,7 @@ Memory holds the word tables (they grow with the vocabulary, not the corpus) and
 chunk at a time; the scratch files take 4 bytes per token and line on the cache's disk while
 encoding. The files written are byte for byte the same whatever the number of workers: a part's
 lines are numbered from the lines before it, and a part that starts inside a line (a cut at a
-space in a line longer than ``reader.SPLIT_SEARCH_BYTES``) continues that line's count.
+space in a line longer than ``split.SPLIT_SEARCH_BYTES``) continues that line's count.
 """
 
 from __future__ import annotations
@@ -46,16 +46,9 @@ from .block_encoder import NEWLINE_ID, Lookup
 from .block_encoder import BlockEncoder as BlockEncoder  # moved to block_encoder (word2vec.py)
 from .encoded import FORMAT, EncodedCorpus, load_offsets
 from .parallel import Progress, can_fork, fork_map, usable_cpus
-from .reader import (
-    MAX_SENTENCE_LENGTH,
-    NEWLINE,
-    CorpusStats,
-    Piece,
-    Tokenizer,
-    corpus_files,
-    split_corpus,
-    token_blocks,
-)
+from .reader import MAX_SENTENCE_LENGTH, NEWLINE, Tokenizer, token_blocks
+from .split import split_corpus
+from .textfiles import CorpusStats, Piece, corpus_files
 from .vocab import Vocab
 
 __all__ = ["encode_corpus"]

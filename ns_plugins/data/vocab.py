@@ -11,7 +11,8 @@ import numpy as np
 
 from ns_plugins.errors import UsageError
 
-from .reader import NEWLINE, CorpusStats, Tokenizer, corpus_files, token_blocks
+from .reader import NEWLINE, Tokenizer, token_blocks
+from .textfiles import CorpusStats, corpus_files
 
 __all__ = ["Vocab", "prune_counts"]
 
