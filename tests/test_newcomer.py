@@ -160,7 +160,7 @@ def test_the_default_run_logs_every_curve_the_report_draws(default_run):
     "total,every", [(1, 1), (9, 1), (99, 1), (100, 2), (1000, 20), (2500, 50), (10**6, 50)]
 )
 def test_log_interval_gives_enough_points(total, every):
-    from ns_plugins.app.callbacks import log_interval
+    from ns_plugins.app.progress import log_interval
 
     assert log_interval(total) == every
     assert total // every >= min(total, 50)
@@ -195,7 +195,7 @@ def test_throughput_leaves_the_first_step_out():
     import time
     from types import SimpleNamespace
 
-    from ns_plugins.app.callbacks import Throughput
+    from ns_plugins.app.progress import Throughput
 
     logged = {}
     module = SimpleNamespace(log=lambda k, v, **_: logged.__setitem__(k, v))

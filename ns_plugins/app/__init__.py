@@ -5,7 +5,8 @@ the flow of a run, each importing only those below it:
     launch       check the config, encode the corpus while torch imports, fork the ranks
     skeleton     data module + engine + trainer -> fit -> export, metrics, report
     engines/     the Lightning engines on one base (chunk: corpus chunks in place; batched: pairs)
-    datamodule, callbacks
+    datamodule, callbacks (evaluation during training), progress (words/s, log lines, the bar),
+        checkpoints (interrupts, last.ckpt), local_sgd (weight averaging across ranks)
     checks, recipe, evaluation, outputs, rundir, config
 
 Below the app: ``ns_plugins.engines`` (the chunk step without torch), ``ns_plugins.data``,
