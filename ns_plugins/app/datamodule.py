@@ -4,9 +4,31 @@ A batch is either a batch of (center, context) examples (the pairs engine) or, w
 ``chunk_words``, one chunk of the rank's shard given as a sentence range (the chunk engine).
 
 Local rank 0 builds the vocabulary and the encoded corpus once (``prepare_data``); every rank then
-memory-maps them and iterates only its own shard. All ranks run the same number of steps per
-epoch: the shortest shard sets it. The batch stream is a pure function of (seed, epoch, rank), so
-resuming skips exactly the batches already trained on.
+memory-maps them and iterates only its own shard, a run of whole sentences balanced by tokens, the
+runs contiguous in rank order. All ranks run the same number of steps per epoch: the shortest
+shard sets it. The batch stream is a pure function of (seed, epoch, rank), so resuming skips
+exactly the batches already trained on.
+
+Across nodes (a text corpus and ``num_nodes > 1``, ``CorpusRecipe.sharded``) no node reads the
+whole corpus: in ``setup`` each rank encodes its own part (``CorpusRecipe.prepare_shard``: about
+1/world of the bytes, cut at line ends, with the whole corpus's vocabulary, the one a single
+process builds; with ``max_vocab_size`` rank 0 first reads the whole text to count it) and
+trains all of it. Per rank, not per node, so that a rank's shard is exactly its run and no rank
+maps more than it trains. The layout is the one-node layout's (contiguous runs in rank order;
+rank ``r`` trains sentences ``[S[r], S[r + 1])`` of the one-node encoding, ``S[r]`` the sentences
+of the parts before it, where a line that a cut splits, one with no line end for 1 MiB, is two
+sentences) except in two ways:
+
+- the runs are balanced by bytes, not tokens: a cut falls where a one-node run cuts when bytes
+  and tokens balance at the same line end, otherwise a few sentences away;
+- the random draws are keyed by token positions in the ids a rank holds (the chunk kernel's, and
+  the batched engine's subsampling, windows and shuffles), which start at 0 in every shard: the
+  same sentences get other draws than on one node, so the weights differ from a one-node run's
+  as another seed's would.
+
+The chunk engine cuts a run into as many chunks as on one node (their number follows the whole
+corpus's tokens); the batched engine's DataLoader workers split the shard into parts balanced by
+tokens, as they split a run on one node.
 """
 
 from __future__ import annotations
@@ -91,14 +113,22 @@ def balanced_cuts(offsets: np.ndarray, s0: int, s1: int, n: int) -> np.ndarray:
 class _Chunks:
     """One rank's shard of the corpus (a token-balanced run of whole sentences) cut into chunks of
     about ``chunk_words`` words. Every rank gets the same number of chunks, set by the corpus
-    size, so all ranks run the same steps without asking each other."""
+    size, so all ranks run the same steps without asking each other.
 
-    def __init__(self, offsets: np.ndarray, chunk_words: int, rank: int, world: int):
+    ``offsets``: the whole corpus's; or, with ``layout`` (a ``_ShardLayout``), the rank's shard
+    alone, which is all its run."""
+
+    def __init__(self, offsets: np.ndarray, chunk_words: int, rank: int, world: int, layout=None):
         n_sent = offsets.size - 1
         self.rank, self.world = rank, world
-        self.edges = balanced_cuts(offsets, 0, n_sent, world)
-        n = max(1, math.ceil((offsets[-1] - offsets[0]) / world / chunk_words))
-        cuts = balanced_cuts(offsets, int(self.edges[rank]), int(self.edges[rank + 1]), n)
+        if layout is None:
+            self.edges = balanced_cuts(offsets, 0, n_sent, world)
+            run = int(self.edges[rank]), int(self.edges[rank + 1])
+            tokens = int(offsets[-1] - offsets[0])
+        else:
+            self.edges, run, tokens = layout.edges, (0, n_sent), layout.tokens
+        n = max(1, math.ceil(tokens / world / chunk_words))
+        cuts = balanced_cuts(offsets, *run, n)
         self.chunks = list(zip(cuts[:-1].tolist(), cuts[1:].tolist()))
 
     def __len__(self) -> int:
@@ -115,6 +145,17 @@ class _Chunks:
 
     def _shard_sentences(self, n_shards: int) -> np.ndarray:
         return self.edges
+
+
+class _ShardLayout:
+    """Where the ranks' shards lie in the whole corpus: ``edges`` (world + 1 sentence indices:
+    rank ``r`` holds sentences ``[edges[r], edges[r + 1])``), and the whole corpus's ``tokens``
+    and ``raw_words``, from each rank's (sentences, tokens, raw words)."""
+
+    def __init__(self, sizes: list):
+        n_sent, n_tok, raw = (np.array(column, dtype=np.int64) for column in zip(*sizes))
+        self.edges = np.concatenate(([0], np.cumsum(n_sent)))
+        self.tokens, self.raw_words = int(n_tok.sum()), int(raw.sum())
 
 
 class _EpochLoader(DataLoader):
@@ -188,6 +229,10 @@ class CorpusDataModule(pl.LightningDataModule):
         self.corpus = None
         self.ground_truth: dict | None = None
         self._shard: _Shard | None = None
+        self._layout: _ShardLayout | None = None  # across nodes: where the ranks' shards lie
+
+    def _sharded(self) -> bool:
+        return self.trainer is not None and self.recipe.sharded(self.trainer.num_nodes)
 
     def _prepare(self) -> Path:
         """The corpus cache's directory for this recipe, encoded unless already there."""
@@ -195,18 +240,24 @@ class CorpusDataModule(pl.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Local rank 0 only: write the synthetic corpus, build the vocabulary, encode the ids."""
+        if self._sharded():
+            return  # every rank encodes its own part in setup
         with interruptible("preparing the corpus"):
             self._prepare()
 
     def setup(self, stage: str | None = None) -> None:
         if self.corpus is not None:
             return
-        # every rank opens this recipe's directory (reused, never re-encoded), not the cache's
-        # latest, which another run sharing the cache may have changed since prepare_data
-        with interruptible("preparing the corpus"):
-            self.corpus, self.ground_truth = open_run_data(self._prepare())
-        self.vocab = self.corpus.vocab
         rank, world = self._rank_world()
+        with interruptible("preparing the corpus"):
+            if self._sharded():
+                self.corpus, self._layout = self._prepare_shard(rank, world)
+            else:
+                # every rank opens this recipe's directory (reused, never re-encoded), not the
+                # cache's latest, which another run sharing the cache may have changed since
+                # prepare_data
+                self.corpus, self.ground_truth = open_run_data(self._prepare())
+        self.vocab = self.corpus.vocab
         # Each of n DataLoader workers yields the batches of its own shard, all shards the same
         # number; the loader takes them round-robin, so an epoch is n times that many steps.
         workers = max(self.num_workers, 1)
@@ -220,6 +271,43 @@ class CorpusDataModule(pl.LightningDataModule):
         convert = _as_chunk if self.chunk_words else partial(as_batch, arch=self.arch)
         self._shard = _Shard(lambda w, n: self._batches(rank, world, w, n), steps, convert)
         self._rank_world_used = (rank, world)
+
+    def _prepare_shard(self, rank: int, world: int):
+        """(this rank's shard, the ranks' ``_ShardLayout``): every rank encodes its part, the
+        counts merged over the process group."""
+        import torch.distributed as dist
+
+        # The word counts travel as pickles: over gloo they stay in CPU memory, where NCCL would
+        # stage every rank's on each GPU.
+        group = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+
+        def all_gather(out: list, obj) -> None:
+            dist.all_gather_object(out, obj, group=group)
+
+        try:
+            corpus = self.recipe.prepare_shard(
+                self.cache_dir, rank, world, all_gather, self._encode_workers(world)
+            )
+            sizes = [None] * world
+            all_gather(sizes, (corpus.n_sentences, corpus.n_tokens, corpus.raw_words))
+        finally:
+            if group is not None:
+                dist.destroy_process_group(group)
+        return corpus, _ShardLayout(sizes)
+
+    def _encode_workers(self, world: int) -> int | None:
+        """Processes that read this rank's part: with several ranks on a node, each gets its share
+        of the node's CPUs (and no more than its part's size calls for); with one, None lets
+        the cache choose."""
+        from ns_plugins.data.encode import MIN_PART_BYTES
+        from ns_plugins.data.parallel import usable_cpus
+        from ns_plugins.data.textfiles import corpus_files
+
+        per_node = self.trainer.num_devices
+        if per_node < 2:
+            return None
+        size = sum(f.stat().st_size for f in corpus_files(self.recipe.path))
+        return max(1, min(usable_cpus() // per_node, size // world // MIN_PART_BYTES))
 
     def _rank_world(self) -> tuple[int, int]:
         if self.trainer is not None:
@@ -243,8 +331,13 @@ class CorpusDataModule(pl.LightningDataModule):
     def _batches(self, rank: int, world: int, worker: int, num_workers: int):
         from ns_plugins.data import CBOWBatches, SkipGramBatches
 
+        offsets = np.asarray(self.corpus.offsets)
         if self.chunk_words:
-            return _Chunks(np.asarray(self.corpus.offsets), self.chunk_words, rank, world)
+            return _Chunks(offsets, self.chunk_words, rank, world, self._layout)
+        seed = self.seed
+        if self._layout is not None:  # the shard is all of this rank's run
+            # positions start at 0 in every shard: the rank in the seed keeps the draws apart
+            rank, world, seed = 0, 1, self.seed + (rank << 32)
         cls = SkipGramBatches if self.arch is Arch.skipgram else CBOWBatches
         return cls(
             self.corpus,
@@ -252,7 +345,7 @@ class CorpusDataModule(pl.LightningDataModule):
             sample=self.sample,
             shrink_windows=self.shrink_windows,
             batch_size=self.batch_size,
-            seed=self.seed,
+            seed=seed,
             rank=rank,
             world_size=world,
             worker=worker,
@@ -269,11 +362,19 @@ class CorpusDataModule(pl.LightningDataModule):
     @property
     def words_per_step(self) -> float:
         """Corpus words one step covers on all ranks together (for words/s)."""
-        return self.corpus.raw_words / self.steps_per_epoch
+        words = self.corpus.raw_words if self._layout is None else self._layout.raw_words
+        return words / self.steps_per_epoch
 
     def shard_summary(self) -> dict:
         """Which part of the corpus this rank trains on: its shard and sentence range."""
         rank, world = self._rank_world_used
+        if self._layout is not None:  # sentence indices of the whole corpus, as on one node
+            edges = self._layout.edges
+            return {
+                "index": rank,
+                "count": world,
+                "sentences": [int(edges[rank]), int(edges[rank + 1])],
+            }
         batches = self._batches(rank, world, 0, 1)
         index, n_shards = batches.shard()
         edges = batches._shard_sentences(n_shards)

@@ -1,7 +1,8 @@
 """The entry of a run: check the config, start encoding the corpus in a forked process while
-torch and Lightning import, fork the other ranks of a one-node DDP run, then hand over to the run
-skeleton (``ns_plugins.app.skeleton``). Signals while the corpus is prepared end the run in one
-line; a failed or killed rank stops the others."""
+torch and Lightning import (not for a text corpus across nodes, where each rank encodes its own
+part), fork the other ranks of a one-node DDP run, then hand over to the run skeleton
+(``ns_plugins.app.skeleton``). Signals while the corpus is prepared end the run in one line; a
+failed or killed rank stops the others."""
 
 from __future__ import annotations
 
@@ -39,7 +40,10 @@ def _train(cfg: DictConfig, run_dir: Path, recipe: CorpusRecipe, extra_callbacks
     encoder = None
     try:
         with interruptible("preparing the corpus"):
-            encoder = _encode_in_background(recipe, cache_dir_of(cfg, run_dir))
+            # across nodes each rank encodes its own part once the process group is up: an early
+            # encoder would read the whole corpus on every node
+            if not recipe.sharded(num_nodes(cfg)):
+                encoder = _encode_in_background(recipe, cache_dir_of(cfg, run_dir))
             try:
                 from ns_plugins.app.skeleton import train as train_lightning
             except ModuleNotFoundError as err:

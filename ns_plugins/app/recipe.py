@@ -47,7 +47,8 @@ def warm_start(path, words, d: int, seed: int, scale: float):
 class CorpusRecipe:
     """A run's corpus settings as the corpus cache keys them: made once from the config
     (``from_config``) and handed unchanged to the encoder started early and to the data module,
-    so both ask the cache for the same directory."""
+    so both ask the cache for the same directory. Across nodes (``sharded``) no encoder starts
+    early and each rank asks for its own shard (``prepare_shard``)."""
 
     source: str = "synthetic"
     path: str | None = None
@@ -84,6 +85,26 @@ class CorpusRecipe:
             Path(cache_dir), self.source, self.path, self.min_count, self.max_vocab_size,
             self.max_final_vocab, self.tokenizer, self.vocab_file,
             synthetic_seed=self.synthetic_seed, synthetic_sentences=self.synthetic_sentences,
+        )  # fmt: skip
+
+    def sharded(self, num_nodes: int) -> bool:
+        """Whether each rank encodes only its own part of the corpus (``prepare_shard``) instead
+        of every node encoding all of it: a text corpus on more than one node. One node reads
+        the whole corpus either way: the early encoder reads it once while torch imports and
+        the ranks map that one encoding (the one-node layout exactly); shards would read the
+        same bytes, only later, once the process group is up."""
+        return self.source == "text" and num_nodes > 1
+
+    def prepare_shard(self, cache_dir, rank: int, world_size: int, all_gather, workers=None):
+        """This rank's shard of the corpus (an ``EncodedCorpus``: the whole corpus's vocabulary,
+        the ids of part ``rank`` of ``world_size`` only), encoded in the cache ``cache_dir``
+        unless a run already did; every rank calls it (see ``cache.prepare_corpus_shard``)."""
+        from ns_plugins.data.cache import prepare_corpus_shard
+
+        return prepare_corpus_shard(
+            self.path, Path(cache_dir), rank, world_size, all_gather, self.min_count,
+            self.max_vocab_size, self.tokenizer, max_final_vocab=self.max_final_vocab,
+            vocab_file=self.vocab_file, workers=workers,
         )  # fmt: skip
 
 
