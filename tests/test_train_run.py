@@ -378,18 +378,15 @@ def test_a_failed_rank_stops_the_whole_run(tmp_path, where, rank):
     assert not (tmp_path / "vectors.bin").exists()
 
 
-@pytest.mark.distributed
-@pytest.mark.slow
-def test_two_nodes_over_gloo(tmp_path):
-    """num_nodes=2 as a cluster starts it: one process per node, told its NODE_RANK and the
-    master's address; here both nodes are on this machine and share the corpus cache."""
+def _two_nodes(tmp_path, args, timeout=300) -> list[dict]:
+    """``python train.py *args`` as a cluster starts a num_nodes=2 run: one process per node, told
+    its NODE_RANK and the master's address, writing into ``tmp_path/0`` and ``tmp_path/1``; here
+    both nodes are on this machine. Returns the ranks' ``ranks/rank{r}.json``."""
     import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    args = ["+experiment=sgns", *TINY, *CHUNK, "epochs=1", "device=ddp_cpu", "devices=1",
-            "num_nodes=2", f"data.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
     procs = []
     for node in (0, 1):
         env = dict(
@@ -401,20 +398,30 @@ def test_two_nodes_over_gloo(tmp_path):
             NODE_RANK=str(node),
         )
         run_dir = f"hydra.run.dir={tmp_path / str(node)}"
-        cmd = [sys.executable, str(ROOT / "train.py"), *args, run_dir]
+        cmd = [sys.executable, str(ROOT / "train.py"), *args, "device=ddp_cpu", "devices=1",
+               "num_nodes=2", run_dir]  # fmt: skip
         procs.append(
             subprocess.Popen(
                 cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
             )
         )
     try:
-        errs = [p.communicate(timeout=300)[1] for p in procs]
+        errs = [p.communicate(timeout=timeout)[1] for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
     assert [p.returncode for p in procs] == [0, 0], errs[0][-2000:] + errs[1][-2000:]
-    ranks = [json.loads((tmp_path / f"{r}/ranks/rank{r}.json").read_text()) for r in (0, 1)]
+    return [json.loads((tmp_path / f"{r}/ranks/rank{r}.json").read_text()) for r in (0, 1)]
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_two_nodes_over_gloo(tmp_path):
+    """num_nodes=2, the nodes sharing the corpus cache (a synthetic corpus: each node prepares
+    all of it, as it is generated, not read)."""
+    args = ["+experiment=sgns", *TINY, *CHUNK, "epochs=1", f"data.cache_dir={tmp_path / 'cache'}"]
+    ranks = _two_nodes(tmp_path, args)
     assert [r["world_size"] for r in ranks] == [2, 2]
     assert ranks[0]["global_step"] == ranks[1]["global_step"] > 0
     assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
@@ -423,8 +430,67 @@ def test_two_nodes_over_gloo(tmp_path):
     assert (tmp_path / "0" / "vectors.bin").is_file()
 
 
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_two_nodes_encode_and_train_their_own_shards_of_a_text_corpus(tmp_path):
+    """A text corpus on two nodes: each reads and encodes only its half, both build the vocabulary
+    one process builds, and each trains its shard. The corpus is two files of the same lines in
+    another order, so the byte cut between them is where the tokens balance: the ranks train
+    what they train on one node, chunk for chunk (their random draws, keyed by positions within
+    a shard, are not a one-node run's). Then the run resumes from its checkpoint on the same
+    shards."""
+    from ns_plugins.app.datamodule import _Chunks
+    from ns_plugins.data import Vocab, prepare_corpus
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(40)] + ["much-longer-word"]
+    lines = [" ".join(rng.choice(words, int(rng.integers(2, 14)))) for _ in range(300)]
+    (corpus / "a.txt").write_text("\n".join(lines) + "\n")
+    (corpus / "b.txt").write_text("\n".join(rng.permutation(lines)) + "\n")
+    cache = tmp_path / "cache"
+    args = ["+experiment=sgns_text", *TINY, *CHUNK, "model.chunk_words=600", "workers=1",
+            f"data.path={corpus}", f"data.cache_dir={cache}"]  # fmt: skip
+    ranks = _two_nodes(tmp_path, [*args, "epochs=1"])
+
+    whole = prepare_corpus(corpus, tmp_path / "one", min_count=5, workers=1)
+    assert Vocab.load(tmp_path / "0" / "vocab.tsv") == whole.vocab
+    size = sum(f.stat().st_size for f in corpus.iterdir())
+    shards = sorted((d for d in cache.iterdir() if d.is_dir()), key=lambda d: d.name)
+    recipes = [json.loads((d / "recipe.json").read_text()) for d in shards]
+    assert sorted(r["shard"] for r in recipes) == [[0, 2], [1, 2]]  # no whole-corpus encoding
+    for d in shards:
+        meta = json.loads((d / "meta.json").read_text())
+        assert meta["shard_bytes"] == size // 2 and meta["n_tokens"] < whole.n_tokens
+        assert Vocab.load(d / "vocab.tsv") == whole.vocab
+    # the one-node layout: sentences and chunks per rank
+    offsets = np.asarray(whole.offsets)
+    one_node = [_Chunks(offsets, 600, r, 2) for r in (0, 1)]
+    for r, rank in enumerate(ranks):
+        assert rank["world_size"] == 2
+        assert rank["shard"]["sentences"] == one_node[r].edges[r : r + 2].tolist()
+        assert rank["steps_per_epoch"] == len(one_node[r]) == rank["global_step"] > 1
+    assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
+
+    # resumed for a second epoch: the same shards (not encoded again), the same layout
+    stamps = [(d / "ids.int32").stat().st_mtime_ns for d in shards]
+    ckpt = tmp_path / "0" / "checkpoints" / "last.ckpt"
+    resumed = _two_nodes(tmp_path, [*args, "epochs=2", f"ckpt_path={ckpt}"])
+    assert [(d / "ids.int32").stat().st_mtime_ns for d in shards] == stamps
+    for before, after in zip(ranks, resumed):
+        assert after["shard"] == before["shard"]
+        assert after["global_step"] == 2 * before["steps_per_epoch"]
+    assert resumed[0]["weights_sha256"] == resumed[1]["weights_sha256"]
+    with open(
+        tmp_path / "0" / "csv" / "metrics.csv"
+    ) as f:  # the second run went on from the checkpoint
+        logged = [int(row["step"]) for row in csv.DictReader(f)]
+    assert logged == list(range(2 * ranks[0]["steps_per_epoch"]))
+
+
 def test_shared_negatives_needs_the_chunk_engine(tmp_path):
-    cfg = _cfg("+experiment=sgns", "model.engine=batched", "model.shared_negatives=true")
+    cfg = _cfg("+experiment=sgns", "engine=batched", "model.shared_negatives=true")
     with pytest.raises(ConfigError, match="shared_negatives"):
         train(cfg, tmp_path)
 
