@@ -168,7 +168,7 @@ def _app_command(args, variant, out, seed) -> list[str]:
     ]
     if variant == "shared":
         over.append("model.shared_negatives=true")
-    batched = "model.engine=batched" in args.app_args  # the pairs engine has no threads
+    batched = "engine=batched" in args.app_args  # the pairs engine has no threads
     if variant == "ddp2":
         over += ["device=ddp_cpu", "devices=2"] + ([] if batched else ["workers=1"])
     elif not batched:

@@ -69,6 +69,22 @@ def test_gensim_names_are_top_level_shortcuts():
         assert key in cfg
 
 
+@pytest.mark.parametrize("engine", ["chunk", "batched"])
+def test_the_engine_group_builds_its_engine_from_the_top_level_names(engine):
+    from hydra.utils import instantiate
+
+    from ns_plugins.app.config import ENGINE_CONFIGS, Engine, engine_of
+
+    cfg = _compose("+experiment=sgns", f"engine={engine}", "negative=7", "model.init_scale=0.25")
+    assert engine_of(cfg) is Engine(engine)
+    assert cfg.engine._target_ == ENGINE_CONFIGS[Engine(engine)]._target_
+    assert (cfg.engine.negative, cfg.engine.init_scale, cfg.engine.arch) == (7, 0.25, Arch.skipgram)
+    extra = {"sparse": True} if engine == "batched" else {}
+    module = instantiate(cfg.engine, **extra)
+    assert type(module).__name__ == f"{engine.capitalize()}Module"
+    assert module.hparams.negative == 7 and module.hparams.init_scale == 0.25
+
+
 @pytest.mark.parametrize(
     "group,choice,expected",
     [
@@ -175,7 +191,7 @@ def test_help_describes_the_main_keys():
     assert proc.returncode == 0, proc.stderr
     described = {line.split(" :")[0] for line in proc.stdout.splitlines() if " : " in line}
     for key in ("vector_size", "window", "negative", "epochs", "alpha", "min_count", "sample",
-                "workers", "seed", "data", "data.path", "device", "model", "model.engine",
+                "workers", "seed", "data", "data.path", "device", "model", "engine",
                 "eval.wordsim", "eval.simlex", "eval.analogies", "ckpt_path", "init_vectors",
                 "trainer.log_every_n_steps"):  # fmt: skip
         assert key in described, key

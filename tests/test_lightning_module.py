@@ -1,4 +1,4 @@
-"""SGNSModule against the float64 reference, and CorpusDataModule's sharding."""
+"""BatchedModule against the float64 reference, and CorpusDataModule's sharding."""
 
 import functools
 
@@ -8,7 +8,7 @@ import torch
 
 from ns_plugins.app.config import Arch
 from ns_plugins.app.datamodule import CorpusDataModule, _Shard, as_batch
-from ns_plugins.app.engines.batched import SGNSModule
+from ns_plugins.app.engines.batched import BatchedModule
 from ns_plugins.core import reference
 from ns_plugins.data import EncodedCorpus, Vocab
 from ns_plugins.engines.base import linear_decay
@@ -19,7 +19,7 @@ V, D, K = 40, 8, 4
 def _module(arch="skipgram", backend="fused", seed=0, **kw):
     rng = np.random.default_rng(seed)
     counts = rng.integers(1, 100, V)
-    m = SGNSModule(counts, vector_size=D, negative=K, arch=arch, backend=backend, **kw)
+    m = BatchedModule(counts, vector_size=D, negative=K, arch=arch, backend=backend, **kw)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():  # word2vec starts the output side at zero; make the loss non-trivial
         m.out_embed.weight.normal_(0, 0.3, generator=gen)
@@ -36,14 +36,14 @@ def _dense(grad):
 
 
 def test_word2vec_initialisation():
-    m = SGNSModule(np.arange(1, V + 1), vector_size=D)
+    m = BatchedModule(np.arange(1, V + 1), vector_size=D)
     w_in, w_out = m.in_embed.weight, m.out_embed.weight
     assert w_in.abs().max() <= 0.5 / D and w_in.std() > 0.1 / D
     assert torch.count_nonzero(w_out) == 0
     assert m.in_embed.sparse and m.out_embed.sparse
-    dense = SGNSModule(np.arange(1, V + 1), vector_size=D, sparse=False)
+    dense = BatchedModule(np.arange(1, V + 1), vector_size=D, sparse=False)
     assert not dense.in_embed.sparse
-    wide = SGNSModule(np.arange(1, V + 1), vector_size=D, init_scale=1.0).in_embed.weight
+    wide = BatchedModule(np.arange(1, V + 1), vector_size=D, init_scale=1.0).in_embed.weight
     assert 0.5 / D < wide.abs().max() <= 1.0 / D
 
 
@@ -131,7 +131,7 @@ def test_reduce_modes():
 
 def test_noise_draws_follow_the_unigram_power_and_repeat_per_step():
     counts = np.array([1000, 100, 10, 1, 0, 500])
-    m = SGNSModule(counts, vector_size=4, negative=5, ns_exponent=0.75, seed=5)
+    m = BatchedModule(counts, vector_size=4, negative=5, ns_exponent=0.75, seed=5)
     ids = m._draw((200_000,)).numpy()
     p = counts**0.75 / (counts**0.75).sum()
     freq = np.bincount(ids, minlength=counts.size) / ids.size
@@ -150,11 +150,11 @@ def test_linear_decay():
 
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="sparse_adam"):
-        SGNSModule(np.ones(5), optimizer="sparse_adam", sparse=False)
+        BatchedModule(np.ones(5), optimizer="sparse_adam", sparse=False)
     with pytest.raises(ValueError, match="counts"):
-        SGNSModule(np.ones((2, 2)))
+        BatchedModule(np.ones((2, 2)))
     with pytest.raises(ValueError, match="foo"):
-        SGNSModule(np.ones(5), backend="foo")
+        BatchedModule(np.ones(5), backend="foo")
 
 
 def _tiny_corpus(tmp_path, n_sent=60):

@@ -67,6 +67,8 @@ def test_other_monitored_scores_are_checked(overrides, match):
         ("+vectorsize=10", "vectorsize", "use vector_size"),
         ("+eval.wordsim353=x.tsv", "eval.wordsim353", "use eval.wordsim"),
         ("+report.colour=red", "report.colour", None),
+        ("+engine.batch_size=64", "engine.batch_size", None),  # not the chunk engine's
+        ("+engines.chunk.window=3", "engines", "use engine"),
     ],
 )
 def test_unknown_keys_added_with_plus_are_refused(override, named, meant):
@@ -76,6 +78,11 @@ def test_unknown_keys_added_with_plus_are_refused(override, named, meant):
     assert named in msg and "\n" not in msg
     if meant:
         assert meant in msg
+
+
+def test_the_old_engine_switch_names_the_group():
+    with pytest.raises(ConfigError, match=r"model.engine=batched: .* use engine=batched$"):
+        check_config(_cfg("model.engine=batched"))
 
 
 def test_logger_and_callback_entries_stay_open():

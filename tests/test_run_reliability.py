@@ -33,8 +33,8 @@ TINY = [
     "eval.queries=[the,of]",
     "eval.k=3",
 ]
-CHUNK = ["model.engine=chunk", "model.chunk_words=1500", "workers=1"]
-PAIRS = ["model.engine=batched", "batch_size=256"]
+CHUNK = ["engine=chunk", "model.chunk_words=1500", "workers=1"]
+PAIRS = ["engine=batched", "batch_size=256"]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT), SETUPTOOLS_USE_DISTUTILS="stdlib")
 
 

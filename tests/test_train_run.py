@@ -31,8 +31,8 @@ TINY = [
     "eval.queries=[the,of]",
     "eval.k=3",
 ]
-CHUNK = ["model.engine=chunk", "model.chunk_words=1500"]
-PAIRS = ["model.engine=batched", "batch_size=256"]
+CHUNK = ["engine=chunk", "model.chunk_words=1500"]
+PAIRS = ["engine=batched", "batch_size=256"]
 ENGINES = {"chunk": CHUNK, "batched": PAIRS}
 
 
@@ -500,7 +500,7 @@ def test_shared_negatives_needs_the_chunk_engine(tmp_path):
 def test_large_batches_stay_finite(batch_size, sentences, tmp_path, cache):
     """A frequent word's summed gradient over a huge batch overshoots; the row-step cap
     (model.max_row_step) keeps the weights finite and the planted clusters learned."""
-    args = ["+experiment=sgns", "model.engine=batched", f"batch_size={batch_size}", "epochs=3",
+    args = ["+experiment=sgns", "engine=batched", f"batch_size={batch_size}", "epochs=3",
             f"data.synthetic_sentences={sentences}",
             f"data.cache_dir={cache / str(sentences)}"]  # fmt: skip
     capped = train(_cfg(*args), tmp_path / "capped")
@@ -563,10 +563,10 @@ def test_progress_lines_in_the_log_file_when_not_a_terminal(tmp_path):
 
 
 def test_load_from_checkpoint_rebuilds_the_batched_module(full_run):
-    from ns_plugins.app.engines.batched import SGNSModule
+    from ns_plugins.app.engines.batched import BatchedModule
 
     _, run_dir, _ = full_run
-    module = SGNSModule.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    module = BatchedModule.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     _, vectors = load_word2vec(run_dir / "vectors.bin")
     np.testing.assert_array_equal(module.vectors(), vectors)
     assert module.noise is not None and len(module.counts) == len(vectors)

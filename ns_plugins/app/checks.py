@@ -21,6 +21,7 @@ from ns_plugins.app.config import (
     GradSync,
     Optimizer,
     TrainConfig,
+    engine_of,
     unknown_options,
 )
 from ns_plugins.app.evaluation import eval_inputs
@@ -140,15 +141,20 @@ def check_config(cfg: DictConfig) -> None:
             f"device.accelerator={cfg.device.accelerator} but no CUDA device is visible; "
             "use device=cpu or device=ddp_cpu"
         )
-    engine = cfg.model.engine
+    if cfg.model.engine is not None:
+        raise ConfigError(
+            f"model.engine={cfg.model.engine}: the engine is a config group now; "
+            f"use engine={cfg.model.engine}"
+        )
+    engine = engine_of(cfg)
     unread = PAIRS_ONLY if engine is Engine.chunk else CHUNK_ONLY
     for key in unread:
         value = OmegaConf.select(cfg, key)
         if value != _schema_default(key):
             shown = value.value if isinstance(value, Enum) else value
             raise ConfigError(
-                f"{key}={shown} is not read by the {engine.value} engine (model.engine); "
-                f"remove it, or use model.engine={'batched' if engine is Engine.chunk else 'chunk'}"
+                f"{key}={shown} is not read by the {engine.value} engine; "
+                f"remove it, or use engine={'batched' if engine is Engine.chunk else 'chunk'}"
             )
     if engine is Engine.chunk:
         _check_chunk_engine(cfg, gpu)

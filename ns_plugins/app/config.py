@@ -16,12 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import II, DictConfig, OmegaConf
+
+from ns_plugins.errors import UsageError
 
 __all__ = [
     "Arch",
     "Backend",
     "DataSource",
+    "BatchedEngineConfig",
+    "ChunkEngineConfig",
     "Engine",
     "GradSync",
     "Merge",
@@ -30,6 +34,7 @@ __all__ = [
     "Tokenizer",
     "TrainConfig",
     "config_dir",
+    "engine_of",
     "register_configs",
     "unknown_options",
 ]
@@ -125,7 +130,9 @@ class DataConfig:
 class ModelConfig:
     arch: Arch = Arch.skipgram
     optimizer: Optimizer = Optimizer.sgd
-    engine: Engine = Engine.chunk
+    # the engine is the `engine` group now (engine=chunk|batched); kept only to say so to a command
+    # written for the earlier layout (refused when set)
+    engine: str | None = None
     cbow_mean: bool = True  # CBOW: average (True) or sum the context vectors
     # input vectors start uniform in +-init_scale / vector_size: 0.5 is word2vec.c's, 1.0 gensim 4's
     init_scale: float = 0.5
@@ -135,6 +142,62 @@ class ModelConfig:
     # batched engine, SGD: a row's step per batch is at most this long (null: no cap); keeps large
     # batches from diverging, where a frequent word's summed gradient overshoots
     max_row_step: float | None = 1.0
+
+
+# The engines, one structured config each, registered as the `engine` group and built with
+# hydra.utils.instantiate. Their settings are the run's top-level names (gensim's) and the groups',
+# reached by interpolation, so `window=3` or `model.shared_negatives=true` reaches the engine.
+
+
+@dataclass
+class ChunkEngineConfig:
+    _target_: str = "ns_plugins.app.engines.chunk.ChunkModule"
+    vector_size: int = II("vector_size")
+    window: int = II("window")
+    negative: int = II("negative")
+    ns_exponent: float = II("ns_exponent")
+    sample: float = II("sample")
+    alpha: float = II("alpha")
+    min_alpha: float = II("min_alpha")
+    arch: Arch = II("model.arch")
+    shrink_windows: bool = II("shrink_windows")
+    shared_negatives: bool = II("model.shared_negatives")
+    init_scale: float = II("model.init_scale")
+    workers: int = II("workers")
+    seed: int = II("seed")
+
+
+@dataclass
+class BatchedEngineConfig:
+    _target_: str = "ns_plugins.app.engines.batched.BatchedModule"
+    vector_size: int = II("vector_size")
+    negative: int = II("negative")
+    ns_exponent: float = II("ns_exponent")
+    alpha: float = II("alpha")
+    min_alpha: float = II("min_alpha")
+    backend: Backend = II("backend.name")
+    reduce: Reduce = II("reduce.mode")
+    arch: Arch = II("model.arch")
+    optimizer: Optimizer = II("model.optimizer")
+    cbow_mean: bool = II("model.cbow_mean")
+    init_scale: float = II("model.init_scale")
+    max_row_step: float | None = II("model.max_row_step")
+    seed: int = II("seed")
+    # sparse: from device.grad_sync (dense gradients for grad_sync=dense), given by the skeleton
+
+
+ENGINE_CONFIGS = {Engine.chunk: ChunkEngineConfig, Engine.batched: BatchedEngineConfig}
+
+
+def engine_of(cfg: DictConfig) -> Engine:
+    """The engine a composed config trains with (its ``engine`` group's choice)."""
+    target = cfg.engine._target_
+    for engine, schema in ENGINE_CONFIGS.items():
+        if schema._target_ == target:
+            return engine
+    raise UsageError(
+        f"engine._target_={target} is not one of this app's engines (engine=chunk|batched)"
+    )
 
 
 @dataclass
@@ -176,9 +239,8 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
-    # the engines, `_target_` entries built with hydra.utils.instantiate (conf/engines); the one
-    # model.engine names trains
-    engines: dict[str, Any] = field(default_factory=dict)
+    # the engine group's choice (ChunkEngineConfig or BatchedEngineConfig): engine=chunk|batched
+    engine: Any = None
     # Lightning loggers and extra callbacks, each a `_target_` entry (the `logger` and `callbacks`
     # config groups); a CSV logger is always added when none is given (the report reads it)
     logger: dict[str, Any] = field(default_factory=dict)
@@ -211,8 +273,11 @@ SCHEMA_NAME = "ns_train_schema"
 
 
 def register_configs() -> None:
-    """Store the schema; ``conf/train.yaml`` lists it first in its defaults."""
-    ConfigStore.instance().store(name=SCHEMA_NAME, node=TrainConfig)
+    """Store the schema (``conf/train.yaml`` lists it first in its defaults) and the engines."""
+    store = ConfigStore.instance()
+    store.store(name=SCHEMA_NAME, node=TrainConfig)
+    for engine, schema in ENGINE_CONFIGS.items():
+        store.store(group="engine", name=engine.value, node=schema)
 
 
 # Names a Lightning or gensim user may guess, and this app's option for each (None: no such option).
@@ -243,6 +308,7 @@ _GUESSES: dict[str, str | None] = {
     "hs": None,  # hierarchical softmax: only negative sampling here
     "cbow_mean": "model.cbow_mean",
     "max_vocab_size": "data.max_vocab_size",
+    "engines": "engine (a config group: engine=chunk or engine=batched)",
     "max_final_vocab": "data.max_final_vocab",
     "corpus_file": "data.path",
     "accelerator": "device.accelerator",
@@ -272,7 +338,7 @@ def _unknown(cfg: DictConfig, schema: DictConfig, prefix: str = "") -> list[str]
             found.append(dotted)
         elif (
             dotted not in _OPEN
-            and dataclasses.is_dataclass(OmegaConf.get_type(schema, key))
+            and isinstance(schema[key], DictConfig)
             and isinstance(cfg[key], DictConfig)
         ):
             found.extend(_unknown(cfg[key], schema[key], dotted + "."))
@@ -284,6 +350,8 @@ def unknown_options(cfg: DictConfig) -> str | None:
     ``+key=value``, which Hydra lets through unchecked), each with the option meant where one is
     known or close; None when every key is read."""
     schema = OmegaConf.structured(TrainConfig)
+    if isinstance(cfg.get("engine"), DictConfig):  # the schema of the engine chosen
+        schema.engine = OmegaConf.structured(ENGINE_CONFIGS[engine_of(cfg)])
     unknown = [k for k in _unknown(cfg, schema) if k != "hydra"]
     if not unknown:
         return None

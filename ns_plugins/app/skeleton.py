@@ -28,22 +28,15 @@ from lightning_fabric.plugins import TorchCheckpointIO
 from omegaconf import DictConfig
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
-from ns_plugins.app.callbacks import (
-    AutoLogInterval,
-    AveragingDDPStrategy,
-    GracefulInterrupt,
-    PeriodicEvaluation,
-    ProgressBar,
-    ProgressLog,
-    RunCheckpoint,
-    Throughput,
-    WeightAveraging,
-)
+from ns_plugins.app.callbacks import PeriodicEvaluation
+from ns_plugins.app.checkpoints import GracefulInterrupt, RunCheckpoint
 from ns_plugins.app.checks import devices, num_nodes
-from ns_plugins.app.config import Engine, GradSync
+from ns_plugins.app.config import Engine, GradSync, engine_of
 from ns_plugins.app.datamodule import CorpusDataModule
 from ns_plugins.app.evaluation import RunEvaluator, eval_inputs
+from ns_plugins.app.local_sgd import AveragingDDPStrategy, WeightAveraging
 from ns_plugins.app.outputs import config_dict, export_run, finish_run, write_json, writing
+from ns_plugins.app.progress import AutoLogInterval, ProgressBar, ProgressLog, Throughput
 from ns_plugins.app.recipe import CorpusRecipe, cache_dir_of
 from ns_plugins.errors import UsageError
 
@@ -107,7 +100,7 @@ def build(cfg: DictConfig, run_dir: Path, extra_callbacks=(), recipe: CorpusReci
     ``recipe``: the corpus recipe the launcher made from ``cfg`` (made here when not given)."""
     quiet_lightning()
     data = cfg.data
-    chunk = cfg.model.engine is Engine.chunk
+    chunk = engine_of(cfg) is Engine.chunk
     dm = CorpusDataModule(
         recipe or CorpusRecipe.from_config(cfg),
         cache_dir=cache_dir_of(cfg, run_dir),
@@ -122,10 +115,10 @@ def build(cfg: DictConfig, run_dir: Path, extra_callbacks=(), recipe: CorpusReci
         init_vectors=cfg.init_vectors,
         init_scale=cfg.model.init_scale,
     )
-    # the engine model.engine names, as conf/engines builds it (the batched engine's gradient
-    # layout follows device.grad_sync)
+    # the engine group's choice (config.ChunkEngineConfig / BatchedEngineConfig); the batched
+    # engine's gradient layout follows device.grad_sync
     extra = {} if chunk else {"sparse": cfg.device.grad_sync is not GradSync.dense}
-    model = instantiate(cfg.engines[cfg.model.engine.value], **extra)
+    model = instantiate(cfg.engine, **extra)
     ckpt_dir = run_dir / "checkpoints"
     cbs = {"throughput": Throughput()}
     if cfg.device.grad_sync is GradSync.local_sgd:
@@ -347,7 +340,7 @@ def _final_metrics(cfg, trainer, cbs, seconds: float) -> dict:
     loss = trainer.callback_metrics.get("train/loss")
     interrupt = cbs["interrupt"]
     return {
-        "engine": cfg.model.engine.value,
+        "engine": engine_of(cfg).value,
         "global_step": trainer.global_step,
         "epochs_completed": _epochs_completed(trainer),
         "final_loss": float(loss) if loss is not None else None,

@@ -1,3 +1,3 @@
 """The Lightning engines, on one base (``base.EngineModule``): ``chunk.ChunkModule`` trains corpus
-chunks in place (``model.engine=chunk``, the default), ``batched.SGNSModule`` trains (center,
-context) pairs through the loss op (``model.engine=batched``)."""
+chunks in place (``engine=chunk``, the default), ``batched.BatchedModule`` trains (center,
+context) pairs through the loss op (``engine=batched``)."""

@@ -2,9 +2,9 @@
 (word2vec's, or ``init_vectors`` through the datamodule), the vocabulary fingerprint, the
 checkpoint's contents and the resume check, the total steps, per-step seeds and ``vectors()``.
 
-An engine (``ChunkModule``: corpus chunks trained in place; ``SGNSModule``: pairs through the loss
-op) names itself (``ENGINE``), lists the settings a checkpoint must share with a run resuming it
-(``RESUME_SETTINGS``), makes its tables from the initial weights (``make_tables``) and adds its
+An engine (``ChunkModule``: corpus chunks trained in place; ``BatchedModule``: pairs through the
+loss op) names itself (``ENGINE``), lists the settings a checkpoint must share with a run resuming
+it (``RESUME_SETTINGS``), makes its tables from the initial weights (``make_tables``) and adds its
 training step.
 """
 
@@ -101,7 +101,7 @@ class EngineModule(pl.LightningModule):
         meta = checkpoint.get("ns_plugins") or {}
         if meta.get("engine") != self.ENGINE:
             raise UsageError(
-                f"the checkpoint was not written by the {self.ENGINE} engine (model.engine)"
+                f"the checkpoint was not written by the {self.ENGINE} engine (engine=chunk|batched)"
             )
         if self.in_embed is None:  # load_from_checkpoint: no datamodule, the checkpoint has all
             state = checkpoint["state_dict"]

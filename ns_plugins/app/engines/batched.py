@@ -1,4 +1,4 @@
-"""SGNSModule: skip-gram / CBOW with negative sampling as a LightningModule.
+"""BatchedModule: skip-gram / CBOW with negative sampling as a LightningModule.
 
 Two embedding tables as word2vec has them (``lightning.engine.EngineModule`` makes them):
 ``in_embed`` (the word vectors, uniform in ±init_scale/d; word2vec.c's 0.5 by default) and
@@ -22,7 +22,7 @@ from ns_plugins.core import ops
 from ns_plugins.core.alias import AliasSampler
 from ns_plugins.engines.base import linear_decay
 
-__all__ = ["SGNSModule"]
+__all__ = ["BatchedModule"]
 
 
 def _loss_fn(backend: Backend):
@@ -62,8 +62,8 @@ def _cap_rows(grad: Tensor, max_norm: float) -> Tensor:
     return grad * scale
 
 
-class SGNSModule(EngineModule):
-    """Word2vec with negative sampling: the pairs engine (``model.engine=batched``).
+class BatchedModule(EngineModule):
+    """Word2vec with negative sampling: the pairs engine (``engine=batched``).
 
     Batches are dicts: skip-gram ``{"center": (B,), "context": (B,)}``; CBOW
     ``{"center": (B,), "context": (B, C)}`` with ``-1`` padding. (The chunk engine, which trains
