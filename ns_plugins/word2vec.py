@@ -116,7 +116,7 @@ class _Corpus:
                 else "Both corpus_file and corpus_iterable must not be provided at the same time"
             )
         if corpus_file is not None:
-            from ns_plugins.data.reader import corpus_files
+            from ns_plugins.data.textfiles import corpus_files
 
             corpus_files(corpus_file)  # a missing path or a FIFO fails here, naming it
         else:
@@ -315,7 +315,7 @@ class Word2Vec:
     def _encode(self, corpus: _Corpus):
         """(ids, offsets, raw words) of ``corpus`` under the current vocabulary, in memory; the
         same corpus object (or file) trained again is not encoded again."""
-        from ns_plugins.data.encode import BlockEncoder
+        from ns_plugins.data.block_encoder import BlockEncoder
         from ns_plugins.data.vocab import Vocab
 
         cached = self._encoded

@@ -13,19 +13,7 @@ import math
 
 import pytorch_lightning as pl
 
-# Names imported "as" themselves moved to checkpoints, local_sgd and progress; skeleton.py and
-# cli.py still import them from here.
-from ns_plugins.app.checkpoints import GracefulInterrupt as GracefulInterrupt
-from ns_plugins.app.checkpoints import RunCheckpoint as RunCheckpoint
 from ns_plugins.app.evaluation import RunEvaluator
-from ns_plugins.app.local_sgd import AveragingDDPStrategy as AveragingDDPStrategy
-from ns_plugins.app.local_sgd import WeightAveraging as WeightAveraging
-from ns_plugins.app.progress import AutoLogInterval as AutoLogInterval
-from ns_plugins.app.progress import ProgressBar as ProgressBar
-from ns_plugins.app.progress import ProgressLog as ProgressLog
-from ns_plugins.app.progress import Throughput as Throughput
-from ns_plugins.app.progress import human_rate as human_rate
-from ns_plugins.app.progress import log_to_files as log_to_files
 
 __all__ = ["PeriodicEvaluation"]
 

@@ -125,7 +125,7 @@ _SUMMARY_SCORES = (
 def summary(metrics: dict, run_dir: Path, seconds: float) -> list[str]:
     """The lines that end a run: time, epochs and steps, words/s (``Throughput``'s definition),
     the scores computed, and where the report, metrics and vectors are."""
-    from ns_plugins.app.callbacks import human_rate
+    from ns_plugins.app.progress import human_rate
 
     done = (
         f"stopped by signal {metrics.get('interrupt_signal')} after"
@@ -165,7 +165,7 @@ def summary(metrics: dict, run_dir: Path, seconds: float) -> list[str]:
 
 def _announce(lines: list[str]) -> None:
     """Print ``lines`` to stdout and write them to the run's log file (not to the console twice)."""
-    from ns_plugins.app.callbacks import log_to_files
+    from ns_plugins.app.progress import log_to_files
 
     for line in lines:
         print(line, flush=True)

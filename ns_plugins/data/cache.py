@@ -56,17 +56,12 @@ from pathlib import Path
 
 from ns_plugins.errors import UsageError
 
-from .encode import MIN_PART_BYTES, EncodedCorpus, encode_corpus
+from .encode import MIN_PART_BYTES, encode_corpus
+from .encoded import EncodedCorpus
 from .parallel import can_fork, usable_cpus
-from .reader import (
-    MAX_SENTENCE_LENGTH,
-    CorpusNotFoundError,
-    Piece,
-    Tokenizer,
-    corpus_files,
-    split_corpus,
-    tokenizer_named,
-)
+from .reader import MAX_SENTENCE_LENGTH, Tokenizer, tokenizer_named
+from .split import split_corpus
+from .textfiles import CorpusNotFoundError, Piece, corpus_files
 from .vocab import Vocab
 
 __all__ = ["open_cached_corpus", "prepare_cached_corpus", "prepare_corpus", "prepare_corpus_shard"]

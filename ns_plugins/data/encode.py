@@ -43,7 +43,6 @@ import numpy as np
 from ns_plugins.errors import UsageError
 
 from .block_encoder import NEWLINE_ID, Lookup
-from .block_encoder import BlockEncoder as BlockEncoder  # moved to block_encoder (word2vec.py)
 from .encoded import FORMAT, EncodedCorpus, load_offsets
 from .parallel import Progress, can_fork, fork_map, usable_cpus
 from .reader import MAX_SENTENCE_LENGTH, NEWLINE, Tokenizer, token_blocks

@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterable, Iterator
 
 from ns_plugins.errors import UsageError
 
-from .split import split_corpus as split_corpus  # moved to split (cache.py)
 from .textfiles import (
     WHITESPACE,
     CorpusNotFoundError,
@@ -33,8 +32,6 @@ from .textfiles import (
     piece_stream,
     pieces_of,
 )
-from .textfiles import Piece as Piece  # moved to textfiles (cache.py)
-from .textfiles import corpus_files as corpus_files  # moved to textfiles (cache.py, word2vec.py)
 
 __all__ = ["simple_tokenize", "token_blocks", "tokenizer_named"]
 
