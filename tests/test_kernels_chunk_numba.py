@@ -309,6 +309,44 @@ def test_offsets_may_start_inside_ids():
     np.testing.assert_array_equal(A[0], B[0])
 
 
+def test_position_key_shifts_every_position():
+    rng = np.random.default_rng()
+    seed, base = int(rng.integers(2**63)), int(rng.integers(1, 2**30))
+    key = np.uint64(hw.stream_key(np.uint64(seed)))
+    shifted = np.uint64(hw.position_key(seed, base))
+    for p, slot in zip(rng.integers(0, 2**20, 50), rng.integers(0, 1 << hw.SLOT_BITS, 50)):
+        assert hw.keyed_u64(shifted, int(p), int(slot)) == hw.keyed_u64(
+            key, base + int(p), int(slot)
+        )
+    assert hw.position_key(seed) == int(key)
+
+
+@pytest.mark.parametrize("kw", [{}, {"shared_negatives": True}, {"cbow": True}])
+def test_a_shard_given_its_first_position_trains_what_the_whole_corpus_trains(kw):
+    rng = np.random.default_rng()
+    V, d, n_sent = 30, 8, 60
+    lengths = rng.integers(0, 15, n_sent)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    counts = rng.integers(1, 50, V).astype(np.float64)
+    ids = rng.choice(V, size=offsets[-1], p=counts / counts.sum()).astype(np.int32)
+    s = AliasSampler.from_counts(counts, 0.75)
+    keep = np.minimum(1.0, np.sqrt(30.0 / counts)).astype(np.float32)  # subsampling on
+    cut = int(rng.integers(5, n_sent - 5))  # the shard: sentences cut.. of the corpus
+    base, seed = int(offsets[cut]), int(rng.integers(2**63))
+    whole, shard, other = (_weights(np.random.default_rng(2), V, d) for _ in range(3))
+    args = (keep, s.prob, s.alias, 3, 4, 0.05, 0.01, seed)
+    a = hw.train_chunk(ids, offsets[cut:], *whole, *args, workers=1, **kw)
+    b = hw.train_chunk(ids[base:], offsets[cut:] - base, *shard, *args, workers=1,
+                       first_position=base, **kw)  # fmt: skip
+    hw.train_chunk(ids[base:], offsets[cut:] - base, *other, *args, workers=1, **kw)
+    assert a == b and a.n_pairs > 0
+    np.testing.assert_array_equal(whole[0], shard[0])
+    np.testing.assert_array_equal(whole[1], shard[1])
+    assert not np.array_equal(whole[0], other[0])  # without it the shard draws other numbers
+    with pytest.raises(ValueError, match="first_position"):
+        hw.train_chunk(ids, offsets, *other, *args, first_position=-1)
+
+
 # ---------------------------------------------------------------- reproducibility and learning
 
 

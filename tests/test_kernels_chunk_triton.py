@@ -67,10 +67,12 @@ def run_triton(c, window, negative, seed, device=DEVICE, **kw):
     return out.cpu().numpy(), W_in.cpu().numpy(), W_out.cpu().numpy()
 
 
-def assert_same_run(c, window, negative, seed, mode_kw, tol=(1e-5, 2e-6), **kw):
+def assert_same_run(c, window, negative, seed, mode_kw, tol=(1e-5, 2e-6), numba_kw=None, **kw):
     shrink = kw.pop("shrink_windows", True)
     rtol, atol = tol
-    stats, N_in, N_out = run_numba(c, window, negative, seed, shrink_windows=shrink, **mode_kw)
+    stats, N_in, N_out = run_numba(
+        c, window, negative, seed, shrink_windows=shrink, **mode_kw, **(numba_kw or {})
+    )
     out, T_in, T_out = run_triton(c, window, negative, seed, shrink_windows=shrink, **mode_kw, **kw)
     assert (out[1], out[2]) == (stats.n_pairs, stats.n_words)
     assert out[0] == pytest.approx(stats.loss_sum, rel=rtol)
@@ -93,6 +95,14 @@ def test_one_program_matches_the_numba_kernel(rng, mode, subsample, shrink):
     stats = assert_same_run(c, 3, 4, seed, MODES[mode], shrink_windows=shrink, programs=1)
     n = int(c["offsets"][-1] - c["offsets"][0])
     assert (stats.n_words < n) == subsample
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_first_position_shifts_the_draws_as_in_the_numba_kernel(rng, mode):
+    c = make_corpus(rng, subsample=True, min_len=2)
+    base = int(rng.integers(1, 2**20))
+    assert_same_run(c, 3, 4, int(rng.integers(2**63)), MODES[mode], programs=1,
+                    first_position=base, numba_kw={"first_position": base})  # fmt: skip
 
 
 @pytest.mark.parametrize("mode, window, negative", [("sg", 1, 0), ("cbow", 1, 1), ("shared", 2, 0)])

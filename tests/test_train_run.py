@@ -436,9 +436,9 @@ def test_two_nodes_encode_and_train_their_own_shards_of_a_text_corpus(tmp_path):
     """A text corpus on two nodes: each reads and encodes only its half, both build the vocabulary
     one process builds, and each trains its shard. The corpus is two files of the same lines in
     another order, so the byte cut between them is where the tokens balance: the ranks train
-    what they train on one node, chunk for chunk (their random draws, keyed by positions within
-    a shard, are not a one-node run's). Then the run resumes from its checkpoint on the same
-    shards."""
+    what they train on one node, chunk for chunk, with the same draws (the kernel is given each
+    shard's first corpus position), so the weights are a one-node two-rank run's. Then the run
+    resumes from its checkpoint on the same shards."""
     from ns_plugins.app.datamodule import _Chunks
     from ns_plugins.data import Vocab, prepare_corpus
 
@@ -472,6 +472,14 @@ def test_two_nodes_encode_and_train_their_own_shards_of_a_text_corpus(tmp_path):
         assert rank["shard"]["sentences"] == one_node[r].edges[r : r + 2].tolist()
         assert rank["steps_per_epoch"] == len(one_node[r]) == rank["global_step"] > 1
     assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
+    # one node, two ranks, the whole corpus encoded once: the same weights
+    proc = _train_py(*args, "epochs=1", "device=ddp_cpu", "devices=2",
+                     f"data.cache_dir={tmp_path / 'one_cache'}",
+                     f"hydra.run.dir={tmp_path / 'one'}", timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one = json.loads((tmp_path / "one" / "ranks" / "rank0.json").read_text())
+    assert one["shard"] == ranks[0]["shard"] and one["global_step"] == ranks[0]["global_step"]
+    assert one["weights_sha256"] == ranks[0]["weights_sha256"]
 
     # resumed for a second epoch: the same shards (not encoded again), the same layout
     stamps = [(d / "ids.int32").stat().st_mtime_ns for d in shards]

@@ -155,6 +155,7 @@ class _ShardLayout:
     def __init__(self, sizes: list):
         n_sent, n_tok, raw = (np.array(column, dtype=np.int64) for column in zip(*sizes))
         self.edges = np.concatenate(([0], np.cumsum(n_sent)))
+        self.token_edges = np.concatenate(([0], np.cumsum(n_tok)))  # rank r's first position
         self.tokens, self.raw_words = int(n_tok.sum()), int(raw.sum())
 
 
@@ -358,6 +359,15 @@ class CorpusDataModule(pl.LightningDataModule):
         if self._shard is None:
             raise RuntimeError("call setup() first")
         return self._shard.steps
+
+    @property
+    def first_position(self) -> int:
+        """The corpus position of this rank's ``corpus.ids[0]``: 0, or across nodes where its
+        shard starts in the whole corpus (the chunk kernel keys its draws by corpus position, so
+        a shard trains with the draws of the one-node layout)."""
+        if self._layout is None:
+            return 0
+        return int(self._layout.token_edges[self._rank_world_used[0]])
 
     @property
     def words_per_step(self) -> float:

@@ -141,11 +141,13 @@ class ChunkTrainer:
         return a0, a1, step_seed(s.seed, rank, step)
 
     def step(self, ids, offsets, step: int, total_steps: int, rank: int = 0, *,
-             compute_loss: bool = True, check_every: int = 1):  # fmt: skip
+             compute_loss: bool = True, check_every: int = 1, first_position: int = 0):  # fmt: skip
         """Train sentences ``offsets[0]..offsets[-1]`` of ``ids`` as global step ``step`` of
-        ``total_steps``. Returns (loss sum, pairs, words kept): floats on the CPU, a device tensor
-        of the three on CUDA (no host sync). Raises ``TrainingDiverged`` once the weights stop
-        being finite (checked every ``check_every`` steps)."""
+        ``total_steps``; ``first_position``: the corpus position of ``ids[0]`` when ``ids`` is a
+        shard (the kernels key their draws by corpus position). Returns (loss sum, pairs, words
+        kept): floats on the CPU, a device tensor of the three on CUDA (no host sync). Raises
+        ``TrainingDiverged`` once the weights stop being finite (checked every ``check_every``
+        steps)."""
         a0, a1, seed = self.schedule(step, total_steps, rank)
         s = self.settings
         if self._device_tables is not None:
@@ -154,7 +156,7 @@ class ChunkTrainer:
             stats = chunk_triton.train_chunk(
                 ids, offsets, self.W_in, self.W_out, *self._device_tables, s.window, s.negative,
                 a0, a1, seed, shrink_windows=s.shrink_windows, cbow=s.cbow,
-                shared_negatives=s.shared_negatives,
+                shared_negatives=s.shared_negatives, first_position=first_position,
             )  # fmt: skip
             if check_every and step % check_every == 0:
                 self.check_finite(step, float(stats[0]) if compute_loss else 0.0)
@@ -169,7 +171,7 @@ class ChunkTrainer:
             ids, np.ascontiguousarray(offsets, dtype=np.int64), self.W_in, self.W_out, keep,
             noise.prob, noise.alias, s.window, s.negative, a0, a1, seed=seed,
             shrink_windows=s.shrink_windows, cbow=s.cbow, shared_negatives=s.shared_negatives,
-            workers=s.workers, compute_loss=compute_loss,
+            workers=s.workers, compute_loss=compute_loss, first_position=first_position,
             replicas=None if copies is None else copies[1],
         )  # fmt: skip
         if first:

@@ -55,6 +55,7 @@ _S32 = np.uint64(32)
 _LOW32 = np.uint64(0xFFFFFFFF)
 _TWO32 = np.uint64(1 << 32)
 _INV53 = 1.0 / 9007199254740992.0
+_U64_MASK = (1 << 64) - 1
 
 
 # ---------------------------------------------------------------- random numbers
@@ -82,6 +83,16 @@ _SLOTS = np.uint64(1 << SLOT_BITS)
 def stream_key(seed):
     """The generator key of a seed (any uint64)."""
     return _mix(np.uint64(seed) * _MIX2 + _GAMMA)
+
+
+def position_key(seed, first_position: int = 0) -> int:
+    """The key under which position ``p`` draws what position ``first_position + p`` draws under
+    ``stream_key(seed)``: ``keyed_u64`` is linear in the position before mixing, so shifting the
+    key shifts every position. A shard that holds a corpus's ids from ``first_position`` on trains
+    with the draws the whole corpus would give its words."""
+    key = int(stream_key(np.uint64(int(seed) & _U64_MASK)))
+    shift = int(first_position) * (1 << SLOT_BITS) * int(_GAMMA)
+    return (key + shift) & _U64_MASK
 
 
 @nb.njit(inline="always", **_JIT)
@@ -310,7 +321,7 @@ def _train_jobs(
     negative,
     alpha_start,
     alpha_end,
-    seed,
+    key,
     shrink_windows,
     cbow,
     shared_negatives,
@@ -333,7 +344,6 @@ def _train_jobs(
     loss = 0.0
     pairs = 0
     words = 0
-    key = stream_key(seed)
     for s in range(bounds[job], bounds[job + 1]):
         a = offsets[s]
         b = offsets[s + 1]
@@ -441,6 +451,7 @@ def train_chunk(
     job_words: int = 4_000,
     compute_loss: bool = True,
     replicas=None,
+    first_position: int = 0,
 ) -> ChunkStats:
     """Train ``W_in`` / ``W_out`` in place on one chunk of an encoded corpus.
 
@@ -453,6 +464,10 @@ def train_chunk(
 
     ``replicas``: ``(W_in, W_out)`` pairs, one per thread after the first, each thread training
     its own pair instead of the shared tables (the caller merges them: ``kernels.merge``).
+
+    ``first_position``: the corpus position of ``ids[0]`` when ``ids`` is a shard of a larger
+    corpus; random numbers are keyed by corpus position, so a shard draws what the whole corpus
+    draws for the same words (``position_key``).
     """
     _check("ids", ids, (np.dtype(np.int32), np.dtype(np.int64)), 1)
     _check("offsets", offsets, (np.dtype(np.int64),), 1)
@@ -512,7 +527,9 @@ def train_chunk(
         raise ValueError(f"{len(tables_of) - 1} replicas for {n_threads} threads: give workers - 1")
     max_len = max(int(lengths.max()), 1)
     outs = np.zeros((n_threads, 3), dtype=np.float64)
-    seed = int(seed) & (2**64 - 1)
+    if int(first_position) < 0:
+        raise ValueError(f"first_position must be >= 0, got {first_position}")
+    key = np.uint64(position_key(seed, first_position))
 
     # Jobs are handed out one at a time (next() on a shared counter is atomic under the GIL), so
     # a thread slowed by other processes does not hold the chunk back; every random number
@@ -536,7 +553,7 @@ def train_chunk(
                 int(negative),
                 float(alpha_start),
                 float(alpha_end),
-                np.uint64(seed),
+                key,
                 bool(shrink_windows),
                 bool(cbow),
                 bool(shared_negatives),

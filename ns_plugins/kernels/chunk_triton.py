@@ -31,12 +31,17 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import triton
 import triton.language as tl
 
-from ns_plugins.kernels.chunk_numba import SLOT_BITS, SLOT_DRAWS, SLOT_KEEP, SLOT_REACH, stream_key
+from ns_plugins.kernels.chunk_numba import (
+    SLOT_BITS,
+    SLOT_DRAWS,
+    SLOT_KEEP,
+    SLOT_REACH,
+    position_key,
+)
 from ns_plugins.kernels.loss_triton import _sigmoid, _softplus  # the loss kernels' stable forms
 
 __all__ = ["train_chunk", "device_tables"]
@@ -342,6 +347,7 @@ def train_chunk(
     *,
     compute_loss: bool = True,
     programs: int | None = None,
+    first_position: int = 0,
 ) -> torch.Tensor:
     """Train ``W_in`` / ``W_out`` in place on one chunk; the arguments mean what they mean for
     ``chunk_numba.train_chunk``.
@@ -404,7 +410,9 @@ def train_chunk(
     n_prog = int(programs) if programs is not None else _programs(device, num_warps)
     partials = torch.empty((n_prog, 3), dtype=torch.float64, device=device)
     next_span = torch.zeros(1, dtype=torch.int32, device=device)
-    key = int(stream_key(np.uint64(int(seed) & (2**64 - 1))))
+    if int(first_position) < 0:
+        raise ValueError(f"first_position must be >= 0, got {first_position}")
+    key = position_key(seed, first_position)
     _chunk_kernel[(n_prog,)](
         ids, offsets, W_in, W_out, keep_prob, alias_prob, alias_idx, partials, next_span,
         offsets.numel() - 1, V, d, key & 0xFFFFFFFF, key >> 32,

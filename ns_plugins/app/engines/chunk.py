@@ -122,14 +122,14 @@ class ChunkModule(EngineModule):
             # a device sync every 64 steps, not every step
             loss_sum, pairs, _ = self.engine.step(
                 ids, offsets[s0 : s1 + 1], step, self.total_steps, self.trainer.global_rank,
-                check_every=64,
+                check_every=64, first_position=self.trainer.datamodule.first_position,
             )  # fmt: skip
             pairs = pairs.clamp_min(1)
         else:
             corpus = self.trainer.datamodule.corpus
             loss_sum, pairs, _ = self.engine.step(
                 corpus.ids, corpus.offsets[s0 : s1 + 1], step, self.total_steps,
-                self.trainer.global_rank,
+                self.trainer.global_rank, first_position=self.trainer.datamodule.first_position,
             )  # fmt: skip
             pairs = max(pairs, 1)
         opt = self.optimizers()
