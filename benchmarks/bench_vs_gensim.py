@@ -15,8 +15,9 @@ script is timed. Both sets of vectors are then scored by the same code
 (``ns_plugins.app.evaluation``) on WordSim-353, SimLex-999 and the Google analogies.
 ``--variants`` adds shared negatives (``shared``) and two gloo processes on the same cores
 (``ddp2``: ``device=ddp_cpu devices=2 workers=1``, weights averaged every
-``device.average_every`` steps). Trainers alternate within each repeat so that load from other
-processes hits all of them.
+``device.average_every`` steps), and threads that train their own copies of the tables
+(``copiesN``: ``model.copies_mib=4096 model.merge_every=N``, N = 4 for ``copies``). Trainers
+alternate within each repeat so that load from other processes hits all of them.
 """
 
 from __future__ import annotations
@@ -168,6 +169,9 @@ def _app_command(args, variant, out, seed) -> list[str]:
     ]
     if variant == "shared":
         over.append("model.shared_negatives=true")
+    if variant.startswith("copies"):  # copies, copies2, copies8: merged every 4, 2, 8 steps
+        every = variant.removeprefix("copies") or "4"
+        over += ["model.copies_mib=4096", f"model.merge_every={every}"]
     batched = "engine=batched" in args.app_args  # the pairs engine has no threads
     if variant == "ddp2":
         over += ["device=ddp_cpu", "devices=2"] + ([] if batched else ["workers=1"])
@@ -320,7 +324,9 @@ def main(argv=None) -> None:
     p.add_argument("--ours", choices=["app", "word2vec"], default="app",
                    help="word2vec: ns_plugins.Word2Vec(corpus_file=...), timed as gensim's; "
                    "app: train.py +experiment=sgns_text (chunk engine, Lightning)")  # fmt: skip
-    p.add_argument("--variants", default="sg", help="comma list of sg, shared, ddp2")
+    p.add_argument("--variants", default="sg",
+                   help="comma list of sg, shared, ddp2, copiesN (threads on their own copies of "
+                   "the tables merged every N steps; copies: N=4)")  # fmt: skip
     p.add_argument("--no-gensim", action="store_true")
     p.add_argument("--app-args", nargs="*", default=[], help="extra overrides for train.py")
     p.add_argument("--child", choices=["gensim", "word2vec"], help=argparse.SUPPRESS)
@@ -331,8 +337,9 @@ def main(argv=None) -> None:
         args.trainer = args.child
         return _child(args)
     for v in args.variants.split(","):
-        if v not in ("sg", "shared", "ddp2"):
-            p.error(f"unknown variant {v!r}; choose from sg, shared, ddp2")
+        copies = v.startswith("copies") and (v == "copies" or v[6:].isdigit())
+        if v not in ("sg", "shared", "ddp2") and not copies:
+            p.error(f"unknown variant {v!r}; choose from sg, shared, ddp2, copiesN")
         if v != "sg" and args.ours != "app":
             p.error(f"the {v} variant runs through train.py (--ours app)")
     if args.corpus is None or args.data is None:

@@ -2,6 +2,7 @@
 kernel. Outputs, equality with the kernel, resume, refused checkpoints and options."""
 
 import json
+import logging
 import signal
 
 import numpy as np
@@ -67,6 +68,25 @@ def test_run_directory(experiment, shared, tmp_path, cache):
     assert "eval/planted_purity" in header
     assert (tmp_path / "report.html").is_file() and (tmp_path / "vocab.tsv").is_file()
     assert len(words) == len((tmp_path / "vocab.tsv").read_text().splitlines())
+
+
+def test_threads_on_their_own_copies_merge_before_every_reader(tmp_path, cache, caplog):
+    """model.copies_mib: two threads train their own copies (chunks of several kernel jobs),
+    merged every model.merge_every steps and before the checkpoint and the export read the
+    weights; the run says which mode ran, trains other weights than shared tables and still
+    learns the planted groups."""
+    base = ["+experiment=sgns", "workers=2", "epochs=2", "data.synthetic_sentences=4000",
+            "model.chunk_words=10000", f"data.cache_dir={cache / 'copies'}"]  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="ns_plugins"):
+        metrics = train(_cfg(*base, "model.copies_mib=64", "model.merge_every=3"), tmp_path / "a")
+    assert any("threads train their own copies" in r.getMessage() for r in caplog.records)
+    assert metrics["global_step"] > 3 and metrics["eval"]["planted_purity"] > 0.4
+    state = torch.load(tmp_path / "a" / "checkpoints" / "last.ckpt", weights_only=True)
+    _, vectors = load_word2vec(tmp_path / "a" / "vectors.bin")
+    np.testing.assert_array_equal(vectors, state["state_dict"]["in_embed.weight"].numpy())
+    train(_cfg(*base), tmp_path / "b")
+    _, shared = load_word2vec(tmp_path / "b" / "vectors.bin")
+    assert not np.array_equal(vectors, shared)
 
 
 @pytest.mark.parametrize("arch", ["sgns", "cbow"])
@@ -218,6 +238,8 @@ def test_load_from_checkpoint(tmp_path, cache):
         (["engine=batched", "workers=4"], "workers=4 is not read by the batched engine"),
         (["engine=batched", "model.chunk_words=10"], "model.chunk_words=10 is not read"),
         (["device.grad_sync=sparse"], "the chunk engine has no gradients"),
+        (["model.copies_mib=64", "device=ddp_cpu", "devices=2"], "for one CPU process"),
+        (["model.merge_every=0"], "model.merge_every >= 1"),
         (["workers=0"], "workers must be >= 1"),
         (["negative=0"], "negative must be >= 1"),
         (["seed=-1"], "seed must be >= 0"),

@@ -50,7 +50,8 @@ def _cuda_available() -> bool:
 # engine refuses any of them set to something else, naming it.
 PAIRS_ONLY = ("backend.name", "reduce.mode", "model.optimizer", "batch_size", "data.num_workers",
               "device.precision", "model.max_row_step")  # fmt: skip
-CHUNK_ONLY = ("workers", "model.chunk_words", "model.shared_negatives")
+CHUNK_ONLY = ("workers", "model.chunk_words", "model.shared_negatives", "model.copies_mib",
+              "model.merge_every")  # fmt: skip
 
 
 @functools.cache
@@ -261,6 +262,17 @@ def _check_chunk_engine(cfg: DictConfig, gpu: bool) -> None:
         )
     if gpu and importlib.util.find_spec("triton") is None:
         raise ConfigError("the chunk engine on CUDA needs the triton package installed")
+    copies = cfg.model.copies_mib
+    if not (math.isfinite(copies) and copies >= 0) or cfg.model.merge_every < 1:
+        raise ConfigError(
+            f"need model.copies_mib >= 0 and model.merge_every >= 1, got {copies} and "
+            f"{cfg.model.merge_every}"
+        )
+    if copies > 0 and (gpu or devices(cfg) * num_nodes(cfg) > 1):
+        raise ConfigError(
+            f"model.copies_mib={copies}: the threads' own copies are for one CPU process (the "
+            "ranks of several processes already train their own tables); remove it"
+        )
     # The kernels' bounds (ns_plugins.kernels.chunk_numba and chunk_triton, which raise them
     # inside the first step): every negative of a center's window has its own random slots.
     if _SLOT_DRAWS + 4 * cfg.window * cfg.negative > 1 << _SLOT_BITS:

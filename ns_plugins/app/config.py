@@ -139,6 +139,11 @@ class ModelConfig:
     chunk_words: int = 100_000  # chunk engine: corpus words per training step
     # chunk engine, skip-gram: one set of negatives per center word for its window (HogBatch)
     shared_negatives: bool = False
+    # chunk engine, CPU, one process: MiB the threads may use for their own copies of the tables
+    # (an anchor and a table pair per thread after the first), merged by adding their deltas
+    # every merge_every steps; 0, or copies over it: the threads share the tables without locks
+    copies_mib: float = 0.0
+    merge_every: int = 4
     # batched engine, SGD: a row's step per batch is at most this long (null: no cap); keeps large
     # batches from diverging, where a frequent word's summed gradient overshoots
     max_row_step: float | None = 1.0
@@ -165,6 +170,8 @@ class ChunkEngineConfig:
     init_scale: float = II("model.init_scale")
     workers: int = II("workers")
     seed: int = II("seed")
+    copies_mib: float = II("model.copies_mib")
+    merge_every: int = II("model.merge_every")
 
 
 @dataclass

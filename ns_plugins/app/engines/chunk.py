@@ -56,6 +56,8 @@ class ChunkModule(EngineModule):
         init_scale: float = 0.5,
         workers: int = 2,
         seed: int = 1,
+        copies_mib: float = 0.0,
+        merge_every: int = 4,
     ):
         arch = Arch(arch)
         self.arch = arch
@@ -75,12 +77,15 @@ class ChunkModule(EngineModule):
             init_scale=init_scale,
             workers=workers,
             seed=seed,
+            copies_mib=copies_mib,
+            merge_every=merge_every,
         )  # fmt: skip
         super().__init__(
             counts, vector_size=vector_size, window=window, negative=negative,
             ns_exponent=ns_exponent, sample=sample, alpha=alpha, min_alpha=min_alpha,
             arch=arch.value, shrink_windows=shrink_windows, shared_negatives=shared_negatives,
-            init_scale=init_scale, workers=workers, seed=seed,
+            init_scale=init_scale, workers=workers, seed=seed, copies_mib=copies_mib,
+            merge_every=merge_every,
         )  # fmt: skip
         self.automatic_optimization = False
 
