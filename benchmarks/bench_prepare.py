@@ -1,7 +1,8 @@
 """Corpus preparation at scale against gensim's build_vocab, and the text vectors export.
 
     python benchmarks/bench_prepare.py [--corpus gcide.txt.gz] [--sizes 1,5,20] [--repeat 1]
-        [--workdir DIR] [--export-rows 1000000] [--skip-prepare] [--skip-export]
+        [--workdir DIR] [--export-rows 1000000] [--export-repeat 1]
+        [--export-writers ours,previous,gensim] [--skip-prepare] [--skip-export]
 
 1. Preparation. The corpus is written ``x`` times back to back into one plain text file per size
    (gcide x1, x5, x20: 5.1M, 27M, 108M tokens). Each preparation runs in a fresh process, one at a
@@ -22,7 +23,10 @@
 2. Export. ``--export-rows`` random float32 vectors of 300 dimensions (normal, scale 0.1, as
    trained vectors) written as a text vectors file by ``save_word2vec``, by the previous writer
    (one "%.9g" format per row) and by gensim's ``save_word2vec_format``; ours and gensim's files
-   are compared byte for byte.
+   are compared byte for byte. ``--export-repeat`` runs each writer that many times (in turn, a
+   fresh process each, after a ``sync``: no writeback of the run before) and reports the medians;
+   ``--export-writers`` picks some of them. A file is deleted after its run, but the last of ours
+   and of gensim's, which are compared.
 """
 
 from __future__ import annotations
@@ -211,6 +215,9 @@ print(time.perf_counter() - start)
 """
 
 
+EXPORT_WRITERS = ("ours", "previous", "gensim")
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -219,28 +226,44 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def bench_export(rows: int, workdir: Path) -> None:
+def bench_export(rows: int, workdir: Path, repeat: int = 1, writers=EXPORT_WRITERS) -> None:
     print(f"\n## Export: {rows:,} x 300 random float32 vectors as a text vectors file")
-    print(f"# {machine_line()}")
-    print("| writer | seconds | x previous | x gensim | file MB |\n|---|---|---|---|---|")
-    times, outs = {}, {}
-    for who in ("ours", "previous", "gensim"):
-        out = workdir / f"vectors-{who}.txt"
-        code = EXPORT.format(root=str(ROOT), rows=rows, who=who, out=str(out),
-                             warm=str(workdir / "warm.txt"))  # fmt: skip
-        _, _, _, printed = run_sampled(textwrap.dedent(code))
-        times[who], outs[who] = float(printed.strip().splitlines()[-1]), out
-        sys.stdout.flush()
-    size = outs["ours"].stat().st_size / 1e6
+    print(f"# {machine_line(repeat=repeat)}")
+    times: dict[str, list[float]] = {who: [] for who in writers}
+    sizes: dict[str, int] = {}
+    outs = {who: workdir / f"vectors-{who}.txt" for who in writers}
+    for r in range(repeat):  # the writers in turn, each run in a fresh process
+        for who in writers:
+            # no dirty pages of the run before: its writeback would slow this one down
+            os.sync()
+            code = EXPORT.format(root=str(ROOT), rows=rows, who=who, out=str(outs[who]),
+                                 warm=str(workdir / "warm.txt"))  # fmt: skip
+            _, _, _, printed = run_sampled(textwrap.dedent(code))
+            times[who].append(float(printed.strip().splitlines()[-1]))
+            sizes[who] = outs[who].stat().st_size
+            if who not in ("ours", "gensim") or r < repeat - 1:  # the last two are compared
+                outs[who].unlink()
+            print(f"# {who}: {times[who][-1]:.1f} s (load {os.getloadavg()[0]:.2f})")
+            sys.stdout.flush()
+    median = {who: statistics.median(t) for who, t in times.items()}
+    print("| writer | seconds (median) | runs | x previous | x gensim | file MB |")
+    print("|---|---|---|---|---|---|")
     for who, label in (("ours", "save_word2vec"), ("previous", "previous writer (%.9g per row)"),
                        ("gensim", "gensim save_word2vec_format")):  # fmt: skip
-        t = times[who]
+        if who not in median:
+            continue
+        t = median[who]
+        ratios = [
+            f"{median[base] / t:.1f}x" if base in median else "" for base in EXPORT_WRITERS[1:]
+        ]
+        runs = ", ".join(f"{x:.1f}" for x in times[who])
         print(
-            f"| {label} | {t:.1f} | {times['previous'] / t:.1f}x | {times['gensim'] / t:.1f}x | "
-            f"{outs[who].stat().st_size / 1e6:.0f} |"
+            f"| {label} | {t:.1f} | {runs} | {ratios[0]} | {ratios[1]} | {sizes[who] / 1e6:.0f} |"
         )
-    same = _sha256(outs["ours"]) == _sha256(outs["gensim"])
-    print(f"ours and gensim's files byte for byte the same: {same} ({size:.0f} MB)")
+    if "ours" in outs and "gensim" in outs:
+        same = _sha256(outs["ours"]) == _sha256(outs["gensim"])
+        size = outs["ours"].stat().st_size / 1e6
+        print(f"ours and gensim's files byte for byte the same: {same} ({size:.0f} MB)")
     for out in outs.values():
         out.unlink(missing_ok=True)
 
@@ -253,6 +276,10 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1, help="preparations per size and runner")
     ap.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: temp)")
     ap.add_argument("--export-rows", type=int, default=1_000_000)
+    ap.add_argument("--export-repeat", type=int, default=1, help="runs of each writer (median)")
+    ap.add_argument(
+        "--export-writers", default=",".join(EXPORT_WRITERS), help="of ours,previous,gensim"
+    )
     ap.add_argument("--skip-prepare", action="store_true")
     ap.add_argument("--skip-export", action="store_true")
     args = ap.parse_args()
@@ -266,7 +293,8 @@ def main() -> None:
             sizes = [int(x) for x in args.sizes.split(",")]
             bench_prepare(args.corpus, sizes, args.repeat, workdir)
         if not args.skip_export:
-            bench_export(args.export_rows, workdir)
+            writers = [w for w in EXPORT_WRITERS if w in args.export_writers.split(",")]
+            bench_export(args.export_rows, workdir, args.export_repeat, writers)
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
