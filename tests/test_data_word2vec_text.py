@@ -150,3 +150,24 @@ def test_numpy1_text_without_numpy1():
     """The small-array path's text under numpy 2 is numpy 1's (gensim's), as the kernel's is."""
     values = np.array(TRICKY + [np.nan, np.inf, -np.inf], dtype=np.float32)
     assert [word2vec_format._numpy1_text(v) for v in values] == float32_text(values)
+
+
+@pytest.mark.parametrize("threads", [2, 4])
+def test_threads_write_the_bytes_of_one_thread(tmp_path, monkeypatch, threads):
+    """Blocks formatted on several threads and written in turn: the file of one thread (and of
+    numpy's path). Blocks of 500 rows, the last one short, the kernel's chunks of 16384 values
+    (442 rows) ending inside them: boundaries of both mid-file."""
+    rng = np.random.default_rng(11)
+    rows, dim = 1201, 37
+    scale = 10.0 ** rng.integers(-7, 18, (rows, 1))  # plain and scientific, many digit counts
+    vectors = (rng.standard_normal((rows, dim)) * scale).astype(np.float32)
+    vectors[rng.random((rows, dim)) < 0.01] = 0.0
+    words = [f"w{i}" + "é" * (i % 5) for i in range(rows)]
+    monkeypatch.setattr(word2vec_format, "_BLOCK_VALUES", 500 * dim)
+    files = {}
+    for n in (1, threads):
+        monkeypatch.setattr(word2vec_format, "usable_threads", lambda n=n: n)
+        files[n] = save_word2vec(tmp_path / f"t{n}.txt", words, vectors, compiled=True).read_bytes()
+    reference = save_word2vec(tmp_path / "numpy.txt", words, vectors, compiled=False).read_bytes()
+    assert files[threads] == files[1] == reference
+    assert files[1].count(b"\n") == rows + 1

@@ -7,226 +7,180 @@ functions are at module level so that numba's on-disk cache keeps them between p
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
 
-# Text of float32 values --------------------------------------------------------------------------
-# numpy prints a float32 (repr, as gensim writes it) with Dragon4 in its "unique" mode: the first
-# digit position k (of the value scaled to about 1e8..2e9) where the value cut to k digits or the
-# next one up still lies within half a gap of the neighbouring float32 values (the ends included
-# when the binary mantissa is even), that one chosen, or the closer one when both do (a tie goes to
-# the even digit). The kernel repeats that decision in float64: exactly when the scaled value and
-# its interval ends are exact (every value from about 1e-4 to 1e9), otherwise with an error bound
-# (_DELTA, 20 times the rounding error of the scaling), handing a value that lies within the bound
-# of a decision back to numpy (kind _UNSURE).
-_LOG10_2 = 0.30102999566398120
-_POW10_FROM = -40  # scale factors 10**t for t in [-40, 60] (float32 needs -30..53)
-_DELTA = 1e-5
-_ZERO, _NAN, _INF, _UNSURE, _SLOW, _STRIP = 1, 2, 3, 4, 5, 6
-
-
-def _high_half(x: float) -> float:
-    """``x`` with the low 27 bits of its mantissa cleared: an exact product with a 26-bit number."""
-    bits = np.array([x]).view(np.uint64) & ~np.uint64((1 << 27) - 1)
-    return float(bits.view(np.float64)[0])
+# Digits of float32 values ------------------------------------------------------------------------
+# numpy prints a float32 (repr, as gensim writes it) with Dragon4 in its "unique" mode: the fewest
+# digits that lie within half a gap of the neighbouring float32 values (the ends included when the
+# binary mantissa is even), and of those the closest to the value (a tie to the even digit). That
+# is the decimal the Schubfach algorithm finds (R. Giulietti, "The Schubfach way to render
+# doubles", 2020; its float32 form as in A. Bolz's "Drachennest"), in integer arithmetic only: the
+# value and its interval's ends, times 4 and a power of two, are multiplied by 10**-k rounded up to
+# 64 bits, the products kept to 32 bits rounded to odd, exact enough to decide every float32 (the
+# kernel was checked against the float64 kernel it replaces, numpy for that one's undecided
+# values, on all 2**31 positive float32 values: no difference).
+_ZERO, _NAN, _INF, _STRIP = 1, 2, 3, 4
+_K_MIN, _K_MAX = -31, 45  # the powers of ten a float32 needs
 
 
-pow10 = np.array([float(f"1e{t}") for t in range(_POW10_FROM, 61)])
-pow10_high = np.array([_high_half(10.0**t) for t in range(23)])
-units = np.array([10.0**k for k in range(13)])
-inverse_units = 1.0 / units
-pow2 = np.ldexp(1.0, np.arange(-150, 105))  # half a gap of the float32 values
+def _g(k: int) -> int:
+    """10**k scaled by a power of two into [2**63, 2**64), rounded up."""
+    r = math.floor(math.log2(10) * k) - 63  # the floor of log2(10**k), corrected below
+    while Fraction(10) ** k < Fraction(2) ** (r + 63):
+        r -= 1
+    while Fraction(10) ** k >= Fraction(2) ** (r + 64):
+        r += 1
+    return math.ceil(Fraction(10) ** k / Fraction(2) ** r)
+
+
+_G = [_g(k) for k in range(_K_MIN, _K_MAX + 1)]
+g_high = np.array([g >> 32 for g in _G], dtype=np.int64)  # 32-bit halves: products fit int64
+g_low = np.array([g & 0xFFFFFFFF for g in _G], dtype=np.int64)
+tens = np.array([10**k for k in range(10)], dtype=np.int64)
 pairs = np.frombuffer("".join(f"{i:02d}" for i in range(100)).encode(), dtype=np.uint8)
-_LO_FROM = -_POW10_FROM
 
 
 @numba.njit(cache=True, inline="always")
-def stop(A, LO, HI, k, exact, even):
-    """(1 low | 2 high, or -1 when unsure, or 0; q, r): whether the value cut at unit 10**k
-    (low) or the next multiple (high) lies within [LO, HI]."""
-    u = units[k]
-    q = np.floor(A * inverse_units[k])  # off by one at worst: corrected below
-    r = A - q * u  # exact: both are multiples of A's last bit, below 2**31
-    if r < 0.0:
-        q -= 1.0
-        r += u
-    elif r >= u:
-        q += 1.0
-        r -= u
-    if not exact and (r <= _DELTA or u - r <= _DELTA):
-        return -1, q, r
-    dl = q * u - LO
-    dh = HI - (q * u + u)
-    if exact:
-        low = dl > 0.0 or (even and dl == 0.0)
-        high = dh > 0.0 or (even and dh == 0.0)
-    elif abs(dl) <= _DELTA or abs(dh) <= _DELTA:
-        return -1, q, r
-    else:
-        low = dl > 0.0
-        high = dh > 0.0
-    return (1 if low else 0) + (2 if high else 0), q, r
-
-
-@numba.njit(cache=True, inline="always")
-def choose(k, q, r, low, high, k0, t):
-    """(digits, count, power of ten of the first, rounded up) once the cut at unit 10**k is
-    chosen; a round-up may leave zeros at the end (129 -> 130), ``strip`` removes them."""
-    u = units[k]
-    # low only: the cut; high only: the next; both: the closer, a tie to the even digit
-    up = high and (not low or 2.0 * r > u or (2.0 * r == u and np.int64(q) & 1 == 1))
-    d = np.int64(q) + up
-    n = k0 - k + 1
-    exponent = k0 - t
-    if d == np.int64(units[n]):  # 99..9 rounded up
-        d = 1
-        n = 1
-        exponent += 1
-    return d, n, exponent, up
-
-
-@numba.njit(cache=True, inline="always")
-def strip(d, n):
-    while d % 10 == 0 and n > 1:
-        d //= 10
-        n -= 1
-    return d, n
-
-
-@numba.njit(cache=True, inline="always")
-def cut(A, LO, HI, k, even, exact):
-    """(q, r, low, high, unsure) at unit 10**k; ``unsure`` when A, LO and HI are not exact and
-    a comparison is within _DELTA of the other side."""
-    u = units[k]
-    q = np.float64(np.int64(A * inverse_units[k]))  # the floor (A > 0), or one off: corrected
-    r = A - q * u
-    q += (r >= u) - (r < 0.0)
-    r = A - q * u
-    f = q * u
-    low = f > LO or (even and f == LO)
-    high = f + u < HI or (even and f + u == HI)
-    unsure = not exact and (
-        min(r, u - r) <= _DELTA or abs(f - LO) <= _DELTA or abs(f + u - HI) <= _DELTA
-    )
-    return q, r, low, high, unsure
+def times_g(high, low, c):
+    """``g * c // 2**64`` rounded to odd: its lowest bit set when bits 32 to 63 of the product
+    hold more than 1 (Drachennest's float32 form); ``g`` in 32-bit halves, ``c`` below 2**31."""
+    product = high * c + ((low * c) >> 32)  # the product over 2**32, cut
+    return (product >> 32) | ((product & 0xFFFFFFFF) > 1)
 
 
 @numba.njit(cache=True, nogil=True)
 def shortest(values, digits, ndigits, exponents, kinds):
-    """Per float32: the shortest digits (an integer), their count and the power of ten of the
-    first one; kinds: 0 done, or _ZERO, _NAN, _INF, _UNSURE."""
+    """Per float32: the shortest digits (an integer, no zeros at the end), their count and the
+    power of ten of the first one; kinds: 0, or _ZERO, _NAN, _INF."""
     bits_of = values.view(np.uint32)
-    # the common case (a normal value below about 1e9, not a power of two: equal gaps)
-    # without branches; the others, and values within _DELTA of a decision, are flagged for
-    # the general loop
+    # no branches in this loop (selects only): the compiler runs it on vectors
     for i in range(values.size):
-        bits = bits_of[i]
-        eb = np.int64((bits >> 23) & 0xFF)
-        fr = np.int64(bits & 0x7FFFFF)
-        e = eb - 150
-        a = abs(np.float64(values[i]))
-        gap = pow2[min(max(e + 149, 0), 254)]
-        t = 8 - (np.int64((e + 23) * _LOG10_2 + 1000.0) - 1000)  # the floor
-        ok = 0 < eb < 255 and fr != 0 and t >= 0
-        exact = t <= 12  # a 24-bit mantissa times 5**12 and the ends: below 2**53
-        p = pow10[min(max(t, _POW10_FROM), 60) + _LO_FROM]
-        A = a * p
-        LO = (a - gap) * p
-        HI = (a + gap) * p
-        even = (fr & 1) == 0
-        k0 = 9 if A >= 1e9 else 8
-        unsure = not exact and min(abs(A - 1e8), abs(A - 1e9)) <= _DELTA
-        margin = gap * p  # in [2.9, 120): a cut at 10**ks always lies within
-        ks = (margin >= 10.0) + (margin >= 100.0)
-        q, r, low, high, unsure0 = cut(A, LO, HI, ks, even, exact)
-        q1, r1, low1, high1, unsure1 = cut(A, LO, HI, ks + 1, even, exact)
-        q2, r2, low2, high2, unsure2 = cut(A, LO, HI, ks + 2, even, exact)
-        unsure = unsure or unsure0 or unsure1 or unsure2
-        if (low2 or high2) and ks + 2 <= k0:
-            q, r, low, high, k = q2, r2, low2, high2, ks + 2
-            ok = ok and ks + 2 == k0  # it could climb further: the general loop
-        elif (low1 or high1) and ks + 1 <= k0:
-            q, r, low, high, k = q1, r1, low1, high1, ks + 1
-        else:
-            k = ks
-        # too close to halfway to tell which is closer
-        unsure = unsure or (not exact and abs(2.0 * r - units[k]) <= 2 * _DELTA)
-        ok = ok and not unsure
-        d, n, exponent, up = choose(k, q, r, low, high, k0, t)
-        digits[i] = d
-        ndigits[i] = n
-        exponents[i] = exponent
-        # no loop in this one: the compiler keeps it free of branches (3x faster)
-        kinds[i] = _SLOW if not ok else _STRIP if up else 0
-    for i in range(values.size):
-        if kinds[i] == _STRIP:
-            digits[i], ndigits[i] = strip(digits[i], ndigits[i])
-            kinds[i] = 0
-        if kinds[i] != _SLOW:
-            continue
-        bits = bits_of[i]
+        bits = np.int64(bits_of[i])
         eb = (bits >> 23) & 0xFF
         fr = bits & 0x7FFFFF
-        if eb == 255:
-            kinds[i] = _NAN if fr else _INF
-            continue
-        if eb == 0:
-            if fr == 0:
-                kinds[i] = _ZERO
-                continue
-            m, e, unequal = np.int64(fr), np.int64(-149), False
-        else:
-            m, e = np.int64(fr | 0x800000), np.int64(eb) - 150
-            unequal = fr == 0 and eb > 1  # a power of two: the gap below is half the gap above
-        nbits = 24
-        while not (m >> (nbits - 1)):  # subnormals have fewer bits
-            nbits -= 1
+        normal = eb != 0
+        c = (fr | 0x800000) if normal else fr  # the value is c * 2**q
+        q = (eb - 150) if normal else np.int64(-149)
+        odd = c & 1
+        # a power of two: the gap below is half the gap above
+        closer = np.int64(fr == 0 and eb > 1)
+        k = (q * 1262611 - 524031 * closer) >> 22  # floor(log10(2**q)), or of 3/4 of it
+        h = q + ((-k * 1741647) >> 19) + 1  # 1 to 4
+        j = min(max(-k - _K_MIN, 0), _K_MAX - _K_MIN)
+        high, low = g_high[j], g_low[j]
+        # the value and its interval's ends, times 4 (the ends are half a gap off), times 10**-k
+        vbl = times_g(high, low, (4 * c - 2 + closer) << h)
+        vb = times_g(high, low, (4 * c) << h)
+        vbr = times_g(high, low, (4 * c + 2) << h)
+        lower = vbl + odd  # the ends belong to the interval when c is even
+        upper = vbr - odd
+        s = vb >> 2  # the value's digits at 10**k, cut
+        # one digit fewer (10**(k + 1)) when exactly one of its two candidates is inside
+        sp = (s * 3435973837) >> 35  # s // 10 (s below 2**30)
+        up_in = lower <= 40 * sp
+        wp_in = 40 * sp + 40 <= upper
+        short = s >= 10 and up_in != wp_in
+        # otherwise s or s + 1: the one inside, or the closer when both are (a tie to the even)
+        u_in = lower <= 4 * s
+        w_in = 4 * s + 4 <= upper
+        mid = 4 * s + 2
+        up = (w_in and not u_in) or (u_in == w_in and (vb > mid or (vb == mid and (s & 1) == 1)))
+        d = sp + wp_in if short else s + up
+        e = k + 1 if short else k
+        # an integer below 2**24 is its own shortest text
+        shift = min(max(-q, 0), 31)
+        small = normal and 0 <= -q < 24 and (c & ((np.int64(1) << shift) - 1)) == 0
+        d = (c >> shift) if small else d
+        e = 0 if small else e
+        n = np.int64(1)
+        for t in range(1, 9):
+            n += d >= tens[t]
+        digits[i] = d
+        ndigits[i] = n
+        exponents[i] = e + n - 1
+        zero_end = d - ((d * 3435973837) >> 35) * 10 == 0  # stripped in the loop below
+        special = _NAN if fr != 0 else _INF
+        kinds[i] = special if eb == 255 else _ZERO if (eb | fr) == 0 else _STRIP if zero_end else 0
+    for i in range(values.size):
+        if kinds[i] == _STRIP:
+            d, n = np.int64(digits[i]), np.int64(ndigits[i])
+            while d % 10 == 0 and n > 1:
+                d //= 10
+                n -= 1
+            digits[i], ndigits[i] = d, n
+            kinds[i] = 0
+
+
+# Text of float32 values -------------------------------------------------------------------------
+_ASCII_ZEROS = 0x3030303030303030  # "00000000"
+
+
+@intrinsic
+def store8(typingctx, out, pos, word):
+    """``out[pos:pos + 8]`` = the 8 bytes of the int64 ``word``, lowest first: one store, at any
+    alignment, unchecked (``out`` needs the room)."""
+    if not (isinstance(out, types.Array) and out.dtype == types.uint8 and out.layout == "C"):
+        return None
+
+    def codegen(context, builder, signature, args):
+        array, at, value = args
+        data = context.make_array(signature.args[0])(context, builder, array).data
+        target = builder.bitcast(builder.gep(data, [at]), ir.IntType(64).as_pointer())
+        builder.store(value, target).align = 1
+        return context.get_dummy_value()
+
+    return types.void(out, types.int64, types.int64), codegen
+
+
+@numba.njit(cache=True, nogil=True)
+def plain_texts(values, digits, ndigits, exponents, kinds, low, high, sizes):
+    """The text of each value from 1e-4 to 1e9 as numpy prints it, without the sign (0.00ddd,
+    dd.ddd, ddd00.0: at most 14 bytes), in 16 bytes: the first 8 in ``low`` (the first byte
+    lowest), the next in ``high``; its length in ``sizes``, 0 for the other values."""
+    # no branches (selects only): the compiler runs it on vectors
+    for i in range(values.size):
+        d = np.int64(digits[i])
+        n = np.int64(ndigits[i])
+        e = min(max(np.int64(exponents[i]), -4), 8)
+        # the nine digits of d * 10**(9 - n) (ddd000000): the first, then eight at once, a byte
+        # each (a division by 10**4 splits them in two 32-bit halves, by 100 each half in two
+        # 16-bit quarters, by 10 each quarter in two bytes)
+        full = d * tens[9 - n]
+        first = (full * 1441151881) >> 57  # full // 10**8 (full below 2**30)
+        rest = full - first * 100000000
+        upper = (rest * 109951163) >> 40  # rest // 10**4 (rest below 10**8)
+        x = upper | ((rest - upper * 10000) << 32)
+        y = ((x * 10486) >> 20) & 0x0000007F0000007F  # each half // 100
+        x = (x << 16) - y * (100 << 16) + y
+        y = ((x * 103) >> 10) & 0x000F000F000F000F  # each quarter // 10
+        x = (x << 8) - y * (10 << 8) + y
+        lo = first | (x << 8) | _ASCII_ZEROS  # "ddddddddd0000000" over lo, hi
+        hi = (x >> 56) | _ASCII_ZEROS
+        # below 1: z zeros before the digits ("000ddd"), the point after the first byte
+        z = max(-e, 0)
+        hi = (hi << (8 * z)) | ((lo >> 1) >> (63 - 8 * z))
+        lo = (lo << (8 * z)) | (_ASCII_ZEROS & ((np.int64(1) << (8 * z)) - 1))
+        # the point after byte p - 1 (p = 1 to 9): the bytes from p on one place up
+        p = max(e, 0) + 1
+        at = 8 * min(p, 7)
+        below = (np.int64(1) << at) - 1
+        lo_point = (lo & below) | ((lo & ~below) << 8) | (np.int64(46) << at)
+        hi_shifted = (hi << 8) | (lo >> 56)
+        at = 8 * max(p - 8, 0)
+        below = (np.int64(1) << at) - 1
+        hi_point = (hi & below) | ((hi & ~below) << 8) | (np.int64(46) << at)
+        low[i] = lo_point if p < 8 else lo
+        high[i] = hi_shifted if p < 8 else hi_point
+        # the digits (and zeros) and the point, and a zero after it when it ends them
         a = abs(np.float64(values[i]))
-        high_gap = pow2[e + 150 - 1]
-        low_gap = high_gap * 0.5 if unequal else high_gap
-        t = 8 - int(math.floor((e + nbits - 1) * _LOG10_2))  # a * 10**t in [1e8, 2e9)
-        p = pow10[t + _LO_FROM]
-        A = a * p
-        LO = (a - low_gap) * p
-        HI = (a + high_gap) * p
-        exact = False
-        if 0 <= t <= 22:  # 10**t is exact: are the three products? (split p, sum the errors)
-            ph = pow10_high[t]
-            pl = p - ph
-            exact = (
-                (a * ph - A) + a * pl == 0.0
-                and ((a - low_gap) * ph - LO) + (a - low_gap) * pl == 0.0
-                and ((a + high_gap) * ph - HI) + (a + high_gap) * pl == 0.0
-            )
-        even = (m & 1) == 0
-        k0 = 9 if A >= 1e9 else 8  # the first digit's position in A (A is in [1e8, 2e9))
-        if not exact and (abs(A - 1e8) <= _DELTA or abs(A - 1e9) <= _DELTA):
-            kinds[i] = _UNSURE
-            continue
-        # positions where the cut or the next multiple lies within the interval are 0..k*;
-        # cutting at a unit below the smaller half-gap always does: start there, climb
-        margin = low_gap * p
-        k = (margin >= 10.0) + (margin >= 100.0)
-        while k < k0 and units[k + 1] <= margin:  # subnormals: fewer digits
-            k += 1
-        s, q, r = stop(A, LO, HI, k, exact, even)
-        while s > 0 and k < k0:
-            s_up, q_up, r_up = stop(A, LO, HI, k + 1, exact, even)
-            if s_up == 0:
-                break
-            s, q, r = s_up, q_up, r_up
-            k += 1
-        if s <= 0:
-            kinds[i] = _UNSURE
-            continue
-        if s == 3 and not exact and abs(2.0 * r - units[k]) <= 2 * _DELTA:
-            kinds[i] = _UNSURE  # both within, and too close to halfway to tell
-            continue
-        d, n, exponent, up = choose(k, q, r, s & 1 == 1, s & 2 == 2, k0, t)
-        digits[i], ndigits[i] = strip(d, n)
-        exponents[i] = exponent
-        kinds[i] = 0
+        plain = kinds[i] == 0 and exponents[i] <= 8 and a >= 1e-4
+        sizes[i] = max(n + z, p + 1) + 1 if plain else 0
 
 
 @numba.njit(cache=True, inline="always")
@@ -263,7 +217,7 @@ def put3(out, pos, a, b, c):
 def nine_digits(out, start, d, n, dot):
     """The nine digits of ``d * 10**(9 - n)`` (``d`` has ``n``: ddd000000) at ``start`` on,
     those after digit ``dot`` one place further right; fixed writes, no branches."""
-    full = np.uint64(d) * np.uint64(units[9 - n])
+    full = np.uint64(d) * np.uint64(tens[9 - n])
     first = full // np.uint64(100000000)
     rest = full - first * np.uint64(100000000)
     p1 = rest // np.uint64(1000000)
@@ -283,27 +237,8 @@ def nine_digits(out, start, d, n, dot):
     out[start + 8 + (7 >= dot)] = pairs[2 * p4 + 1]
 
 
-# put_plain and put_scientific write a fixed number of bytes, some past the end of the
-# text when it is shorter (the slot has room; the next value overwrites them): no branches
-
-
-@numba.njit(cache=True, inline="always")
-def put_plain(out, pos, x, d, n, exponent):
-    """``put_value`` for a value from 1e-4 to 1e9 (exponent -4..8): 0.00ddd, dd.ddd, ddd00.0"""
-    out[pos] = 45  # a "-" written always, kept when negative
-    pos += x < 0.0
-    out[pos] = 48  # "0.000" under what follows: the start of 0.00ddd
-    out[pos + 1] = 46
-    out[pos + 2] = 48
-    out[pos + 3] = 48
-    out[pos + 4] = 48
-    small = exponent < 0
-    start = pos + 1 - exponent if small else pos
-    out[start + 10] = 48  # the fraction of a nine-digit integer, past the end otherwise
-    # digits after the dot one place right; the zeros of ddd000000 are those of an integer
-    nine_digits(out, start, d, n, 99 if small else exponent)
-    out[pos + 1 if small else start + exponent + 1] = 46
-    return start + n if small else start + max(n, exponent + 2) + 1
+# put_scientific writes a fixed number of bytes, some past the end of the text when it is
+# shorter (the slot has room; the next value overwrites them): no branches
 
 
 @numba.njit(cache=True, inline="always")
@@ -327,8 +262,6 @@ def put_value(out, pos, x, d, n, exponent, kind):
     """numpy's repr of the float32 ``x`` from its digits (see ``shortest``)."""
     if kind == 0:
         a = abs(np.float64(x))
-        if exponent <= 8 and a >= 1e-4:
-            return put_plain(out, pos, x, d, n, exponent)
         if a < 1e-4 or a >= 1e16:
             return put_scientific(out, pos, x, d, n, exponent)
     if kind == _NAN:
@@ -371,28 +304,55 @@ def put_value(out, pos, x, d, n, exponent, kind):
     return pos + 4
 
 
+_CHUNK_VALUES = 1 << 14  # values whose digits and texts are found at a time (in the caches)
+
+
 @numba.njit(cache=True, nogil=True)
-def render(values, digits, ndigits, exponents, kinds, words, word_ends, row0, out):
-    """Lines ``word value value ...\\n`` for the rows of ``values`` (2-D), whose words are
-    ``words[word_ends[row0 + i - 1]:word_ends[row0 + i]]``, into ``out``; the bytes written.
+def render(values, words, word_ends, row0, out):
+    """Lines ``word value value ...\\n`` for the rows of ``values`` (2-D, C order), whose words
+    are ``words[word_ends[row0 + i - 1]:word_ends[row0 + i]]``, into ``out``; the bytes written.
     ``out`` needs room for the words, every value at its longest, the spaces and newlines, and
-    some slack: a value's writes run up to 16 bytes past its start."""
-    pos = 0
+    some slack: a value's writes run up to 17 bytes past its start."""
     rows, dim = values.shape
-    for i in range(rows):
-        w0 = word_ends[row0 + i - 1] if row0 + i > 0 else 0
-        w1 = word_ends[row0 + i]
-        out[pos : pos + w1 - w0] = words[w0:w1]
-        pos += w1 - w0
-        if dim == 0:  # "word \n", as gensim
-            out[pos] = 32
+    step = max(1, _CHUNK_VALUES // max(dim, 1))  # rows at a time
+    room = step * dim
+    digits = np.empty(room, dtype=np.int32)
+    ndigits = np.empty(room, dtype=np.int8)
+    exponents = np.empty(room, dtype=np.int8)  # -45 to 38 for a float32
+    kinds = np.empty(room, dtype=np.uint8)
+    low = np.empty(room, dtype=np.int64)  # a value's text, 16 bytes, and its length
+    high = np.empty(room, dtype=np.int64)
+    sizes = np.empty(room, dtype=np.uint8)
+    flat = values.reshape(-1)
+    pos = 0
+    for first in range(0, rows, step):
+        last = min(rows, first + step)
+        part = flat[first * dim : last * dim]
+        n = part.size
+        shortest(part, digits[:n], ndigits[:n], exponents[:n], kinds[:n])
+        plain_texts(
+            part, digits[:n], ndigits[:n], exponents[:n], kinds[:n], low[:n], high[:n], sizes[:n]
+        )
+        for i in range(first, last):
+            w0 = word_ends[row0 + i - 1] if row0 + i > 0 else 0
+            w1 = word_ends[row0 + i]
+            out[pos : pos + w1 - w0] = words[w0:w1]
+            pos += w1 - w0
+            if dim == 0:  # "word \n", as gensim
+                out[pos] = 32
+                pos += 1
+            for v in range((i - first) * dim, (i - first + 1) * dim):
+                out[pos] = 32
+                if sizes[v]:
+                    out[pos + 1] = 45  # a "-" written always, kept when negative
+                    pos += 1 + (part[v] < 0.0)
+                    store8(out, pos, low[v])
+                    store8(out, pos + 8, high[v])
+                    pos += sizes[v]
+                else:
+                    pos = put_value(
+                        out, pos + 1, part[v], digits[v], ndigits[v], exponents[v], kinds[v]
+                    )
+            out[pos] = 10
             pos += 1
-        for j in range(dim):
-            out[pos] = 32
-            v = i * dim + j
-            pos = put_value(
-                out, pos + 1, values[i, j], digits[v], ndigits[v], exponents[v], kinds[v]
-            )
-        out[pos] = 10
-        pos += 1
     return pos

@@ -10,11 +10,9 @@ are compressed transparently.
 The text form writes each float32 value as gensim's ``save_word2vec_format`` does (``repr`` of a
 numpy float32: the shortest digits that read back as the same float32, positional from 1e-4 to
 1e16 and scientific outside, ``1.0``, ``-0.0``, ``1e-08``, ``1e+20``), so both write the same bytes.
-Large arrays are formatted by compiled kernels (numba, in blocks, on a thread per CPU while this
-thread writes the blocks before): the digits are decided in float64 arithmetic, exactly for values
-from about 1e-4 to 1e9 and with an error bound otherwise; a value too close to a rounding boundary
-for that bound to decide (about 1 in 10^5 of those outside the exact range) is formatted by numpy
-itself. See ``benchmarks/RESULTS.md`` for the speed against gensim.
+Large arrays are formatted by compiled kernels (numba, in blocks, on a thread per CPU, each
+thread writing its block in turn): the digits are decided in integer arithmetic (the Schubfach
+algorithm), exactly for every float32. See ``benchmarks/RESULTS.md`` for the speed against gensim.
 """
 
 from __future__ import annotations
@@ -59,13 +57,10 @@ def _check_words(words: Sequence[str], n_rows: int) -> list[str]:
 
 
 # Text of float32 values: compiled kernels in ``_float_text`` (numba, loaded on first use)
-_UNSURE = 4  # a value the kernel leaves to numpy (see ``_float_text``)
-
-
-def _float_kernels():
+def _render():
     from . import _float_text
 
-    return _float_text.shortest, _float_text.render
+    return _float_text.render
 
 
 _BLOCK_VALUES = 1 << 20  # values formatted at a time
@@ -89,14 +84,6 @@ def _numpy1_text(x) -> str:
     return np.format_float_scientific(x, unique=True, trim="-", exp_digits=2)
 
 
-def _numpy_digits(x) -> tuple[int, int, int]:
-    """(digits, their count, power of ten of the first) of numpy's shortest text for ``x``."""
-    text = np.format_float_scientific(np.float32(x), unique=True, trim="-", exp_digits=2)
-    mantissa, exponent = text.split("e")
-    digits = mantissa.lstrip("-").replace(".", "")
-    return int(digits), len(digits), int(exponent)
-
-
 def _word_bytes(words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """The words' UTF-8 bytes back to back, and where each ends."""
     encoded = [w.encode("utf-8") for w in words]
@@ -105,16 +92,11 @@ def _word_bytes(words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _TextRows:
-    """Text lines of blocks of rows, as gensim writes them, in buffers kept from block to block
-    (fresh ones would cost a page fault every 4 KiB); one per formatting thread."""
+    """Text lines of blocks of rows, as gensim writes them, in a buffer kept from block to block
+    (a fresh one would cost a page fault every 4 KiB); one per formatting thread."""
 
     def __init__(self, words: np.ndarray, word_ends: np.ndarray, dim: int, rows: int):
         self.words, self.word_ends = words, word_ends
-        n = rows * dim
-        self.digits = np.empty(n, dtype=np.int32)  # at most 9 digits
-        self.ndigits = np.empty(n, dtype=np.int8)
-        self.exponents = np.empty(n, dtype=np.int8)  # -45 to 38 for a float32
-        self.kinds = np.empty(n, dtype=np.uint8)
         # room for the longest words, every value at its longest, the spaces and the newlines
         longest = int(np.diff(word_ends, prepend=0).max(initial=0))
         self.out = np.empty(rows * (longest + dim * (_VALUE_BYTES + 1) + 2) + 32, dtype=np.uint8)
@@ -125,19 +107,8 @@ class _TextRows:
 
     def __call__(self, values: np.ndarray, row0: int) -> memoryview:
         """The lines of ``values`` (rows ``row0`` on), in this object's buffer."""
-        shortest, render = _float_kernels()
         values = np.ascontiguousarray(values, dtype=_F32)
-        flat = values.reshape(-1)
-        n = flat.size
-        digits, ndigits = self.digits[:n], self.ndigits[:n]
-        exponents, kinds = self.exponents[:n], self.kinds[:n]
-        shortest(flat, digits, ndigits, exponents, kinds)
-        for i in np.flatnonzero(kinds == _UNSURE).tolist():
-            digits[i], ndigits[i], exponents[i] = _numpy_digits(flat[i])
-            kinds[i] = 0
-        size = render(
-            values, digits, ndigits, exponents, kinds, self.words, self.word_ends, row0, self.out
-        )
+        size = _render()(values, self.words, self.word_ends, row0, self.out)
         return self.out[:size].data
 
 
