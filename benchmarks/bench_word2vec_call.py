@@ -7,6 +7,12 @@ the constructor, with peak memory and scores; each run in a fresh process, alter
 The corpus is the first ``--mb`` MB of gcide's text (cut at a line; 0: all of it), written once
 to a plain file. Both libraries get the same arguments. The vectors of every run are scored by one
 evaluator (``ns_plugins.embeddings``) on WordSim-353, SimLex-999 and the analogy set.
+
+``--gensim-input lines`` gives gensim the file as ``LineSentence`` instead of ``corpus_file=``.
+gensim's ``corpus_file`` mode decays the learning rate by each thread's share of the corpus against
+the whole corpus, so with 2 workers the rate falls only half as far in an epoch as it should
+(``word2vec_corpusfile.pyx``, ``get_next_alpha``): a higher rate throughout, which scores higher
+on a small corpus. Its ``LineSentence`` path, like ours, decays to ``min_alpha`` over all epochs.
 """
 
 from __future__ import annotations
@@ -33,9 +39,13 @@ def _child(args) -> None:
         from gensim.models import Word2Vec
     else:
         from ns_plugins import Word2Vec
-    model = Word2Vec(corpus_file=str(args.file), vector_size=args.vector_size, window=5,
-                     min_count=5, sg=args.sg, negative=5, epochs=args.epochs,
-                     workers=args.workers)  # fmt: skip
+    source = {"corpus_file": str(args.file)}
+    if args.library == "gensim" and args.gensim_input == "lines":
+        from gensim.models.word2vec import LineSentence
+
+        source = {"sentences": LineSentence(str(args.file))}
+    model = Word2Vec(**source, vector_size=args.vector_size, window=5, min_count=5, sg=args.sg,
+                     negative=5, epochs=args.epochs, workers=args.workers)  # fmt: skip
     seconds = time.perf_counter() - t0
     model.wv.save_word2vec_format(str(args.out), binary=True)
     print(json.dumps({"seconds": seconds, "rss_mib": peak_rss_mib(), "vocab": len(model.wv)}))
@@ -44,7 +54,8 @@ def _child(args) -> None:
 def _run(library: str, args, out: Path) -> dict:
     cmd = [sys.executable, __file__, "--library", library, "--file", str(args.file),
            "--out", str(out), "--epochs", str(args.epochs), "--sg", str(args.sg),
-           "--workers", str(args.workers), "--vector-size", str(args.vector_size)]  # fmt: skip
+           "--workers", str(args.workers), "--vector-size", str(args.vector_size),
+           "--gensim-input", args.gensim_input]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"{library} run failed:\n{proc.stderr[-3000:]}")
@@ -86,6 +97,9 @@ def main(argv=None) -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--vector-size", type=int, default=100)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--gensim-input", choices=["file", "lines"], default="file",
+                   help="gensim reads corpus_file= (file) or LineSentence (lines); ours always "
+                   "corpus_file=")  # fmt: skip
     p.add_argument("--library", choices=LIBRARIES, help=argparse.SUPPRESS)
     p.add_argument("--file", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
