@@ -155,41 +155,39 @@ class ModelConfig:
 
 
 @dataclass
-class ChunkEngineConfig:
-    _target_: str = "ns_plugins.app.engines.chunk.ChunkModule"
+class _EngineSettings:
+    """The settings both engines read."""
+
     vector_size: int = II("vector_size")
-    window: int = II("window")
     negative: int = II("negative")
     ns_exponent: float = II("ns_exponent")
-    sample: float = II("sample")
     alpha: float = II("alpha")
     min_alpha: float = II("min_alpha")
     arch: Arch = II("model.arch")
+    init_scale: float = II("model.init_scale")
+    seed: int = II("seed")
+
+
+@dataclass
+class ChunkEngineConfig(_EngineSettings):
+    _target_: str = "ns_plugins.app.engines.chunk.ChunkModule"
+    window: int = II("window")
+    sample: float = II("sample")
     shrink_windows: bool = II("shrink_windows")
     shared_negatives: bool = II("model.shared_negatives")
-    init_scale: float = II("model.init_scale")
     workers: int = II("workers")
-    seed: int = II("seed")
     copies_mib: float = II("model.copies_mib")
     merge_every: int = II("model.merge_every")
 
 
 @dataclass
-class BatchedEngineConfig:
+class BatchedEngineConfig(_EngineSettings):
     _target_: str = "ns_plugins.app.engines.batched.BatchedModule"
-    vector_size: int = II("vector_size")
-    negative: int = II("negative")
-    ns_exponent: float = II("ns_exponent")
-    alpha: float = II("alpha")
-    min_alpha: float = II("min_alpha")
     backend: Backend = II("backend.name")
     reduce: Reduce = II("reduce.mode")
-    arch: Arch = II("model.arch")
     optimizer: Optimizer = II("model.optimizer")
     cbow_mean: bool = II("model.cbow_mean")
-    init_scale: float = II("model.init_scale")
     max_row_step: float | None = II("model.max_row_step")
-    seed: int = II("seed")
     # sparse: from device.grad_sync (dense gradients for grad_sync=dense), given by the skeleton
 
 
