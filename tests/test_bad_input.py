@@ -57,7 +57,7 @@ def word2vec_diverges():
 
 def torch_face_label():
     torch = pytest.importorskip("torch")
-    from ns_plugins.torch import negative_sampling
+    from ns_plugins.nn import negative_sampling
 
     negative_sampling(torch.randn(4, 3), torch.tensor([0, 1, 10, 2]), torch.randn(10, 3),
                       lambda s: torch.randint(0, 10, s), 2)  # fmt: skip

@@ -24,7 +24,7 @@ LAYERS = [
     ("ns_plugins.embeddings", 3),
     ("ns_plugins.engines", 4),
     ("ns_plugins.chainer", 5),
-    ("ns_plugins.torch", 5),
+    ("ns_plugins.nn", 5),
     ("ns_plugins.word2vec", 5),
     ("ns_plugins.hydra_searchpath", 5),
     ("ns_plugins.app", 6),

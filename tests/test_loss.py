@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ns_plugins.core import ops, reference
-from ns_plugins.torch import NegativeSampling, negative_sampling
+from ns_plugins.nn import NegativeSampling, negative_sampling
 
 TOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 3e-3, torch.bfloat16: 2e-2}
 
