@@ -21,11 +21,10 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from pathlib import Path
 
 import numpy as np
 
+from ns_plugins.data.sentences import SentenceCorpus, empty_corpus_error
 from ns_plugins.embeddings import KeyedVectors
 
 __all__ = ["CallbackAny2Vec", "Word2Vec"]
@@ -39,11 +38,6 @@ _PARAMS = (
     "negative ns_exponent cbow_mean epochs max_final_vocab shrink_windows device chunk_words"
 ).split()
 _STATE = ("corpus_count", "corpus_total_words", "train_count")
-# Corpus read in blocks of 256 KB of text or 64k in-memory tokens: a block's token strings and the
-# encoder's per-token arrays are the transient memory of counting and encoding (larger blocks
-# raise the peak; RESULTS.md), and per-block overhead is still negligible.
-_BLOCK_BYTES = 1 << 18
-_BLOCK_TOKENS = 1 << 16
 
 
 class CallbackAny2Vec:
@@ -61,81 +55,6 @@ class CallbackAny2Vec:
 
     def on_train_end(self, model):
         pass
-
-
-def _restartable(corpus, passes: int) -> None:
-    """Refuse a generator or iterator: gensim reads the corpus once per epoch plus once for the
-    vocabulary, so scripts written for it pass restartable iterables; we keep that contract."""
-    if isinstance(corpus, (str, bytes)):
-        raise TypeError("sentences must be an iterable of token lists, not a string")
-    if not isinstance(corpus, Iterable):
-        raise TypeError(
-            f"The corpus_iterable must be an iterable of lists of strings, got {corpus!r} instead"
-        )
-    if isinstance(corpus, Iterator):
-        raise TypeError(
-            f"Using a generator as corpus_iterable can't support {passes} passes: the corpus "
-            "must be restartable. Try a re-iterable sequence (a list, or an object whose "
-            "__iter__ starts a new pass)."
-        )
-
-
-def _empty_corpus() -> ValueError:
-    return ValueError(
-        "the corpus is empty (if not intended, be sure to provide a corpus that offers "
-        "restartable iteration = an iterable)"
-    )
-
-
-def _sentence_blocks(sentences) -> Iterator[list]:
-    """Token blocks of in-memory sentences: the words of several sentences, each sentence closed
-    by the reader's line marker, as ``token_blocks`` yields a file's."""
-    from ns_plugins.data.reader import NEWLINE
-
-    block: list = []
-    for sentence in sentences:
-        if isinstance(sentence, str):
-            raise TypeError("sentences must be lists of tokens, got a str; split it first")
-        block.extend(sentence)
-        block.append(NEWLINE)
-        if len(block) >= _BLOCK_TOKENS:
-            yield block
-            block = []
-    if block:
-        yield block
-
-
-class _Corpus:
-    """One training corpus: in-memory sentences or a file, read as token blocks."""
-
-    def __init__(self, corpus_iterable, corpus_file, passes: int):
-        if (corpus_iterable is None) == (corpus_file is None):
-            raise TypeError(
-                "Either one of corpus_file or corpus_iterable value must be provided"
-                if corpus_iterable is None
-                else "Both corpus_file and corpus_iterable must not be provided at the same time"
-            )
-        if corpus_file is not None:
-            from ns_plugins.data.textfiles import corpus_files
-
-            corpus_files(corpus_file)  # a missing path or a FIFO fails here, naming it
-        else:
-            _restartable(corpus_iterable, passes)
-        self.iterable, self.file = corpus_iterable, corpus_file
-
-    def blocks(self) -> Iterator[list]:
-        if self.file is None:
-            return _sentence_blocks(self.iterable)
-        from ns_plugins.data.reader import token_blocks
-
-        return token_blocks(self.file, str.split, False, block_bytes=_BLOCK_BYTES)
-
-    def same_as(self, other: _Corpus | None) -> bool:
-        if other is None:
-            return False
-        if self.file is not None:
-            return other.file is not None and Path(self.file) == Path(other.file)
-        return self.iterable is other.iterable
 
 
 class Word2Vec:
@@ -255,7 +174,7 @@ class Word2Vec:
                 "vocabulary. First build the vocabulary of your model with a corpus before doing "
                 "an online update."
             )
-        corpus = _Corpus(corpus_iterable, corpus_file, self.epochs + 1)
+        corpus = SentenceCorpus(corpus_iterable, corpus_file, self.epochs + 1)
         counts: Counter = Counter()
         for block in corpus.blocks():
             counts.update(block)
@@ -264,7 +183,7 @@ class Word2Vec:
         if total == 0:
             if corpus.file is not None:
                 raise ValueError(f"corpus_file {str(corpus.file)!r} holds no words")
-            raise _empty_corpus()
+            raise empty_corpus_error()
         # a word file cannot carry such a token, and a corpus file cannot hold one
         bad = next((w for w in counts if not isinstance(w, str) or w.split() != [w]), None)
         if bad is not None:
@@ -312,7 +231,7 @@ class Word2Vec:
         return out
 
     # ------------------------------------------------------------------------------- training
-    def _encode(self, corpus: _Corpus):
+    def _encode(self, corpus: SentenceCorpus):
         """(ids, offsets, raw words) of ``corpus`` under the current vocabulary, in memory; the
         same corpus object (or file) trained again is not encoded again."""
         from ns_plugins.data.block_encoder import BlockEncoder
@@ -333,7 +252,7 @@ class Word2Vec:
             ids[end - kept.size : end] = kept
             starts.append(block_starts)
         if encoder.words == 0:
-            raise _empty_corpus()
+            raise empty_corpus_error()
         ids = ids[: encoder.written]
         offsets = np.concatenate([*starts, [encoder.written]]).astype(np.int64)
         self._encoded = (corpus, len(self.wv), ids, offsets, encoder.words)
@@ -374,7 +293,9 @@ class Word2Vec:
             )
         if compute_loss is not None:
             self.compute_loss = bool(compute_loss)
-        ids, offsets, raw_words = self._encode(_Corpus(corpus_iterable, corpus_file, int(epochs)))
+        ids, offsets, raw_words = self._encode(
+            SentenceCorpus(corpus_iterable, corpus_file, int(epochs))
+        )
         engine = self._engine(start_alpha, end_alpha)
         callbacks = [*self.callbacks, *callbacks]
         for cb in callbacks:

@@ -1,19 +1,34 @@
-"""A corpus as lists of tokens, one per line (``read_sentences``, gensim's ``LineSentence``).
+"""A corpus as lists of tokens, one per line.
 
-A thin, restartable view over ``reader.token_blocks`` for user code that iterates sentences;
-separate from the reader, which yields flat token blocks to every consumer (vocabulary counts,
-the encoders) and leaves cutting lines into sentences to them.
+``read_sentences`` (gensim's ``LineSentence``) is a thin, restartable view over
+``reader.token_blocks`` for user code that iterates sentences. ``SentenceCorpus`` goes the other
+way for ``Word2Vec``: in-memory sentences or a ``corpus_file``, checked once and read as the flat
+token blocks (lines closed by the reader's marker) that every consumer takes (vocabulary counts,
+the encoders), which leave cutting lines into sentences to themselves.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 from .reader import MAX_SENTENCE_LENGTH, NEWLINE, Tokenizer, token_blocks
 from .textfiles import CorpusStats, corpus_files
 
-__all__ = ["read_sentences"]
+__all__ = [
+    "SentenceCorpus",
+    "check_restartable",
+    "empty_corpus_error",
+    "read_sentences",
+    "sentence_blocks",
+]
+
+# Corpus read in blocks of 256 KB of text or 64k in-memory tokens: a block's token strings and the
+# encoder's per-token arrays are the transient memory of counting and encoding (larger blocks
+# raise the peak; RESULTS.md), and per-block overhead is still negligible.
+BLOCK_BYTES = 1 << 18
+BLOCK_TOKENS = 1 << 16
 
 
 class read_sentences:  # noqa: N801 - reads like the function it replaces in user code
@@ -63,3 +78,72 @@ class read_sentences:  # noqa: N801 - reads like the function it replaces in use
         if self._it is None:
             self._it = iter(self)
         return next(self._it)
+
+
+def check_restartable(corpus, passes: int) -> None:
+    """Refuse a generator or iterator: gensim reads the corpus once per epoch plus once for the
+    vocabulary, so scripts written for it pass restartable iterables; we keep that contract."""
+    if isinstance(corpus, (str, bytes)):
+        raise TypeError("sentences must be an iterable of token lists, not a string")
+    if not isinstance(corpus, Iterable):
+        raise TypeError(
+            f"The corpus_iterable must be an iterable of lists of strings, got {corpus!r} instead"
+        )
+    if isinstance(corpus, Iterator):
+        raise TypeError(
+            f"Using a generator as corpus_iterable can't support {passes} passes: the corpus "
+            "must be restartable. Try a re-iterable sequence (a list, or an object whose "
+            "__iter__ starts a new pass)."
+        )
+
+
+def empty_corpus_error() -> ValueError:
+    return ValueError(
+        "the corpus is empty (if not intended, be sure to provide a corpus that offers "
+        "restartable iteration = an iterable)"
+    )
+
+
+def sentence_blocks(sentences) -> Iterator[list]:
+    """Token blocks of in-memory sentences: the words of several sentences, each sentence closed
+    by the reader's line marker, as ``token_blocks`` yields a file's."""
+    block: list = []
+    for sentence in sentences:
+        if isinstance(sentence, str):
+            raise TypeError("sentences must be lists of tokens, got a str; split it first")
+        block.extend(sentence)
+        block.append(NEWLINE)
+        if len(block) >= BLOCK_TOKENS:
+            yield block
+            block = []
+    if block:
+        yield block
+
+
+class SentenceCorpus:
+    """One training corpus: in-memory sentences or a file, read as token blocks."""
+
+    def __init__(self, corpus_iterable, corpus_file, passes: int):
+        if (corpus_iterable is None) == (corpus_file is None):
+            raise TypeError(
+                "Either one of corpus_file or corpus_iterable value must be provided"
+                if corpus_iterable is None
+                else "Both corpus_file and corpus_iterable must not be provided at the same time"
+            )
+        if corpus_file is not None:
+            corpus_files(corpus_file)  # a missing path or a FIFO fails here, naming it
+        else:
+            check_restartable(corpus_iterable, passes)
+        self.iterable, self.file = corpus_iterable, corpus_file
+
+    def blocks(self) -> Iterator[list]:
+        if self.file is None:
+            return sentence_blocks(self.iterable)
+        return token_blocks(self.file, str.split, False, block_bytes=BLOCK_BYTES)
+
+    def same_as(self, other: SentenceCorpus | None) -> bool:
+        if other is None:
+            return False
+        if self.file is not None:
+            return other.file is not None and Path(self.file) == Path(other.file)
+        return self.iterable is other.iterable
