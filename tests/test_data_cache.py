@@ -16,6 +16,7 @@ from ns_plugins.data import (
     prepare_corpus,
 )
 from ns_plugins.data import cache as cache_mod
+from ns_plugins.data import cache_key as cache_key_mod
 from ns_plugins.data import encode as encode_mod
 from ns_plugins.data import reader as reader_mod
 from ns_plugins.errors import UsageError
@@ -336,16 +337,16 @@ def test_same_size_and_mtime_but_new_content_is_a_new_recipe(tmp_path):
 
 
 def test_fingerprint_reads_both_ends_of_a_large_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(cache_mod, "FINGERPRINT_BYTES", 1000)
+    monkeypatch.setattr(cache_key_mod, "FINGERPRINT_BYTES", 1000)
     p = tmp_path / "big.txt"
     data = bytearray(b"word " * 1000)  # 5000 bytes: the first and last 1000 are hashed
     p.write_bytes(data)
-    entry = cache_mod._file_entry(p)
+    entry = cache_key_mod._file_entry(p)
     for at in (10, len(data) - 10):
         changed = bytearray(data)
         changed[at] = ord("x")
         p.write_bytes(changed)
-        assert cache_mod._file_entry(p)[3] != entry[3]
+        assert cache_key_mod._file_entry(p)[3] != entry[3]
     assert entry[:3] == [str(p.resolve()), 5000, entry[2]] and len(entry[3]) == 64
 
 

@@ -3,14 +3,15 @@ Keras-compatible ``skipgrams``, and a synthetic corpus with planted structure. I
 the text up:
 
     textfiles       a corpus path's files as checked UTF-8 byte streams (``CorpusStats``)
-    reader          token blocks and the tokenizers; ``sentences``: ``read_sentences``
+    reader          token blocks and the tokenizers; ``sentences``: ``read_sentences`` and
+                    ``Word2Vec``'s input (``SentenceCorpus``)
     split           a corpus cut into byte ranges, one part per process
     vocab           word counts -> ``Vocab``
     block_encoder   token blocks -> ids in memory (``Word2Vec``'s corpora)
     encode          ``encode_corpus``: one parallel pass, text -> ids on disk (forks and progress
                     in ``parallel``, its compiled steps in ``wordtable``)
     encoded         ``EncodedCorpus``: the encoded directory's format, opened and checked
-    cache           one encoded directory per recipe (``prepare_corpus``)
+    cache           one encoded directory per recipe (``prepare_corpus``), named by ``cache_key``
     pairs, sampling, keras, synthetic
 
 Names load on first use, so a program that only reads and encodes a corpus never imports torch

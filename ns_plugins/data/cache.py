@@ -1,16 +1,7 @@
 """The corpus cache: a corpus encoded once per recipe, shared by runs and processes.
 
-A recipe is everything the encoded ids depend on; its directory is named by the source and the
-first 20 hex digits of the sha256 of the recipe's JSON form (kept as ``recipe.json``), which holds
-the cache's layout version and:
-
-- the source: for a text corpus, every file (resolved path, size, modification time in ns and a
-  content fingerprint: sha256 of the size, the first MiB and the last MiB, so a file rewritten with
-  the same size and modification time is a new recipe, yet a multi-GB corpus costs two reads of
-  1 MiB; a change confined to the middle of a file larger than 2 MiB that keeps its size and
-  modification time goes unseen); for the synthetic corpus, its settings;
-- ``min_count``, ``max_vocab_size``, ``max_final_vocab``, the tokenizer's name, a fixed vocabulary
-  file's sha256, lowercasing and the sentence length.
+A recipe is everything the encoded ids depend on (``cache_key`` lists it); its directory is named
+by the source and a hash of the recipe.
 
 Each recipe has its own directory under the cache directory::
 
@@ -45,7 +36,6 @@ reads the cache only, so a complete, valid recipe directory is used even when it
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -56,112 +46,22 @@ from pathlib import Path
 
 from ns_plugins.errors import UsageError
 
+from .cache_key import recipe_key, recipe_of, resolve_tokenizer
 from .encode import MIN_PART_BYTES, encode_corpus
 from .encoded import EncodedCorpus
 from .parallel import can_fork, usable_cpus
-from .reader import MAX_SENTENCE_LENGTH, Tokenizer, tokenizer_named
+from .reader import MAX_SENTENCE_LENGTH, Tokenizer
 from .split import split_corpus
-from .textfiles import CorpusNotFoundError, Piece, corpus_files
+from .textfiles import Piece
 from .vocab import Vocab
 
 __all__ = ["open_cached_corpus", "prepare_cached_corpus", "prepare_corpus", "prepare_corpus_shard"]
 
 log = logging.getLogger(__name__)
 
-LAYOUT = "ns_plugins.corpus_cache/1"
 RECIPE = "recipe.json"
 LATEST = "latest"
 TRUTH = "ground_truth.json"
-FINGERPRINT_BYTES = 1 << 20  # hashed at each end of a source file
-
-
-def _tokenizer(tokenizer, lowercase: bool | None) -> tuple[Tokenizer | None, bool, str | None]:
-    """(the callable the reader takes, lowercase, its name in the recipe). A name (``words``,
-    ``split``) sets lowercasing too unless ``lowercase`` is given; the name is ``None`` for a
-    lambda or a local function, whose corpus is never reused."""
-    tokenizer = getattr(tokenizer, "value", tokenizer)  # a config enum
-    if tokenizer is None or isinstance(tokenizer, str):
-        name = tokenizer or "words"
-        try:
-            fn, lower = tokenizer_named(name)
-        except ValueError as err:
-            raise UsageError(str(err)) from None
-        return fn, lower if lowercase is None else bool(lowercase), name
-    if not callable(tokenizer):
-        raise TypeError(f"tokenizer must be a name or a callable str -> tokens, got {tokenizer!r}")
-    lower = True if lowercase is None else bool(lowercase)
-    qualname = getattr(tokenizer, "__qualname__", None)
-    if qualname is None or "<lambda>" in qualname or "<locals>" in qualname:
-        return tokenizer, lower, None
-    return tokenizer, lower, f"{getattr(tokenizer, '__module__', '')}.{qualname}"
-
-
-def _file_hash(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _fingerprint(path, size: int) -> str:
-    """sha256 of the size, the first and the last ``FINGERPRINT_BYTES`` of a file (all of it when
-    it is no longer than both)."""
-    h = hashlib.sha256(str(size).encode() + b"\0")
-    with open(path, "rb") as f:
-        if size <= 2 * FINGERPRINT_BYTES:
-            h.update(f.read())
-        else:
-            h.update(f.read(FINGERPRINT_BYTES))
-            f.seek(size - FINGERPRINT_BYTES)
-            h.update(f.read(FINGERPRINT_BYTES))
-    return h.hexdigest()
-
-
-def _file_entry(f: Path) -> list:
-    """[resolved path, size, mtime in ns, content fingerprint] of a source file."""
-    try:
-        st = f.stat()
-        return [str(f.resolve()), st.st_size, st.st_mtime_ns, _fingerprint(f, st.st_size)]
-    except FileNotFoundError:  # deleted since it was listed
-        raise CorpusNotFoundError(f) from None
-    except OSError as err:
-        raise UsageError(f"cannot read corpus file {str(f)!r}: {err.strerror or err}") from None
-
-
-def _recipe(
-    source: str,
-    path,
-    min_count: int,
-    max_vocab_size: int | None,
-    max_final_vocab: int | None,
-    tokenizer_name: str | None,
-    vocab_file,
-    lowercase: bool,
-    max_sentence_length: int,
-    synthetic: dict | None,
-) -> dict:
-    recipe = {
-        "layout": LAYOUT,
-        "source": source,
-        "min_count": int(min_count),
-        "max_vocab_size": None if max_vocab_size is None else int(max_vocab_size),
-        "max_final_vocab": None if max_final_vocab is None else int(max_final_vocab),
-        "tokenizer": tokenizer_name,
-        "vocab_file": None if vocab_file is None else _file_hash(vocab_file),
-        "lowercase": bool(lowercase),
-        "max_sentence_length": int(max_sentence_length),
-    }
-    if source == "text":
-        recipe["files"] = [_file_entry(f) for f in corpus_files(path)]
-    else:
-        recipe["synthetic"] = synthetic
-    return recipe
-
-
-def _key(recipe: dict) -> str:
-    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
-    return f"{recipe['source']}-{digest[:20]}"
 
 
 def _cache_root(cache_dir) -> Path:
@@ -377,13 +277,13 @@ def prepare_cached_corpus(
         raise UsageError("a text corpus needs a path (data.path=/path/to/corpus.txt(.gz))")
     if max_sentence_length < 1:
         raise ValueError(f"max_sentence_length must be >= 1, got {max_sentence_length}")
-    tokenize, lowercase, tokenizer_name = _tokenizer(tokenizer, lowercase)
+    tokenize, lowercase, tokenizer_name = resolve_tokenizer(tokenizer, lowercase)
     if vocab_file is not None and not Path(vocab_file).is_file():
         raise UsageError(f"vocabulary file not found: {os.fspath(vocab_file)!r}")
     synthetic = None
     if source == "synthetic":
         synthetic = {"seed": int(synthetic_seed), "sentences": int(synthetic_sentences)}
-    recipe = _recipe(
+    recipe = recipe_of(
         source,
         path,
         min_count,
@@ -397,7 +297,7 @@ def prepare_cached_corpus(
     )
     reuse = reuse and tokenizer_name is not None
     root = _cache_root(cache_dir)
-    out = root / _key(recipe)
+    out = root / recipe_key(recipe)
     with _lock(root / f".{out.name}.lock"):
         for stale in root.glob(f".{out.name}.*.tmp"):  # left by a crash; we hold the lock
             shutil.rmtree(stale, ignore_errors=True)
@@ -522,10 +422,10 @@ def prepare_corpus_shard(
         raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
     if not path:
         raise UsageError("a text corpus needs a path (data.path=/path/to/corpus.txt(.gz))")
-    tokenize, lowercase, tokenizer_name = _tokenizer(tokenizer, lowercase)
+    tokenize, lowercase, tokenizer_name = resolve_tokenizer(tokenizer, lowercase)
     if vocab_file is not None and not Path(vocab_file).is_file():
         raise UsageError(f"vocabulary file not found: {os.fspath(vocab_file)!r}")
-    recipe = _recipe(
+    recipe = recipe_of(
         "text",
         path,
         min_count,
@@ -545,7 +445,7 @@ def prepare_corpus_shard(
         return everyone
 
     root = _cache_root(cache_dir)
-    out = root / _key(recipe)
+    out = root / recipe_key(recipe)
     with _lock(root / f".{out.name}.lock"):
         for stale in root.glob(f".{out.name}.*.tmp"):
             shutil.rmtree(stale, ignore_errors=True)
