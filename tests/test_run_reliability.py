@@ -179,12 +179,9 @@ def test_the_start_checks_know_the_kernels_and_lightnings_limits():
     from lightning_fabric.plugins.precision.precision import _PRECISION_INPUT
 
     from ns_plugins.app import checks as runs
+    from ns_plugins.kernels import keyed_random
 
-    try:
-        from ns_plugins.kernels import chunk_numba as numba_kernel
-    except ImportError:  # its name before the kernels were renamed
-        from ns_plugins.kernels import hogwild as numba_kernel
-    assert (runs._SLOT_BITS, runs._SLOT_DRAWS) == (numba_kernel.SLOT_BITS, numba_kernel.SLOT_DRAWS)
+    assert (runs._SLOT_BITS, runs._SLOT_DRAWS) == (keyed_random.SLOT_BITS, keyed_random.SLOT_DRAWS)
     accepted = {str(v) for arg in typing.get_args(_PRECISION_INPUT) for v in typing.get_args(arg)}
     assert set(runs.PRECISIONS) == accepted
     triton_kernel = None

@@ -1,1 +1,12 @@
-"""Loss kernels, one module per backend, each keeping the contract of ``core.reference``."""
+"""The compiled kernels, one module per computation and device:
+
+loss_numba, loss_torch, loss_triton, loss_cupy
+                the negative-sampling loss and its gradients, each keeping the contract of
+                ``core.reference`` (the float64 oracle)
+chunk_numba, chunk_triton
+                the chunk engine's step: skip-gram / CBOW over a chunk of the encoded corpus,
+                trained in place; ``keyed_random`` holds the random numbers both draw
+pairs_numba     skip-gram pairs for Keras's ``skipgrams``
+merge           local SGD's bookkeeping (snapshot, delta, add), for threads and ranks
+prefetch        a cache-line prefetch the numba kernels call
+"""

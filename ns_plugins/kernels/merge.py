@@ -5,7 +5,7 @@ weights; a merge sets every copy to ``anchor + sum of the workers' deltas since 
 and moves the anchor there. Adding the deltas (not averaging the weights) keeps every worker's
 updates at full size, as one process training all the words would make them. The same function
 serves the threads of the chunk engine (``engines.chunk.ChunkTrainer``) and the ranks
-(``lightning.callbacks.WeightAveraging``, whose ``all_reduce`` adds the other ranks' deltas); it
+(``app.local_sgd.WeightAveraging``, whose ``all_reduce`` adds the other ranks' deltas); it
 works on numpy arrays and torch tensors alike.
 """
 
