@@ -214,6 +214,50 @@ def test_corpus_file_keeps_case(corpus, tmp_path):
     assert not np.allclose(model.wv["Zebra,"], model.wv["zebra"])
 
 
+def test_corpus_file_trains_what_its_sentences_train(tmp_path):
+    """A corpus file is counted and looked up by the compiled word table (ASCII blocks) and by
+    Python (other blocks): words met both ways, long lines and an update give what the same
+    sentences in memory give, down to the trained weights of one worker."""
+    from ns_plugins.data import sentences as sentences_mod
+
+    rng = np.random.default_rng(7)
+    words = [f"w{i}" for i in range(60)]
+    lines = []
+    for i in range(900):
+        n = int(rng.integers(1, 30)) if i != 5 else 25_000  # one line cut into three sentences
+        lines.append([words[j] for j in rng.zipf(1.3, n) % len(words)])
+        if i % 150 == 149:  # a few blocks that are not ASCII; the others go to the table
+            lines[-1] += ["café", "naïve", "Ünï", "w1"] * 2
+    path = tmp_path / "corpus.txt"
+    path.write_text("".join(" ".join(s) + "\n" for s in lines), encoding="utf-8")
+    settings = dict(vector_size=8, window=3, min_count=3, sg=1, epochs=1, workers=1, seed=5)
+    from_file, in_memory = Word2Vec(**settings), Word2Vec(**settings)
+    old = sentences_mod.BLOCK_BYTES
+    sentences_mod.BLOCK_BYTES = 4096  # many blocks, some ASCII only, some not
+    try:
+        from_file.build_vocab(corpus_file=path)
+        in_memory.build_vocab(lines)
+        assert from_file.wv.index_to_key == in_memory.wv.index_to_key
+        assert "café" in from_file.wv and "w0" in from_file.wv
+        np.testing.assert_array_equal(from_file.wv.counts, in_memory.wv.counts)
+        assert (from_file.corpus_count, from_file.corpus_total_words) == (
+            in_memory.corpus_count,
+            in_memory.corpus_total_words,
+        )
+        from_file.train(corpus_file=path, total_words=from_file.corpus_total_words, epochs=1)
+        in_memory.train(lines, total_examples=len(lines), epochs=1)
+        np.testing.assert_array_equal(from_file.wv.vectors, in_memory.wv.vectors)
+        more = tmp_path / "more.txt"
+        more.write_text("zz zz zz w1 Ünï\n", encoding="utf-8")
+        from_file.build_vocab(corpus_file=more, update=True)
+        in_memory.build_vocab([["zz", "zz", "zz", "w1", "Ünï"]], update=True)
+        assert from_file.wv.index_to_key == in_memory.wv.index_to_key
+        assert from_file.wv.index_to_key[-1] == "zz"
+        np.testing.assert_array_equal(from_file.wv.counts, in_memory.wv.counts)
+    finally:
+        sentences_mod.BLOCK_BYTES = old
+
+
 def test_cbow_is_the_default(corpus, tmp_path):
     """gensim's default architecture, CBOW with averaged contexts, learns the planted clusters."""
     model = Word2Vec(corpus.sentences, vector_size=32, min_count=2, epochs=3)

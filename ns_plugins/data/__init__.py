@@ -7,7 +7,7 @@ the text up:
                     ``Word2Vec``'s input (``SentenceCorpus``)
     split           a corpus cut into byte ranges, one part per process
     vocab           word counts -> ``Vocab``
-    block_encoder   token blocks -> ids in memory (``Word2Vec``'s corpora)
+    token_codes     token blocks -> int32 codes, counted or looked up (compiled table for ASCII)
     encode          ``encode_corpus``: one parallel pass, text -> ids on disk (forks and progress
                     in ``parallel``, its compiled steps in ``wordtable``)
     encoded         ``EncodedCorpus``: the encoded directory's format, opened and checked

@@ -15,8 +15,8 @@ text once, on ``workers`` processes, in flat memory:
    (``Vocab.from_counts``: the same words, counts and order for any number of workers), and each
    worker's provisional ids get a lookup table to final ids (-1: not in the vocabulary).
 3. Each part's codes are renumbered in chunks (a thread per part: ``wordtable.cut_sentences``,
-   compiled), cut into sentences as ``block_encoder.BlockEncoder`` does (lines cut into sentences of
-   ``max_sentence_length`` raw words, then unknown words dropped) and written straight to their
+   compiled: lines cut into sentences of ``max_sentence_length`` raw words, then unknown words
+   dropped, as ``Word2Vec`` cuts its corpus in memory) and written straight to their
    place in ``ids.int32`` (how many ids each part keeps is known from its counts); the sentence
    starts are streamed into ``offsets.npy``.
 
@@ -42,12 +42,12 @@ import numpy as np
 
 from ns_plugins.errors import UsageError
 
-from .block_encoder import NEWLINE_ID, Lookup
 from .encoded import FORMAT, EncodedCorpus, load_offsets
 from .parallel import Progress, can_fork, fork_map, usable_cpus
-from .reader import MAX_SENTENCE_LENGTH, NEWLINE, Tokenizer, token_blocks
+from .reader import MAX_SENTENCE_LENGTH, Tokenizer, token_blocks
 from .split import split_corpus
 from .textfiles import CorpusStats, Piece, corpus_files
+from .token_codes import DICT_BASE, NEWLINE_ID, TokenCoder
 from .vocab import Vocab
 
 __all__ = ["encode_corpus"]
@@ -61,20 +61,6 @@ CHUNK_CODES = 1 << 18  # codes renumbered at a time (a few MB of temporaries)
 # sentence starts of a corpus up to this many are written by np.save from memory; more are
 # streamed into offsets.npy
 OFFSETS_IN_MEMORY = 1 << 16
-
-
-class _Provisional(dict):
-    """word -> id in order of first sight from _DICT_BASE on (the line marker, put in first, is
-    -2), for ``map``."""
-
-    def __missing__(self, key):
-        value = self[key] = _DICT_BASE + len(self) - 1
-        return value
-
-
-# Provisional ids of the words read by Python (not ASCII, or a custom tokenizer) start here, after
-# those of the compiled table; a word met both ways has two, merged by the word.
-_DICT_BASE = 1 << 30
 
 
 # ---------------------------------------------------------------------------- encoding in parts
@@ -108,15 +94,8 @@ class _Run:
         self.tokenizer, self.lowercase, self.max_len = tokenizer, lowercase, max_len
         self.blocks, self.progress = blocks, progress
         self.log_inline = True  # progress logged by the reading loop (else by the waiting parent)
-        self.lookup = self.table = self.table_ids = None
-        if vocab is not None:
-            self.lookup = Lookup(vocab.index)
-            self.lookup[NEWLINE] = NEWLINE_ID
-            if tokenizer is None or tokenizer is str.split:  # one table, shared by the workers
-                from .wordtable import SPLIT, WORDS, WordTable
-
-                mode = WORDS if tokenizer is None else SPLIT
-                self.table, self.table_ids = WordTable.of_words(mode, vocab.words)
+        # a fixed vocabulary's coder, built once and shared by the forked workers
+        self.coder = None if vocab is None else TokenCoder(tokenizer, vocab)
         self.luts: list = []  # per part: provisional id + 2 -> final id (-2, -1 first)
         self.lines: list = []  # per part: line markers before it
         self.in_line: list = []  # per part: words of its first line before it
@@ -132,38 +111,19 @@ class _Run:
 
     # step 1 -------------------------------------------------------------------------------------
     def read(self, task) -> _Part:
-        from .wordtable import SPLIT, WORDS, WordTable  # numba: imported when encoding
 
         i, part = task
         out = _Part()
         stats = out.stats
         counting = self.vocab is None
-        # ASCII blocks: cut and looked up by the compiled table; others by Python, in a dict
-        # whose new words (counting) get ids from _DICT_BASE on
-        table = self.table  # a fixed vocabulary's
-        if counting and (self.tokenizer is None or self.tokenizer is str.split):
-            table = WordTable(WORDS if self.tokenizer is None else SPLIT)
-        lookup = _Provisional({NEWLINE: NEWLINE_ID}) if counting else self.lookup
-        counts = np.zeros(0, dtype=np.int64)  # of the dict's words
-        get = lookup.__getitem__
+        coder = TokenCoder(self.tokenizer) if counting else self.coder
         words = 0
         with open(self.codes_path(i), "wb") as f:
             blocks = self.blocks(
-                part, self.tokenizer, self.lowercase, stats, ascii_bytes=table is not None
+                part, self.tokenizer, self.lowercase, stats, ascii_bytes=coder.ascii_bytes
             )
             for block in blocks:
-                if isinstance(block, bytes):
-                    codes = table.encode(block)
-                    if not counting:  # the table's ids to the vocabulary's
-                        known = codes >= 0
-                        codes[known] = self.table_ids[codes[known]]
-                else:
-                    codes = np.fromiter(map(get, block), dtype=np.int32, count=len(block))
-                    if counting:
-                        seen = np.bincount(codes[codes >= _DICT_BASE] - _DICT_BASE)
-                        if seen.size > counts.size:
-                            counts = np.concatenate((counts, np.zeros(seen.size, np.int64)))
-                        counts[: seen.size] += seen
+                codes = coder.codes(block)
                 codes.tofile(f)
                 out.codes += codes.size
                 nl = np.flatnonzero(codes == NEWLINE_ID)
@@ -181,16 +141,7 @@ class _Run:
                         self.progress.maybe_log()
         stats.words = words
         if counting:  # the table's words by id, then the dict's
-            from .wordtable import WordCounts
-
-            dict_words = list(lookup)[1:]  # without the line marker
-            dict_counts = np.zeros(len(dict_words), np.int64)
-            dict_counts[: min(counts.size, len(dict_words))] = counts[: len(dict_words)]
-            if table is None:
-                out.counted = WordCounts.empty()
-                out.counted.extra_words, out.counted.extra_counts = dict_words, dict_counts
-            else:
-                out.counted = table.counted(dict_words, dict_counts)
+            out.counted = coder.counted()
             out.table_words = out.counted.counts.size
         return out
 
@@ -212,8 +163,8 @@ class _Run:
                     if not codes.size:
                         break
                     if lut.size:  # the dict's provisional ids follow the table's in ``lut``
-                        big = codes >= _DICT_BASE
-                        codes[big] -= _DICT_BASE - self.table_words[i]
+                        big = codes >= DICT_BASE
+                        codes[big] -= DICT_BASE - self.table_words[i]
                     at = int(state[2])
                     n_ids, n_starts = cut_sentences(codes, lut, self.max_len, state, ids, starts)
                     _pwrite_all(fd, ids[:n_ids], 4 * at)

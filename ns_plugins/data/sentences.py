@@ -136,10 +136,13 @@ class SentenceCorpus:
             check_restartable(corpus_iterable, passes)
         self.iterable, self.file = corpus_iterable, corpus_file
 
-    def blocks(self) -> Iterator[list]:
+    def blocks(self, ascii_bytes: bool = False) -> Iterator[list | bytes]:
+        """Token blocks; ``ascii_bytes``: a file's ASCII blocks as bytes (``token_codes``)."""
         if self.file is None:
             return sentence_blocks(self.iterable)
-        return token_blocks(self.file, str.split, False, block_bytes=BLOCK_BYTES)
+        return token_blocks(
+            self.file, str.split, False, block_bytes=BLOCK_BYTES, ascii_bytes=ascii_bytes
+        )
 
     def same_as(self, other: SentenceCorpus | None) -> bool:
         if other is None:

@@ -18,8 +18,8 @@ back to back in one array; it grows as needed, so memory follows the vocabulary 
 a word). Looking tokens up in a Python dict cost about 190 ns a token on gcide x20 (cache misses
 on a table of 217k words, and an object per token); this cuts and looks up for about 70 ns.
 
-``cut_sentences`` is ``block_encoder.BlockEncoder.feed_ids`` as a loop: a few ns a code instead of
-tens.
+``cut_sentences`` turns codes into sentences of ids, the corpus's one cutting rule (the parallel
+encoder's and ``Word2Vec``'s).
 """
 
 from __future__ import annotations
@@ -230,6 +230,18 @@ class WordCounts:
         table = [arena[a:b].decode("ascii") for a, b in zip(bounds[:-1], bounds[1:])]
         return table + self.extra_words
 
+    def words_at(self, indices) -> list[str]:
+        """The words at ``indices`` (into ``words()``), decoded without the others."""
+        n = self.counts.size
+        bounds = self.starts
+        out = []
+        for i in np.asarray(indices, dtype=np.int64).tolist():
+            if i < n:
+                out.append(self.arena[bounds[i] : bounds[i + 1]].decode("ascii"))
+            else:
+                out.append(self.extra_words[i - n])
+        return out
+
     def all_counts(self) -> np.ndarray:
         return np.concatenate((self.counts, self.extra_counts))
 
@@ -289,7 +301,8 @@ def merge_counts(parts: list[WordCounts]) -> tuple[WordCounts, list[np.ndarray]]
 
 @numba.njit(cache=True, nogil=True)
 def cut_sentences(codes, lut, max_len, state, ids_out, starts_out):
-    """``BlockEncoder.feed_ids`` for a chunk of codes, compiled: a line marker (-2) ends a line,
+    """Sentences of ids from a chunk of codes (a stream of chunks, ``state`` carried between
+    them): a line marker (-2) ends a line,
     a word's id is ``lut[code + 2]`` (``lut`` empty: the code itself), -1 an unknown word. Lines
     are cut into sentences of ``max_len`` words, then unknown words dropped. ``state`` =
     [lines, words in the current line, ids written, key of the last id kept, key of the first],
