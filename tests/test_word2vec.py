@@ -219,6 +219,7 @@ def test_corpus_file_trains_what_its_sentences_train(tmp_path):
     Python (other blocks): words met both ways, long lines and an update give what the same
     sentences in memory give, down to the trained weights of one worker."""
     from ns_plugins.data import sentences as sentences_mod
+    from ns_plugins.data.sentences import SentenceCorpus
 
     rng = np.random.default_rng(7)
     words = [f"w{i}" for i in range(60)]
@@ -226,6 +227,8 @@ def test_corpus_file_trains_what_its_sentences_train(tmp_path):
     for i in range(900):
         n = int(rng.integers(1, 30)) if i != 5 else 25_000  # one line cut into three sentences
         lines.append([words[j] for j in rng.zipf(1.3, n) % len(words)])
+        if i == 5:  # words seen once, dropped after the cut: its sentences are shorter
+            lines[-1][::7] = [f"once{k}" for k in range(0, n, 7)]
         if i % 150 == 149:  # a few blocks that are not ASCII; the others go to the table
             lines[-1] += ["café", "naïve", "Ünï", "w1"] * 2
     path = tmp_path / "corpus.txt"
@@ -244,6 +247,14 @@ def test_corpus_file_trains_what_its_sentences_train(tmp_path):
             in_memory.corpus_count,
             in_memory.corpus_total_words,
         )
+        # the ids trained: lines cut at 10,000 words, then unknown words dropped (gensim's rule)
+        index = from_file.wv.key_to_index
+        want = [[index[w] for w in line[i : i + 10_000] if w in index]
+                for line in lines for i in range(0, len(line), 10_000)]  # fmt: skip
+        want = [s for s in want if s]
+        ids, offsets, raw = from_file._encode(SentenceCorpus(None, path, 1))
+        assert raw == sum(map(len, lines)) and len(offsets) == len(want) + 1
+        assert [ids[a:b].tolist() for a, b in zip(offsets[:-1], offsets[1:])] == want
         from_file.train(corpus_file=path, total_words=from_file.corpus_total_words, epochs=1)
         in_memory.train(lines, total_examples=len(lines), epochs=1)
         np.testing.assert_array_equal(from_file.wv.vectors, in_memory.wv.vectors)
