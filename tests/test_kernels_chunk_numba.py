@@ -9,7 +9,6 @@ import pytest
 from ns_plugins.core import reference
 from ns_plugins.core.alias import AliasSampler
 from ns_plugins.kernels import chunk_numba as hw
-from ns_plugins.kernels import keyed_random as kr
 
 
 def _weights(rng, V, d, dtype=np.float64):
@@ -145,19 +144,19 @@ def test_cbow_update_uses_the_context_mean(dtype, tol):
 
 @nb.njit
 def _alias_draws(seed, prob, alias, n):
-    key = kr.stream_key(seed)
+    key = hw.stream_key(seed)
     out = np.empty(n, dtype=np.int64)
     for i in range(n):  # one draw per position, as the kernel keys them
-        out[i] = kr.draw_alias(key, i, kr.SLOT_DRAWS, prob, alias)
+        out[i] = hw.draw_alias(key, i, hw.SLOT_DRAWS, prob, alias)
     return out
 
 
 @nb.njit
 def _below_draws(seed, bound, n):
-    key = kr.stream_key(seed)
+    key = hw.stream_key(seed)
     out = np.empty(n, dtype=np.int64)
     for i in range(n):
-        out[i] = kr.to_below(kr.keyed_u64(key, i, kr.SLOT_REACH), bound)
+        out[i] = hw.to_below(hw.keyed_u64(key, i, hw.SLOT_REACH), bound)
     return out
 
 
@@ -188,14 +187,14 @@ def test_bounded_integers_are_uniform_for_awkward_bounds():
 
 
 def test_streams_differ_by_seed_position_and_slot():
-    key = np.uint64(kr.stream_key(np.uint64(1)))
-    a = kr.keyed_u64(key, 5, 3)
-    assert a != kr.keyed_u64(np.uint64(kr.stream_key(np.uint64(2))), 5, 3)
-    assert a != kr.keyed_u64(key, 6, 3)
-    assert a != kr.keyed_u64(key, 5, 4)
-    assert a == kr.keyed_u64(np.uint64(kr.stream_key(np.uint64(1))), 5, 3)
+    key = np.uint64(hw.stream_key(np.uint64(1)))
+    a = hw.keyed_u64(key, 5, 3)
+    assert a != hw.keyed_u64(np.uint64(hw.stream_key(np.uint64(2))), 5, 3)
+    assert a != hw.keyed_u64(key, 6, 3)
+    assert a != hw.keyed_u64(key, 5, 4)
+    assert a == hw.keyed_u64(np.uint64(hw.stream_key(np.uint64(1))), 5, 3)
     # the slots of one position never reach the next position's
-    assert kr.keyed_u64(key, 5, 1 << kr.SLOT_BITS) == kr.keyed_u64(key, 6, 0)
+    assert hw.keyed_u64(key, 5, 1 << hw.SLOT_BITS) == hw.keyed_u64(key, 6, 0)
 
 
 def test_bounded_integers_are_the_high_bits_of_the_product():
@@ -203,7 +202,7 @@ def test_bounded_integers_are_the_high_bits_of_the_product():
     for u in rng.integers(0, 2**63, size=200, dtype=np.uint64) * np.uint64(2) + np.uint64(1):
         for n in (1, 7, 1000, 2**32 - 1):
             want = (int(u) * n) >> 64
-            assert kr.to_below(u, n) in (want, want - 1)  # the low product's carry is dropped
+            assert hw.to_below(u, n) in (want, want - 1)  # the low product's carry is dropped
 
 
 # ---------------------------------------------------------------- the whole loop, replayed
@@ -215,13 +214,13 @@ def _replay(ids, offsets, W_in, W_out, keep, s, window, negative, a0, a1, seed, 
     first, span = offsets[0], max(offsets[-1] - offsets[0], 1)
     targets = np.empty(negative + 1, dtype=np.int64)
     loss, pairs, words = 0.0, 0, 0
-    key = np.uint64(kr.stream_key(np.uint64(seed)))
+    key = np.uint64(hw.stream_key(np.uint64(seed)))
 
     def bits(p, slot):  # numba hands uint64 back as a Python int
-        return np.uint64(kr.keyed_u64(key, p, slot))
+        return np.uint64(hw.keyed_u64(key, p, slot))
 
     def uniform(p, slot):
-        return kr.to_uniform(bits(p, slot))
+        return hw.to_uniform(bits(p, slot))
 
     for si in range(len(offsets) - 1):
         a, b = offsets[si], offsets[si + 1]
@@ -233,18 +232,18 @@ def _replay(ids, offsets, W_in, W_out, keep, s, window, negative, a0, a1, seed, 
         words += len(sent)
         n = len(sent)
         for i in range(n):
-            u = bits(kept[i], kr.SLOT_REACH)
-            reach = window - kr.to_below(u, window) if shrink else window
+            u = bits(kept[i], hw.SLOT_REACH)
+            reach = window - hw.to_below(u, window) if shrink else window
             ctx = [sent[j] for j in range(max(0, i - reach), min(n, i + reach + 1)) if j != i]
             if mode == "sg":
                 for ci, c in enumerate(ctx):
-                    kr.draw_targets(key, kept[i], ci, sent[i], negative, s.prob, s.alias, targets)
+                    hw.draw_targets(key, kept[i], ci, sent[i], negative, s.prob, s.alias, targets)
                     loss += _sg_sequential(W_in, W_out, c, targets, alpha)
                     pairs += 1
                 continue
             if not ctx:
                 continue
-            kr.draw_targets(key, kept[i], 0, sent[i], negative, s.prob, s.alias, targets)
+            hw.draw_targets(key, kept[i], 0, sent[i], negative, s.prob, s.alias, targets)
             keep_t = targets[targets >= 0]
             if mode == "shared":
                 X = W_in[ctx]
@@ -313,13 +312,13 @@ def test_offsets_may_start_inside_ids():
 def test_position_key_shifts_every_position():
     rng = np.random.default_rng()
     seed, base = int(rng.integers(2**63)), int(rng.integers(1, 2**30))
-    key = np.uint64(kr.stream_key(np.uint64(seed)))
-    shifted = np.uint64(kr.position_key(seed, base))
-    for p, slot in zip(rng.integers(0, 2**20, 50), rng.integers(0, 1 << kr.SLOT_BITS, 50)):
-        assert kr.keyed_u64(shifted, int(p), int(slot)) == kr.keyed_u64(
+    key = np.uint64(hw.stream_key(np.uint64(seed)))
+    shifted = np.uint64(hw.position_key(seed, base))
+    for p, slot in zip(rng.integers(0, 2**20, 50), rng.integers(0, 1 << hw.SLOT_BITS, 50)):
+        assert hw.keyed_u64(shifted, int(p), int(slot)) == hw.keyed_u64(
             key, base + int(p), int(slot)
         )
-    assert kr.position_key(seed) == int(key)
+    assert hw.position_key(seed) == int(key)
 
 
 @pytest.mark.parametrize("kw", [{}, {"shared_negatives": True}, {"cbow": True}])

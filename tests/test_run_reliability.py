@@ -179,9 +179,9 @@ def test_the_start_checks_know_the_kernels_and_lightnings_limits():
     from lightning_fabric.plugins.precision.precision import _PRECISION_INPUT
 
     from ns_plugins.app import checks as runs
-    from ns_plugins.kernels import keyed_random
+    from ns_plugins.kernels import chunk_numba
 
-    assert (runs._SLOT_BITS, runs._SLOT_DRAWS) == (keyed_random.SLOT_BITS, keyed_random.SLOT_DRAWS)
+    assert (runs._SLOT_BITS, runs._SLOT_DRAWS) == (chunk_numba.SLOT_BITS, chunk_numba.SLOT_DRAWS)
     accepted = {str(v) for arg in typing.get_args(_PRECISION_INPUT) for v in typing.get_args(arg)}
     assert set(runs.PRECISIONS) == accepted
     triton_kernel = None

@@ -69,7 +69,7 @@ PRECISIONS = (
     "32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true",
     "transformer-engine", "transformer-engine-float16", "64", "32", "16", "bf16",
 )  # fmt: skip
-# The chunk kernels' limits, as ns_plugins.kernels.keyed_random (SLOT_BITS, SLOT_DRAWS) and
+# The chunk kernels' limits, as ns_plugins.kernels.chunk_numba (SLOT_BITS, SLOT_DRAWS) and
 # chunk_triton (_MAX_WINDOW, _MAX_K) define them; read here without importing numba or triton.
 _SLOT_BITS, _SLOT_DRAWS = 20, 2
 _CUDA_MAX_WINDOW, _CUDA_MAX_K = 32, 64

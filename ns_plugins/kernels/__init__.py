@@ -5,7 +5,7 @@ loss_numba, loss_torch, loss_triton, loss_cupy
                 ``core.reference`` (the float64 oracle)
 chunk_numba, chunk_triton
                 the chunk engine's step: skip-gram / CBOW over a chunk of the encoded corpus,
-                trained in place; ``keyed_random`` holds the random numbers both draw
+                trained in place, drawing the same counter-based random numbers
 pairs_numba     skip-gram pairs for Keras's ``skipgrams``
 merge           local SGD's bookkeeping (snapshot, delta, add), for threads and ranks
 prefetch        a cache-line prefetch the numba kernels call

@@ -9,9 +9,9 @@ Differences from gensim, on purpose:
 * negatives are drawn exactly from the alias table (integer bucket + independent 53-bit coin)
   instead of a binary search over a 32-bit cumulative table;
 * the sigmoid is computed exactly (no 1000-entry table, no cut-off at |x| > 6);
-* random numbers come from a counter-based generator keyed by (seed, corpus position, slot)
-  (``keyed_random``), so one thread with one seed reproduces the same weights bit for bit, the
-  draws do not depend on how the chunk is cut into jobs, and the Triton kernel draws the same;
+* random numbers come from a counter-based generator keyed by (seed, corpus position, slot), so
+  one thread with one seed reproduces the same weights bit for bit, the draws do not depend on how
+  the chunk is cut into jobs, and the Triton chunk kernel draws the same numbers;
 * ``shared_negatives=True`` (skip-gram only) draws one set of negatives per center word and updates
   all its context words against it as one small dense block (the HogBatch scheme of Ji et al.,
   "Parallelizing Word2Vec in Shared and Distributed Memory"): far fewer random rows touched.
@@ -34,21 +34,109 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
-from ns_plugins.kernels.keyed_random import (
-    JIT,
-    SLOT_BITS,
-    SLOT_DRAWS,
-    SLOT_KEEP,
-    SLOT_REACH,
-    draw_targets,
-    keyed_u64,
-    position_key,
-    to_below,
-    to_uniform,
-)
 from ns_plugins.kernels.prefetch import prefetch_row as _prefetch_row
 
 __all__ = ["ChunkStats", "train_chunk", "job_bounds"]
+
+# error_model="numpy": a division by zero gives inf/NaN (caught by the caller as divergence)
+# instead of a ZeroDivisionError raised from inside a thread.
+_JIT = {"nogil": True, "fastmath": True, "cache": True, "error_model": "numpy"}
+
+# splitmix64 constants; numba keeps module-level numpy scalars with their dtype, which keeps the
+# arithmetic in uint64 (mixing uint64 with a Python int would promote to float64).
+_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_S11 = np.uint64(11)
+_S27 = np.uint64(27)
+_S30 = np.uint64(30)
+_S31 = np.uint64(31)
+_S32 = np.uint64(32)
+_LOW32 = np.uint64(0xFFFFFFFF)
+_TWO32 = np.uint64(1 << 32)
+_INV53 = 1.0 / 9007199254740992.0
+_U64_MASK = (1 << 64) - 1
+
+
+# ---------------------------------------------------------------- random numbers
+# Kept in this file with the kernels that inline them: numba's cache rebuilds a kernel when its
+# own file changes, not when a function it inlines from another module does.
+
+
+@nb.njit(inline="always", **_JIT)
+def _mix(z):
+    z = (z ^ (z >> _S30)) * _MIX1
+    z = (z ^ (z >> _S27)) * _MIX2
+    return z ^ (z >> _S31)
+
+
+# Counter-based: every number is a pure function of (seed, corpus position, slot), so a draw does
+# not depend on which thread or GPU program makes it, nor on the order; the Triton chunk kernel
+# (``chunk_triton``) computes the same function and draws the same numbers. ``mix(key + n * GAMMA)``
+# is the n-th output of splitmix64 seeded with ``key``; n = position * 2**20 + slot.
+SLOT_BITS = 20
+SLOT_KEEP = 0  # subsampling coin of the word at this position
+SLOT_REACH = 1  # shrunk window of the center word at this position
+SLOT_DRAWS = 2  # negatives of this center: bucket and coin at 2 + 2 * (context * negative + k)
+_SLOTS = np.uint64(1 << SLOT_BITS)
+
+
+@nb.njit(inline="always", **_JIT)
+def stream_key(seed):
+    """The generator key of a seed (any uint64)."""
+    return _mix(np.uint64(seed) * _MIX2 + _GAMMA)
+
+
+def position_key(seed, first_position: int = 0) -> int:
+    """The key under which position ``p`` draws what position ``first_position + p`` draws under
+    ``stream_key(seed)``: ``keyed_u64`` is linear in the position before mixing, so shifting the
+    key shifts every position. A shard that holds a corpus's ids from ``first_position`` on trains
+    with the draws the whole corpus would give its words."""
+    key = int(stream_key(np.uint64(int(seed) & _U64_MASK)))
+    shift = int(first_position) * (1 << SLOT_BITS) * int(_GAMMA)
+    return (key + shift) & _U64_MASK
+
+
+@nb.njit(inline="always", **_JIT)
+def keyed_u64(key, pos, slot):
+    """64 random bits for (key, position, slot)."""
+    return _mix(key + (np.uint64(pos) * _SLOTS + np.uint64(slot)) * _GAMMA)
+
+
+@nb.njit(inline="always", **_JIT)
+def to_uniform(u):
+    """Uniform float64 in [0, 1) from the top 53 bits."""
+    return (u >> _S11) * _INV53
+
+
+@nb.njit(inline="always", **_JIT)
+def to_below(u, n):
+    """Integer in [0, n) for 0 < n < 2**32: floor(u * n / 2**64) in 64-bit arithmetic, biased by
+    at most n / 2**64 (no rejection loop, so every draw costs one number)."""
+    bound = np.uint64(n)
+    return np.int64(((u >> _S32) * bound + (((u & _LOW32) * bound) >> _S32)) >> _S32)
+
+
+@nb.njit(inline="always", **_JIT)
+def draw_alias(key, pos, slot, alias_prob, alias_idx):
+    """One exact draw from a Vose alias table: a bucket from slot ``slot``, an independent coin
+    from ``slot + 1``."""
+    bucket = to_below(keyed_u64(key, pos, slot), alias_prob.shape[0])
+    if to_uniform(keyed_u64(key, pos, slot + 1)) < alias_prob[bucket]:
+        return bucket
+    return alias_idx[bucket]
+
+
+@nb.njit(**_JIT)
+def draw_targets(key, pos, context, center, negative, alias_prob, alias_idx, targets):
+    """Fill ``targets`` with the center word then the ``negative`` draws of (center position,
+    context ordinal); a draw equal to the center is marked -1 and skipped by the update, as
+    word2vec.c and gensim skip it. CBOW and shared negatives use context 0."""
+    targets[0] = center
+    base = SLOT_DRAWS + 2 * context * negative
+    for k in range(1, negative + 1):
+        t = draw_alias(key, pos, base + 2 * (k - 1), alias_prob, alias_idx)
+        targets[k] = -1 if t == center else t
 
 
 # ---------------------------------------------------------------- scalar helpers
@@ -66,7 +154,7 @@ def _like_impl(x, arr):
     return lambda x, arr: np.float64(x)
 
 
-@nb.njit(inline="always", **JIT)
+@nb.njit(inline="always", **_JIT)
 def _sigmoid(f):
     if f >= 0.0:
         return 1.0 / (1.0 + math.exp(-f))
@@ -74,7 +162,7 @@ def _sigmoid(f):
     return e / (1.0 + e)
 
 
-@nb.njit(inline="always", **JIT)
+@nb.njit(inline="always", **_JIT)
 def _softplus(z):
     # log(1 + exp(z)) without overflow
     if z > 0.0:
@@ -85,7 +173,7 @@ def _softplus(z):
 # ---------------------------------------------------------------- update rules
 
 
-@nb.njit(inline="always", **JIT)
+@nb.njit(inline="always", **_JIT)
 def _targets_update(h, W_out, targets, alpha, neu1e, compute_loss):
     """Hidden vector ``h`` against ``targets`` (column 0 the positive, -1 = skip): SGD on each
     output row in place, its gradient for ``h`` summed into ``neu1e``. Returns the loss (0 unless
@@ -114,7 +202,7 @@ def _targets_update(h, W_out, targets, alpha, neu1e, compute_loss):
     return loss
 
 
-@nb.njit(**JIT)
+@nb.njit(**_JIT)
 def sg_update(W_in, W_out, inp, targets, alpha, neu1e, compute_loss):
     """One skip-gram step: input row ``inp`` against ``targets`` (column 0 the positive, the rest
     negatives, -1 = skip). SGD on the output rows in place, then the summed input gradient
@@ -133,7 +221,7 @@ def sg_update(W_in, W_out, inp, targets, alpha, neu1e, compute_loss):
     return loss
 
 
-@nb.njit(**JIT)
+@nb.njit(**_JIT)
 def sg_block_update(W_in, W_out, inputs, n_inputs, targets, alpha, dX, dY, compute_loss):
     """Skip-gram step for several input rows sharing one target set (HogBatch). Every score comes
     from the weights as they were on entry: with G the (inputs x targets) matrix of scaled
@@ -189,7 +277,7 @@ def sg_block_update(W_in, W_out, inputs, n_inputs, targets, alpha, dX, dY, compu
     return loss
 
 
-@nb.njit(**JIT)
+@nb.njit(**_JIT)
 def cbow_update(W_in, W_out, inputs, n_inputs, targets, alpha, neu1, neu1e, compute_loss):
     """CBOW step with the mean of the context rows (gensim ``cbow_mean=1``): the hidden vector is
     the mean, and every context row receives the full hidden gradient. Returns the loss."""
@@ -220,7 +308,7 @@ def cbow_update(W_in, W_out, inputs, n_inputs, targets, alpha, neu1, neu1e, comp
 # ---------------------------------------------------------------- the training loop
 
 
-@nb.njit(**JIT)
+@nb.njit(**_JIT)
 def _train_jobs(
     ids,
     offsets,

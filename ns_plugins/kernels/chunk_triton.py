@@ -3,8 +3,8 @@ chunk of the encoded corpus, trained in place on the device (Triton).
 
 The same update rule and the same random numbers as the numba kernel
 ``ns_plugins.kernels.chunk_numba.train_chunk``: every random number is a pure function of (seed,
-corpus position, slot) (``keyed_random``), so a draw does not depend on which program
-makes it. With one program the kernel visits the words in the numba kernel's order and gives its
+corpus position, slot) (``chunk_numba.keyed_u64``), so a draw does not depend on which program makes
+it. With one program the kernel visits the words in the numba kernel's order and gives its
 weights to float32 rounding; with many, programs update the shared tables without locks, as
 word2vec.c's threads and GPU word2vec ports do.
 
@@ -35,7 +35,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ns_plugins.kernels.keyed_random import (
+from ns_plugins.kernels.chunk_numba import (
     SLOT_BITS,
     SLOT_DRAWS,
     SLOT_KEEP,
@@ -55,7 +55,7 @@ _BLK = 32  # positions scanned at once when looking for context words
 
 @triton.jit
 def _bits(key, pos, slot):
-    """keyed_random.keyed_u64: splitmix64's output number pos * 2**20 + slot under ``key``."""
+    """chunk_numba.keyed_u64: splitmix64's output number pos * 2**20 + slot under ``key``."""
     n = (pos.to(tl.int64) * (1 << 20) + slot).to(tl.uint64, bitcast=True)
     z = key + n * 0x9E3779B97F4A7C15
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9
@@ -70,7 +70,7 @@ def _uniform(u):
 
 @triton.jit
 def _below(u, n):
-    """keyed_random.to_below: floor(u * n / 2**64) in 64-bit arithmetic, n < 2**32."""
+    """chunk_numba.to_below: floor(u * n / 2**64) in 64-bit arithmetic, n < 2**32."""
     b = n.to(tl.uint64)
     return (((u >> 32) * b + (((u & 0xFFFFFFFF) * b) >> 32)) >> 32).to(tl.int64)
 
@@ -86,7 +86,7 @@ def _kept(ids_ptr, keep_ptr, key, q, inb):
 
 @triton.jit
 def _draw(prob_ptr, alias_ptr, key, pos, slot, V):
-    """Alias draws: bucket from ``slot``, coin from ``slot + 1`` (keyed_random.draw_alias)."""
+    """Alias draws: bucket from ``slot``, coin from ``slot + 1`` (chunk_numba.draw_alias)."""
     bucket = _below(_bits(key, pos, slot), V)
     coin = _uniform(_bits(key, pos, slot + 1))
     p = tl.load(prob_ptr + bucket)
