@@ -20,11 +20,10 @@ import json
 import logging
 import math
 import time
-from collections import Counter
 
 import numpy as np
 
-from ns_plugins.data.sentences import SentenceCorpus, empty_corpus_error
+from ns_plugins.data.sentences import SentenceCorpus
 from ns_plugins.embeddings import KeyedVectors
 
 __all__ = ["CallbackAny2Vec", "Word2Vec"]
@@ -174,7 +173,7 @@ class Word2Vec:
             )
         corpus = SentenceCorpus(corpus_iterable, corpus_file, self.epochs + 1)
         # an update needs the counts of known words too; a new vocabulary only the frequent ones
-        words, counts, total, n_sentences = self._count(corpus, 1 if update else self.min_count)
+        words, counts, total, n_sentences = corpus.count(1 if update else self.min_count)
         self.corpus_count, self.corpus_total_words = n_sentences, total
         caps = [c for c in (self.max_vocab_size, self.max_final_vocab) if c is not None]
         if not update:
@@ -212,45 +211,6 @@ class Word2Vec:
             " after the update" if update else "",
         )
 
-    @staticmethod
-    def _count(corpus: SentenceCorpus, min_count: int):
-        """(words seen at least ``min_count`` times, their counts, all words, sentences). A file
-        is counted by the compiled word table (``TokenCoder``): no Python string is made for a
-        word that does not reach ``min_count``."""
-        from ns_plugins.data.reader import NEWLINE
-        from ns_plugins.data.token_codes import NEWLINE_ID
-
-        if corpus.file is not None:
-            from ns_plugins.data.token_codes import TokenCoder
-            from ns_plugins.data.wordtable import merge_counts
-
-            coder, n_sentences = TokenCoder(str.split), 0
-            for block in corpus.blocks(ascii_bytes=True):
-                n_sentences += int(np.count_nonzero(coder.codes(block) == NEWLINE_ID))
-            counted = coder.counted()
-            if counted.extra_words:  # words met in ASCII blocks and in others: merged by word
-                counted, _ = merge_counts([counted])
-            counts = counted.all_counts()
-            total = int(counts.sum())
-            if total == 0:
-                raise ValueError(f"corpus_file {str(corpus.file)!r} holds no words")
-            frequent = np.flatnonzero(counts >= min_count)
-            return counted.words_at(frequent), counts[frequent], total, n_sentences
-        counter: Counter = Counter()
-        for block in corpus.blocks():
-            counter.update(block)
-        n_sentences = counter.pop(NEWLINE, 0)
-        total = sum(counter.values())
-        if total == 0:
-            raise empty_corpus_error()
-        # a word file cannot carry such a token, and a corpus file cannot hold one
-        bad = next((w for w in counter if not isinstance(w, str) or w.split() != [w]), None)
-        if bad is not None:
-            raise ValueError(f"token {bad!r} is empty or holds whitespace; split it first")
-        words = [w for w, c in counter.items() if c >= min_count]
-        counts = np.fromiter((counter[w] for w in words), dtype=np.int64, count=len(words))
-        return words, counts, total, n_sentences
-
     def _random_vectors(self, n: int) -> np.ndarray:
         # gensim 4's start: uniform in +-1/vector_size
         rng = np.random.default_rng([self.seed, len(self.wv), n])
@@ -263,45 +223,15 @@ class Word2Vec:
     def _encode(self, corpus: SentenceCorpus):
         """(ids, offsets, raw words) of ``corpus`` under the current vocabulary, in memory; the
         same corpus object (or file) trained again is not encoded again."""
-        from ns_plugins.data.reader import MAX_SENTENCE_LENGTH
-        from ns_plugins.data.token_codes import NEWLINE_ID, TokenCoder
         from ns_plugins.data.vocab import Vocab
-        from ns_plugins.data.wordtable import cut_sentences
 
         cached = self._encoded
         if cached is not None and corpus.same_as(cached[0]) and cached[1] == len(self.wv):
             return cached[2:]
-        coder = TokenCoder(str.split, Vocab(self.wv.index_to_key, self.wv.counts))
-        # filled in place, sized by the corpus as last counted (grown if it has changed since):
-        # no list of pieces to join, so the peak is the result
-        ids = np.empty(max(self.corpus_total_words, 1), dtype=np.int32)
-        offsets = np.empty(max(self.corpus_count, 1) + 1, dtype=np.int64)
-        state = np.array([0, 0, 0, -1, -1], np.int64)  # cut_sentences' running state
-        no_lut = np.zeros(0, np.int32)  # the codes are the ids already
-        block_starts = np.empty(0, np.int64)
-        words = sentences = 0
-        for block in corpus.blocks(ascii_bytes=coder.ascii_bytes):
-            codes = coder.codes(block)
-            block_words = codes.size - int(np.count_nonzero(codes == NEWLINE_ID))
-            words += block_words
-            at = int(state[2])
-            if at + block_words > ids.size:  # at most one id per word
-                ids = np.resize(ids, max(at + block_words, 2 * ids.size))
-            if block_starts.size < block_words:
-                block_starts = np.empty(block_words, np.int64)
-            _, n = cut_sentences(codes, no_lut, MAX_SENTENCE_LENGTH, state, ids[at:], block_starts)
-            if sentences + n + 1 > offsets.size:
-                offsets = np.resize(offsets, max(sentences + n + 1, 2 * offsets.size))
-            offsets[sentences : sentences + n] = block_starts[:n]
-            sentences += n
-        if words == 0:
-            raise empty_corpus_error()
-        written = int(state[2])
-        ids = ids[:written]
-        offsets[sentences] = written
-        offsets = offsets[: sentences + 1]
-        self._encoded = (corpus, len(self.wv), ids, offsets, words)
-        return ids, offsets, words
+        vocab = Vocab(self.wv.index_to_key, self.wv.counts)
+        encoded = corpus.encode(vocab, self.corpus_total_words, self.corpus_count)
+        self._encoded = (corpus, len(self.wv), *encoded)
+        return encoded
 
     def train(
         self,

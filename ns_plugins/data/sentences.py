@@ -2,9 +2,9 @@
 
 ``read_sentences`` (gensim's ``LineSentence``) is a thin, restartable view over
 ``reader.token_blocks`` for user code that iterates sentences. ``SentenceCorpus`` goes the other
-way for ``Word2Vec``: in-memory sentences or a ``corpus_file``, checked once and read as the flat
-token blocks (lines closed by the reader's marker) that every consumer takes (vocabulary counts,
-the encoders), which leave cutting lines into sentences to themselves.
+way for ``Word2Vec``: in-memory sentences or a ``corpus_file``, checked once, read as flat token
+blocks (lines closed by the reader's marker), counted (``count``) and encoded into ids in memory
+(``encode``) through ``token_codes``, as the parallel encoder encodes a corpus on disk.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+import numpy as np
 
 from .reader import MAX_SENTENCE_LENGTH, NEWLINE, Tokenizer, token_blocks
 from .textfiles import CorpusStats, corpus_files
@@ -143,6 +145,81 @@ class SentenceCorpus:
         return token_blocks(
             self.file, str.split, False, block_bytes=BLOCK_BYTES, ascii_bytes=ascii_bytes
         )
+
+    def count(self, min_count: int = 1) -> tuple[list, np.ndarray, int, int]:
+        """(words seen at least ``min_count`` times, their counts, all words, lines). A file is
+        counted by the compiled word table (``token_codes``): no ``str`` is made for a word that
+        does not reach ``min_count``. In-memory tokens must be strings without whitespace."""
+        from collections import Counter
+
+        from .token_codes import NEWLINE_ID, TokenCoder
+        from .wordtable import merge_counts
+
+        if self.file is not None:
+            coder, lines = TokenCoder(str.split), 0
+            for block in self.blocks(ascii_bytes=True):
+                lines += int(np.count_nonzero(coder.codes(block) == NEWLINE_ID))
+            counted = coder.counted()
+            if counted.extra_words:  # words met in ASCII blocks and in others: merged by word
+                counted, _ = merge_counts([counted])
+            counts = counted.all_counts()
+            total = int(counts.sum())
+            if total == 0:
+                raise ValueError(f"corpus_file {str(self.file)!r} holds no words")
+            frequent = np.flatnonzero(counts >= min_count)
+            return counted.words_at(frequent), counts[frequent], total, lines
+        counter: Counter = Counter()
+        for block in self.blocks():
+            counter.update(block)
+        lines = counter.pop(NEWLINE, 0)
+        total = sum(counter.values())
+        if total == 0:
+            raise empty_corpus_error()
+        # a word file cannot carry such a token, and a corpus file cannot hold one
+        bad = next((w for w in counter if not isinstance(w, str) or w.split() != [w]), None)
+        if bad is not None:
+            raise ValueError(f"token {bad!r} is empty or holds whitespace; split it first")
+        words = [w for w, c in counter.items() if c >= min_count]
+        counts = np.fromiter((counter[w] for w in words), dtype=np.int64, count=len(words))
+        return words, counts, total, lines
+
+    def encode(
+        self, vocab, words_hint: int = 0, sentences_hint: int = 0
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """(ids, sentence offsets, words read) under ``vocab`` (``.words``, ``.index``): lines
+        cut into sentences of ``MAX_SENTENCE_LENGTH`` words, then unknown words dropped
+        (``wordtable.cut_sentences``). The arrays are filled in place, sized by the hints (the
+        corpus's words and lines as last counted; grown if it changed since): no pieces to join,
+        so the peak is the result."""
+        from .token_codes import NEWLINE_ID, TokenCoder
+        from .wordtable import cut_sentences
+
+        coder = TokenCoder(str.split, vocab)
+        ids = np.empty(max(words_hint, 1), dtype=np.int32)
+        offsets = np.empty(max(sentences_hint, 1) + 1, dtype=np.int64)
+        state = np.array([0, 0, 0, -1, -1], np.int64)  # cut_sentences' running state
+        no_lut = np.zeros(0, np.int32)  # the codes are the ids already
+        block_starts = np.empty(0, np.int64)
+        words = sentences = 0
+        for block in self.blocks(ascii_bytes=coder.ascii_bytes):
+            codes = coder.codes(block)
+            block_words = codes.size - int(np.count_nonzero(codes == NEWLINE_ID))
+            words += block_words
+            at = int(state[2])
+            if at + block_words > ids.size:  # at most one id per word
+                ids = np.resize(ids, max(at + block_words, 2 * ids.size))
+            if block_starts.size < block_words:
+                block_starts = np.empty(block_words, np.int64)
+            _, n = cut_sentences(codes, no_lut, MAX_SENTENCE_LENGTH, state, ids[at:], block_starts)
+            if sentences + n + 1 > offsets.size:
+                offsets = np.resize(offsets, max(sentences + n + 1, 2 * offsets.size))
+            offsets[sentences : sentences + n] = block_starts[:n]
+            sentences += n
+        if words == 0:
+            raise empty_corpus_error()
+        written = int(state[2])
+        offsets[sentences] = written
+        return ids[:written], offsets[: sentences + 1], words
 
     def same_as(self, other: SentenceCorpus | None) -> bool:
         if other is None:
