@@ -170,14 +170,23 @@ def _app_command(args, variant, out, seed) -> list[str]:
     if variant == "shared":
         over.append("model.shared_negatives=true")
     if variant.startswith("copies"):  # copies, copies2, copies8: merged every 4, 2, 8 steps
-        every = variant.removeprefix("copies") or "4"
-        over += ["model.copies_mib=4096", f"model.merge_every={every}"]
+        over += ["model.copies_mib=4096", f"model.merge_every={_merge_every(variant)}"]
     batched = "engine=batched" in args.app_args  # the pairs engine has no threads
     if variant == "ddp2":
         over += ["device=ddp_cpu", "devices=2"] + ([] if batched else ["workers=1"])
     elif not batched:
         over.append(f"workers={args.workers}")
     return [sys.executable, "train.py", *over, *args.app_args]
+
+
+def _merge_every(variant: str) -> str:
+    return variant.removeprefix("copies") or "4"
+
+
+def _variant_label(variant: str) -> str:
+    if variant.startswith("copies"):
+        return f" (copies, merged every {_merge_every(variant)})"
+    return {"sg": "", "shared": " (shared negatives)", "ddp2": " (two gloo processes)"}[variant]
 
 
 def _run_one(args, trainer, variant, rep, work) -> dict:
@@ -276,16 +285,15 @@ def _table(rows, args) -> None:
         f"corpus: {args.corpus} ({args.raw_words:,} words) | skip-gram, {HYPER} | "
         f"epochs {args.epochs}, workers {args.workers}, medians of {args.repeat}"
     )
-    head = (f"| {'trainer':34s} | {'raw words/s':>11s} | {'training only':>13s} | {'time s':>7s} "
+    head = (f"| {'trainer':40s} | {'raw words/s':>11s} | {'training only':>13s} | {'time s':>7s} "
             f"| {'process s':>9s} | {'peak RSS MiB':>12s} "
             f"| {'WS353':>6s} | {'SimLex':>6s} | {'analogy':>7s} |")  # fmt: skip
     print(head)
     print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
     names = {"gensim": "gensim 4.3.3", "word2vec": "ours, Word2Vec", "app": "ours, train.py"}
     for (trainer, variant), m in med.items():
-        name = names[trainer] + {"sg": "", "shared": " (shared negatives)",
-                                 "ddp2": " (two gloo processes)"}[variant]  # fmt: skip
-        print(f"| {name:34s} | {m['words_per_s'] / 1e3:10.0f}k "
+        name = names[trainer] + _variant_label(variant)
+        print(f"| {name:40s} | {m['words_per_s'] / 1e3:10.0f}k "
               f"| {m['train_words_per_s'] / 1e3:12.0f}k | {m['seconds']:7.1f} | {m['wall']:9.1f} "
               f"| {m['rss']:12.0f} | {m['wordsim353']:6.3f} | {m['simlex999']:6.3f} "
               f"| {m['analogy']:7.3f} |")  # fmt: skip
@@ -293,7 +301,7 @@ def _table(rows, args) -> None:
         if trainer == "gensim":
             continue
         name = "ratio " + names[trainer].split(", ")[1] + ("" if variant == "sg" else f" {variant}")
-        print(f"| {name + ' / gensim':34s} | {m['words_per_s'] / base['words_per_s']:10.2f}x "
+        print(f"| {name + ' / gensim':40s} | {m['words_per_s'] / base['words_per_s']:10.2f}x "
               f"| {m['train_words_per_s'] / base['train_words_per_s']:12.2f}x "
               f"| {m['seconds'] / base['seconds']:6.2f}x | {m['wall'] / base['wall']:8.2f}x "
               f"| {m['rss'] / base['rss']:11.2f}x "
@@ -303,6 +311,13 @@ def _table(rows, args) -> None:
     print("\nraw words/s over the runs, median (min-max):")
     for (trainer, variant), rs in groups.items():
         print(f"  {trainer} {variant}: {spread([r['words_per_s'] / 1e3 for r in rs])}k")
+    gensim_of = {r["rep"]: r["words_per_s"] for r in rows if r["trainer"] == "gensim"}
+    if gensim_of:
+        print("ours / gensim of the same repeat, median (min-max):")
+        for (trainer, variant), rs in groups.items():
+            ratios = [r["words_per_s"] / gensim_of[r["rep"]] for r in rs if r["rep"] in gensim_of]
+            if trainer != "gensim" and ratios:
+                print(f"  {trainer} {variant}: {spread(ratios)}x")
     print(
         "(time s, what raw words/s divides by: ours, the whole train.py process; gensim, its "
         "process start to the end of Word2Vec(...); process s: the whole subprocess; score "
