@@ -111,7 +111,6 @@ class _Run:
 
     # step 1 -------------------------------------------------------------------------------------
     def read(self, task) -> _Part:
-
         i, part = task
         out = _Part()
         stats = out.stats
