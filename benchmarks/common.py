@@ -8,11 +8,14 @@ import platform
 import resource
 import statistics
 import subprocess
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# this checkout's package, not a copy an environment has installed: a table's commit is what ran
+sys.path.insert(0, str(ROOT))
 # $NS_PLUGINS_DATA: a folder with gcide.txt.gz and the evaluation sets
 DATA = Path(os.environ["NS_PLUGINS_DATA"]) if os.environ.get("NS_PLUGINS_DATA") else None
 

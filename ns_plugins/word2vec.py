@@ -6,9 +6,10 @@ constructor takes gensim's arguments and trains when given a corpus; ``build_voc
 ``Word2Vec.load`` (one ``.npz``, never pickled), ``model.wv`` (a
 :class:`~ns_plugins.embeddings.KeyedVectors`) and ``CallbackAny2Vec``-style callbacks.
 
-The corpus is encoded into vocabulary ids in memory (sentences as given; a ``corpus_file`` read as
-gensim's ``LineSentence`` reads it: split on whitespace, case kept, lines cut at 10,000 words) and
-trained chunk by chunk with :class:`~ns_plugins.engines.chunk.ChunkTrainer`, the step the training
+The corpus is encoded into vocabulary ids (sentences as given, once, in memory; a ``corpus_file``
+read as gensim's ``LineSentence`` reads it: split on whitespace, case kept, lines cut at 10,000
+words, and encoded again every epoch as it is trained, so it is never held whole) and trained
+chunk by chunk with :class:`~ns_plugins.engines.chunk.ChunkTrainer`, the step the training
 app runs under Lightning. On the CPU nothing here imports torch, Lightning or Hydra, and nothing is
 written to disk unless asked (``save``, ``wv.save_word2vec_format``). Progress goes to the
 ``ns_plugins.word2vec`` logger, as gensim's to its own: nothing is shown unless logging is set up.
@@ -20,6 +21,7 @@ import json
 import logging
 import math
 import time
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -148,7 +150,7 @@ class Word2Vec:
         self.running_training_loss = 0.0
         self.wv = KeyedVectors(self.vector_size)
         self.syn1neg = np.zeros((0, self.vector_size), dtype=np.float32)  # output vectors
-        self._encoded = None  # (corpus, vocabulary size, ids, offsets, raw words) of the last train
+        self._encoded = None  # (corpus, vocabulary size, steps, raw words, arrays): last trained
         if sentences is not None or corpus_file is not None:
             self.build_vocab(sentences, corpus_file)
             self.train(sentences, corpus_file, total_examples=self.corpus_count,
@@ -220,18 +222,45 @@ class Word2Vec:
         return out
 
     # ------------------------------------------------------------------------------- training
-    def _encode(self, corpus: SentenceCorpus):
-        """(ids, offsets, raw words) of ``corpus`` under the current vocabulary, in memory; the
-        same corpus object (or file) trained again is not encoded again."""
-        from ns_plugins.data.vocab import Vocab
+    def _steps(self, corpus: SentenceCorpus, engine):
+        """(steps per epoch, raw words per epoch, ``steps``): ``steps()`` walks one epoch as the
+        engine's steps, (ids, sentence offsets into them, the corpus position of ``ids[0]``).
 
+        A ``corpus_file`` trained on the CPU is streamed: encoded again every epoch, a step at a
+        time, as gensim reads its file every epoch, so the encoded corpus (4 bytes a word, 8 a
+        sentence) is never held; one more pass counts the steps, since the learning rate decays
+        per step. In-memory sentences, and any corpus on CUDA, are encoded once and kept. The same
+        corpus (object or file) trained again is not encoded or counted again."""
+        from ns_plugins.engines.chunk import chunk_bounds
+
+        # the model's own word list and index, not copies of them (26k words: 2 MiB)
+        vocab = SimpleNamespace(words=self.wv.index_to_key, index=self.wv.key_to_index)
         cached = self._encoded
-        if cached is not None and corpus.same_as(cached[0]) and cached[1] == len(self.wv):
-            return cached[2:]
-        vocab = Vocab(self.wv.index_to_key, self.wv.counts)
-        encoded = corpus.encode(vocab, self.corpus_total_words, self.corpus_count)
-        self._encoded = (corpus, len(self.wv), *encoded)
-        return encoded
+        if cached is None or not corpus.same_as(cached[0]) or cached[1] != len(self.wv):
+            if corpus.file is not None and not self._cuda:
+                n_steps = sum(1 for _ in corpus.chunks(vocab, self.chunk_words))
+                cached = (corpus, len(self.wv), n_steps, corpus.words_read, None)
+            else:
+                ids, offsets, raw = corpus.encode(vocab, self.corpus_total_words, self.corpus_count)
+                bounds = chunk_bounds(offsets, self.chunk_words)
+                cached = (corpus, len(self.wv), len(bounds) - 1, raw, (ids, offsets, bounds))
+            self._encoded = cached
+        n_steps, raw_words, arrays = cached[2:]
+        if arrays is None:
+            return n_steps, raw_words, lambda: corpus.chunks(vocab, self.chunk_words)
+        ids, offsets, bounds = arrays
+        if self._cuda:
+            ids, offsets = self._to_cuda(engine, ids, offsets)
+
+        def steps():
+            for c in range(n_steps):
+                yield ids, offsets[bounds[c] : bounds[c + 1] + 1], 0
+
+        return n_steps, raw_words, steps
+
+    @property
+    def _cuda(self) -> bool:
+        return self.device in ("gpu", "cuda")
 
     def train(
         self,
@@ -268,14 +297,13 @@ class Word2Vec:
             )
         if compute_loss is not None:
             self.compute_loss = bool(compute_loss)
-        ids, offsets, raw_words = self._encode(
-            SentenceCorpus(corpus_iterable, corpus_file, int(epochs))
-        )
+        corpus = SentenceCorpus(corpus_iterable, corpus_file, int(epochs))
         engine = self._engine(start_alpha, end_alpha)
+        n_steps, raw_words, steps = self._steps(corpus, engine)
         callbacks = [*self.callbacks, *callbacks]
         for cb in callbacks:
             cb.on_train_begin(self)
-        trained = self._epochs(engine, ids, offsets, raw_words, int(epochs), callbacks,
+        trained = self._epochs(engine, n_steps, raw_words, steps, int(epochs), callbacks,
                                float(report_delay))  # fmt: skip
         self.train_count += 1
         for cb in callbacks:
@@ -301,16 +329,11 @@ class Word2Vec:
         )
         return ChunkTrainer(self.wv.counts, settings, (self.wv.vectors, self.syn1neg))
 
-    def _epochs(self, engine, ids, offsets, raw_words, epochs, callbacks, report_delay) -> int:
-        """The training loop: every epoch walks the corpus in chunks of ``chunk_words``."""
-        from ns_plugins.engines.chunk import chunk_bounds
-
-        bounds = chunk_bounds(offsets, self.chunk_words)
-        n_chunks = len(bounds) - 1
+    def _epochs(self, engine, n_chunks, raw_words, steps, epochs, callbacks, report_delay) -> int:
+        """The training loop: every epoch walks the corpus in ``n_chunks`` steps of about
+        ``chunk_words`` words."""
         total_steps = epochs * n_chunks
-        cuda = self.device in ("gpu", "cuda")
-        if cuda:
-            ids, offsets = self._to_cuda(engine, ids, offsets)
+        cuda = self._cuda
         self.running_training_loss = 0.0
         trained = 0
         start = time.perf_counter()
@@ -318,13 +341,15 @@ class Word2Vec:
             for cb in callbacks:
                 cb.on_epoch_begin(self)
             t0 = last_report = time.perf_counter()
-            words = 0
-            for c in range(n_chunks):
-                step = epoch * n_chunks + c
-                part = offsets[bounds[c] : bounds[c + 1] + 1]
-                loss, _, kept = engine.step(ids, part, step, total_steps,
+            words = c = 0
+            for ids, offsets, first in steps():
+                if c == n_chunks:  # a streamed file grew: refused below
+                    c += 1
+                    break
+                loss, _, kept = engine.step(ids, offsets, epoch * n_chunks + c, total_steps,
                                             compute_loss=self.compute_loss,
-                                            check_every=1 if not cuda else 64)  # fmt: skip
+                                            check_every=1 if not cuda else 64,
+                                            first_position=first)  # fmt: skip
                 if cuda:
                     loss, kept = float(loss), int(kept)
                 self.running_training_loss += loss
@@ -334,6 +359,13 @@ class Word2Vec:
                     log.info("EPOCH %d - PROGRESS: at %.2f%% examples, %.0f words/s", epoch,
                              100.0 * (c + 1) / n_chunks, words / (now - t0))  # fmt: skip
                     last_report = now
+                c += 1
+            if c != n_chunks:
+                self._encoded = None
+                raise RuntimeError(
+                    f"the corpus changed during training: epoch {epoch} did not have the "
+                    f"{n_chunks} steps its first pass counted; the weights hold the steps trained"
+                )
             seconds = time.perf_counter() - t0
             trained += words
             log.info("EPOCH %d: training on %d raw words (%d effective words) took %.1fs, "

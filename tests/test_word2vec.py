@@ -220,6 +220,8 @@ def test_corpus_file_trains_what_its_sentences_train(tmp_path):
     sentences in memory give, down to the trained weights of one worker."""
     from ns_plugins.data import sentences as sentences_mod
     from ns_plugins.data.sentences import SentenceCorpus
+    from ns_plugins.data.vocab import Vocab
+    from ns_plugins.engines.chunk import chunk_bounds
 
     rng = np.random.default_rng(7)
     words = [f"w{i}" for i in range(60)]
@@ -233,7 +235,9 @@ def test_corpus_file_trains_what_its_sentences_train(tmp_path):
             lines[-1] += ["café", "naïve", "Ünï", "w1"] * 2
     path = tmp_path / "corpus.txt"
     path.write_text("".join(" ".join(s) + "\n" for s in lines), encoding="utf-8")
-    settings = dict(vector_size=8, window=3, min_count=3, sg=1, epochs=1, workers=1, seed=5)
+    # steps of 700 words: a streamed file is cut across its blocks and inside the long line
+    settings = dict(vector_size=8, window=3, min_count=3, sg=1, epochs=1, workers=1, seed=5,
+                    chunk_words=700)  # fmt: skip
     from_file, in_memory = Word2Vec(**settings), Word2Vec(**settings)
     old = sentences_mod.BLOCK_BYTES
     sentences_mod.BLOCK_BYTES = 4096  # many blocks, some ASCII only, some not
@@ -252,9 +256,19 @@ def test_corpus_file_trains_what_its_sentences_train(tmp_path):
         want = [[index[w] for w in line[i : i + 10_000] if w in index]
                 for line in lines for i in range(0, len(line), 10_000)]  # fmt: skip
         want = [s for s in want if s]
-        ids, offsets, raw = from_file._encode(SentenceCorpus(None, path, 1))
+        corpus = SentenceCorpus(None, path, 1)
+        vocab = Vocab(from_file.wv.index_to_key, from_file.wv.counts)
+        ids, offsets, raw = corpus.encode(vocab)
         assert raw == sum(map(len, lines)) and len(offsets) == len(want) + 1
         assert [ids[a:b].tolist() for a, b in zip(offsets[:-1], offsets[1:])] == want
+        # streamed, the file gives the steps that cutting the whole encoded corpus gives
+        bounds = chunk_bounds(offsets, 700)
+        steps = [(i.copy(), o.copy(), at) for i, o, at in corpus.chunks(vocab, 700)]
+        assert len(steps) == len(bounds) - 1 > 20 and corpus.words_read == raw
+        for (step_ids, step_offsets, at), a, b in zip(steps, bounds[:-1], bounds[1:]):
+            assert at == offsets[a]
+            np.testing.assert_array_equal(step_offsets + at, offsets[a : b + 1])
+            np.testing.assert_array_equal(step_ids, ids[at : offsets[b]])
         from_file.train(corpus_file=path, total_words=from_file.corpus_total_words, epochs=1)
         in_memory.train(lines, total_examples=len(lines), epochs=1)
         np.testing.assert_array_equal(from_file.wv.vectors, in_memory.wv.vectors)
@@ -267,6 +281,23 @@ def test_corpus_file_trains_what_its_sentences_train(tmp_path):
         np.testing.assert_array_equal(from_file.wv.counts, in_memory.wv.counts)
     finally:
         sentences_mod.BLOCK_BYTES = old
+
+
+def test_a_corpus_file_that_changes_while_training_is_refused(tmp_path):
+    """A corpus file is read again every epoch; one that grows between epochs would leave the
+    learning rate's schedule, so the epoch is refused in a line that says why."""
+    path = tmp_path / "corpus.txt"
+    path.write_text("a b c d e f\n" * 2000)
+
+    class Grow(CallbackAny2Vec):
+        def on_epoch_end(self, model):
+            with open(path, "a") as f:
+                f.write("a b c d e f\n" * 2000)
+
+    model = Word2Vec(vector_size=8, min_count=1, epochs=2, chunk_words=1000, callbacks=[Grow()])
+    model.build_vocab(corpus_file=path)
+    with pytest.raises(RuntimeError, match="the corpus changed during training: epoch 1"):
+        model.train(corpus_file=path, total_examples=model.corpus_count, epochs=2)
 
 
 def test_cbow_is_the_default(corpus, tmp_path):

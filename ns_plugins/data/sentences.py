@@ -3,8 +3,9 @@
 ``read_sentences`` (gensim's ``LineSentence``) is a thin, restartable view over
 ``reader.token_blocks`` for user code that iterates sentences. ``SentenceCorpus`` goes the other
 way for ``Word2Vec``: in-memory sentences or a ``corpus_file``, checked once, read as flat token
-blocks (lines closed by the reader's marker), counted (``count``) and encoded into ids in memory
-(``encode``) through ``token_codes``, as the parallel encoder encodes a corpus on disk.
+blocks (lines closed by the reader's marker), counted (``count``) and encoded into ids, in memory
+(``encode``) or streamed as training steps (``chunks``), through ``token_codes`` as the parallel
+encoder encodes a corpus on disk.
 """
 
 from __future__ import annotations
@@ -137,6 +138,7 @@ class SentenceCorpus:
         else:
             check_restartable(corpus_iterable, passes)
         self.iterable, self.file = corpus_iterable, corpus_file
+        self.words_read = 0  # by the last complete pass of ``encode`` or ``chunks``
 
     def blocks(self, ascii_bytes: bool = False) -> Iterator[list | bytes]:
         """Token blocks; ``ascii_bytes``: a file's ASCII blocks as bytes (``token_codes``)."""
@@ -183,43 +185,82 @@ class SentenceCorpus:
         counts = np.fromiter((counter[w] for w in words), dtype=np.int64, count=len(words))
         return words, counts, total, lines
 
-    def encode(
-        self, vocab, words_hint: int = 0, sentences_hint: int = 0
-    ) -> tuple[np.ndarray, np.ndarray, int]:
-        """(ids, sentence offsets, words read) under ``vocab`` (``.words``, ``.index``): lines
+    def _encoded_blocks(self, vocab) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+        """Per token block: (ids kept, corpus positions where sentences start, words read): lines
         cut into sentences of ``MAX_SENTENCE_LENGTH`` words, then unknown words dropped
-        (``wordtable.cut_sentences``). The arrays are filled in place, sized by the hints (the
-        corpus's words and lines as last counted; grown if it changed since): no pieces to join,
-        so the peak is the result."""
+        (``wordtable.cut_sentences``). The arrays are reused by the next block."""
         from .token_codes import NEWLINE_ID, TokenCoder
         from .wordtable import cut_sentences
 
         coder = TokenCoder(str.split, vocab)
-        ids = np.empty(max(words_hint, 1), dtype=np.int32)
-        offsets = np.empty(max(sentences_hint, 1) + 1, dtype=np.int64)
         state = np.array([0, 0, 0, -1, -1], np.int64)  # cut_sentences' running state
         no_lut = np.zeros(0, np.int32)  # the codes are the ids already
-        block_starts = np.empty(0, np.int64)
-        words = sentences = 0
+        ids = np.empty(0, np.int32)
+        starts = np.empty(0, np.int64)
+        read = 0
         for block in self.blocks(ascii_bytes=coder.ascii_bytes):
             codes = coder.codes(block)
             block_words = codes.size - int(np.count_nonzero(codes == NEWLINE_ID))
-            words += block_words
-            at = int(state[2])
-            if at + block_words > ids.size:  # at most one id per word
-                ids = np.resize(ids, max(at + block_words, 2 * ids.size))
-            if block_starts.size < block_words:
-                block_starts = np.empty(block_words, np.int64)
-            _, n = cut_sentences(codes, no_lut, MAX_SENTENCE_LENGTH, state, ids[at:], block_starts)
+            read += block_words
+            if ids.size < block_words:  # at most one id and one start per word
+                ids, starts = np.empty(block_words, np.int32), np.empty(block_words, np.int64)
+            n_ids, n = cut_sentences(codes, no_lut, MAX_SENTENCE_LENGTH, state, ids, starts)
+            yield ids[:n_ids], starts[:n], block_words
+        if read == 0:
+            raise empty_corpus_error()
+        self.words_read = read
+
+    def encode(
+        self, vocab, words_hint: int = 0, sentences_hint: int = 0
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """(ids, sentence offsets, words read) of the whole corpus under ``vocab`` (``.words``,
+        ``.index``). The arrays are filled in place, sized by the hints (the corpus's words and
+        lines as last counted; grown if it changed since): no pieces to join, so the peak is the
+        result."""
+        ids = np.empty(max(words_hint, 1), dtype=np.int32)
+        offsets = np.empty(max(sentences_hint, 1) + 1, dtype=np.int64)
+        written = sentences = read = 0
+        for block_ids, starts, block_words in self._encoded_blocks(vocab):
+            read += block_words
+            n_ids, n = block_ids.size, starts.size
+            if written + n_ids > ids.size:
+                ids = np.resize(ids, max(written + n_ids, 2 * ids.size))
+            ids[written : written + n_ids] = block_ids
+            written += n_ids
             if sentences + n + 1 > offsets.size:
                 offsets = np.resize(offsets, max(sentences + n + 1, 2 * offsets.size))
-            offsets[sentences : sentences + n] = block_starts[:n]
+            offsets[sentences : sentences + n] = starts
             sentences += n
-        if words == 0:
-            raise empty_corpus_error()
-        written = int(state[2])
         offsets[sentences] = written
-        return ids[:written], offsets[: sentences + 1], words
+        return ids[:written], offsets[: sentences + 1], read
+
+    def chunks(self, vocab, chunk_words: int) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+        """The encoded corpus as training steps, streamed: (ids, sentence offsets into them, the
+        corpus position of ``ids[0]``), cut where ``job_bounds(offsets, chunk_words)`` cuts the
+        whole of ``encode``'s result, so the steps are the same; only a step's words (and a block
+        being encoded) are held. The arrays are reused by the next step."""
+        buf = np.empty(2 * chunk_words, np.int32)  # ids from ``base`` on
+        pending = np.empty(0, np.int64)  # starts of the sentences not yet trained
+        base = held = 0
+        target = chunk_words  # the next cut: the first sentence starting at or after it
+        for block_ids, starts, _ in self._encoded_blocks(vocab):
+            if held + block_ids.size > buf.size:
+                buf = np.resize(buf, max(held + block_ids.size, 2 * buf.size))
+            buf[held : held + block_ids.size] = block_ids
+            held += block_ids.size
+            pending = np.concatenate([pending, starts])
+            while pending.size > 1:
+                j = 1 + int(np.searchsorted(pending[1:], target))
+                if j == pending.size:
+                    break
+                cut = int(pending[j])
+                yield buf[: cut - base], pending[: j + 1] - base, base
+                buf[: base + held - cut] = buf[cut - base : held]
+                held -= cut - base
+                base, pending = cut, pending[j:]
+                target += chunk_words * ((cut - target) // chunk_words + 1)  # past ``cut``
+        if pending.size:
+            yield buf[:held], np.append(pending, base + held) - base, base
 
     def same_as(self, other: SentenceCorpus | None) -> bool:
         if other is None:

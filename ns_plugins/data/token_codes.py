@@ -65,8 +65,8 @@ class TokenCoder:
             if mode is not None:
                 self.table = WordTable(mode)
         else:
-            self.lookup = Lookup(vocab.index)
-            self.lookup[NEWLINE] = NEWLINE_ID
+            self.lookup = None  # a copy of the index, made for the first block of ``str``
+            self._index = vocab.index
             if mode is not None:
                 self.table, self.table_ids = WordTable.of_words(mode, vocab.words)
 
@@ -83,6 +83,9 @@ class TokenCoder:
                 known = codes >= 0
                 codes[known] = self.table_ids[codes[known]]
             return codes
+        if self.lookup is None:
+            self.lookup = Lookup(self._index)
+            self.lookup[NEWLINE] = NEWLINE_ID
         codes = np.fromiter(map(self.lookup.__getitem__, block), dtype=np.int32, count=len(block))
         if self.counting:
             seen = np.bincount(codes[codes >= DICT_BASE] - DICT_BASE)
